@@ -1,0 +1,56 @@
+# LaionCele: every target runs inside .venv (created by `make install`).
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+CONFIG ?= configs/sample.yaml
+SET ?=
+STAMP := $(VENV)/.installed
+
+export NO_ALBUMENTATIONS_UPDATE := 1
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export RAY_USAGE_STATS_ENABLED := 0
+export TOKENIZERS_PARALLELISM := false
+export WANDB_MODE := disabled
+
+.PHONY: install test lint build-dataset train-encoder bench report cost-model clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	# torch first and pinned: the 2.13.0 CPU build is local; an unpinned torch pulls a multi-GB CUDA build.
+	$(VPY) -m pip install -q torch==2.13.0
+	$(VPY) -m pip install -q -e '.[inference,dev]'
+	# Exactly one OpenCV: insightface pulls the GUI build, img2dataset the headless one; both write cv2/.
+	# Keep the headless build (no libGL on servers) and reinstall it so its files are the ones on disk.
+	$(VPY) -m pip uninstall -q -y opencv-python
+	$(VPY) -m pip install -q --force-reinstall --no-deps "opencv-python-headless<5"
+	$(VPY) -c "import cv2, insightface, ray, spacy, faiss, torch; print('install ok: cv2', cv2.__version__, 'torch', torch.__version__)"
+	touch $(STAMP)
+
+# pytest exits 5 when it collected no test: report that as a failure, never as a pass.
+test: install
+	$(VPY) -m pytest -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests ran" >&2; exit 1; fi; exit $$rc
+
+lint: install
+	$(VENV)/bin/ruff check laioncele pipelines encoder_training inference tests bench
+	$(VENV)/bin/ruff format --check laioncele pipelines encoder_training inference tests bench
+
+build-dataset: install
+	$(VPY) -m pipelines run all --config $(CONFIG) $(foreach s,$(SET),--set $(s))
+
+train-encoder: install
+	$(VPY) -m encoder_training train --config $(CONFIG) $(foreach s,$(SET),--set $(s))
+
+bench: install
+	$(VPY) -m bench
+
+report: install
+	$(VPY) -m pipelines report --config $(CONFIG) $(foreach s,$(SET),--set $(s))
+
+clean:
+	rm -rf output bench/work .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
