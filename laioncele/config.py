@@ -14,6 +14,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+# How many workers run a stage never changes what it computes: such keys stay out of the resume hash.
+RESOURCE_KEYS = frozenset({"concurrency", "num_cpus", "num_gpus", "progress_bars"})
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -31,6 +34,8 @@ class RunConfig(Section):
 class RayConfig(Section):
     """How to reach Ray: a cluster address, or a local instance with these resources."""
 
+    # "local" runs every unit in this process, one after another: for debugging and single-process baselines.
+    executor: Literal["ray", "local"] = "ray"
     address: str | None = None  # None: start a local instance (or use RAY_ADDRESS when set)
     num_cpus: int | None = None  # local instance only; None means all cores
     num_gpus: int | None = None
@@ -74,9 +79,131 @@ class NamesConfig(Section):
     max_rows_per_name: int = Field(1000, gt=0)
     allow_single_token: bool = False
     max_tokens: int = Field(4, ge=1)
+    use_prefilter: bool = True  # skip captions without any known first name before spaCy
+    first_name_gate: bool = True  # keep only names whose first token is a known first name
+    rescue_bigrams: bool = True  # add title-cased "Firstname Lastname" pairs that NER missed
     blocklist: list[str] = Field(default_factory=list)
     opt_out_names: list[str] = Field(default_factory=list)
     concurrency: int = Field(2, gt=0)
+
+
+class DownloadConfig(Section):
+    """Image download: img2dataset's resizer and opt-out header check, wrapped in our network-safety layer."""
+
+    image_size: int = Field(512, gt=0)  # longest side of the stored image; smaller images are not upscaled
+    encode_format: Literal["jpg", "webp"] = "jpg"
+    encode_quality: int = Field(95, ge=1, le=100)
+    timeout_s: float = Field(10.0, gt=0)  # per socket operation and, again, for the whole body read
+    max_bytes: int = Field(20 * 1024 * 1024, gt=0)  # a response over this is dropped as "too_large"
+    max_pixels: int = Field(89_478_485, gt=0)  # PIL's own MAX_IMAGE_PIXELS; larger headers are "bomb"
+    thread_count: int = Field(16, gt=0)  # concurrent fetches within one batch (one actor)
+    max_per_host: int = Field(4, gt=0)  # politeness: concurrent requests to one host
+    max_retries: int = Field(2, ge=0)  # extra attempts for transient errors (timeout, connection, 5xx, 429)
+    backoff_s: float = Field(1.0, ge=0)  # first retry waits this, doubling after
+    max_retry_after_s: float = Field(30.0, ge=0)  # cap on an honoured Retry-After
+    max_redirects: int = Field(5, ge=0)
+    user_agent: str = "LaionCele/0.1 (+opt-out: see project README; honours X-Robots-Tag noai)"
+    user_agent_tokens: list[str] = Field(default_factory=lambda: ["laioncele", "img2dataset"])
+    disallowed_header_directives: list[str] = Field(
+        default_factory=lambda: ["noai", "noimageai", "noindex", "noimageindex"]
+    )
+    # Tests and local demos only: allow 127.0.0.0/8 and ::1. Every other non-public address stays refused.
+    allow_loopback: bool = False
+    concurrency: int = Field(2, gt=0)  # Ray actors, each with its own thread pool
+
+
+class TargetsConfig(Section):
+    """Name targets: each identity's display name through SDXL's two text encoders (penultimate layers)."""
+
+    # A diffusers SDXL repo id or a local directory with tokenizer/, tokenizer_2/, text_encoder/, text_encoder_2/.
+    source: str = "stabilityai/stable-diffusion-xl-base-1.0"
+    variant: str | None = None  # e.g. "fp16" to read the half-precision weight files of a diffusers repo
+    builtin_tokenizers: bool = False  # use the shipped CLIP BPE vocabulary instead of the source's tokenizers
+    device: str | None = None  # None: cuda when available, else cpu
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"  # auto: float16 on cuda, float32 on cpu
+    batch_size: int = Field(256, gt=0)
+    num_tokens: int = Field(8, ge=1, le=76)  # target length: the tokens after BOS (paper: 8)
+    # Run each batch only up to its last EOS (>= num_tokens + 1 tokens): exact under CLIP's causal attention.
+    trim_to_eos: bool = True
+    concurrency: int = Field(1, gt=0)
+
+
+class FacesConfig(Section):
+    """Face analysis: detector + recogniser backend, per-face filters and image decoding limits."""
+
+    backend: Literal["insightface", "offline"] = "insightface"  # offline: dlib + face_recognition_models
+    # insightface: a local buffalo_l-style directory, staged before the run (nothing is downloaded).
+    model_dir: str = "models/buffalo_l"
+    detector_file: str = "det_10g.onnx"  # SCRFD
+    recognizer_file: str = "w600k_r50.onnx"  # ArcFace
+    det_size: int = Field(640, ge=64)  # SCRFD input side; must be a multiple of 32
+    providers: Literal["auto", "cuda", "cpu"] = "auto"  # auto: CUDA when onnxruntime offers it
+    recognition_batch_size: int = Field(256, gt=0)  # aligned crops per ArcFace call
+    offline_detector: Literal["hog", "cnn"] = "hog"
+    offline_upsample: int = Field(1, ge=0)  # dlib pyramid upsampling: finds faces down to ~40 px at 1
+    min_det_score: float = Field(0.5, ge=0.0, le=1.0)  # both backends report a probability-like score
+    min_face_size: int = Field(32, ge=0)  # shorter bbox side, original-image pixels
+    max_faces_per_image: int = Field(5, ge=1)  # more kept faces: the image is dropped as a "crowd"
+    max_image_side: int = Field(1600, ge=64)  # larger images are downscaled before detection
+    min_image_side: int = Field(48, ge=1)  # smaller images are dropped as "too_small"
+    max_pixels: int = Field(89_478_485, gt=0)  # header-declared pixels above this: "bomb", never decoded
+    match_threshold: float | None = Field(None, ge=-1.0, le=1.0)  # cosine; None: the backend's calibrated one
+    id_column: str = "sample_id"
+    image_column: str = "jpg"  # encoded image bytes, as img2dataset writes them
+    batch_size: int = Field(64, gt=0)
+    concurrency: int = Field(1, gt=0)
+    num_gpus_per_actor: float = Field(0.0, ge=0.0)
+
+
+class IdentityThresholds(Section):
+    """Cosine thresholds on L2-normalised face embeddings for one face backend (their scales differ)."""
+
+    edge: float = Field(ge=-1, le=1)  # face-face: at or above, two faces count as one person in the graph
+    keep: float = Field(
+        ge=-1, le=1
+    )  # face-to-identity-centroid: at or above, a face is kept for the identity
+    alias_merge: float = Field(ge=-1, le=1)  # centroid-centroid: two names' identities are one person
+    duplicate: float = Field(ge=-1, le=1)  # face-face within one identity: the same photo (near-duplicate)
+
+
+def _default_identity_thresholds() -> dict[str, IdentityThresholds]:
+    # insightface (ArcFace, 512-d): same-person cosine ~0.8 vs different ~0.25 (WebFace42M), verification
+    # thresholds 0.3-0.5; a centroid averages out pose/noise, so a same-person face sits higher against it
+    # (~sqrt of the pairwise value) and a stranger's stays ~0.25: keep 0.5 sits between. Centroids of one person
+    # from disjoint image sets agree to ~0.95, different people stay < ~0.5: merge at 0.8. A re-encoded copy of
+    # one photo scores > 0.98, two different photos rarely > 0.95: duplicate at 0.97.
+    # offline (dlib 128-d): dlib's rule "same person if euclidean < 0.6" on raw descriptors (norm ~1.45) is
+    # cos = 1 - (0.6 / 1.45)**2 / 2 ~= 0.914 on the normalised ones (the faces stage calibrated 0.92 on real
+    # photos); different people still sit at cos ~0.85 (raw d ~0.8), so dlib's space is compressed and every
+    # threshold sits much higher.
+    return {
+        "insightface": IdentityThresholds(edge=0.45, keep=0.5, alias_merge=0.8, duplicate=0.97),
+        "offline": IdentityThresholds(edge=0.92, keep=0.93, alias_merge=0.965, duplicate=0.995),
+    }
+
+
+class IdentityConfig(Section):
+    """Identity cleaning: (name, face embeddings) -> one pure face cluster per person, aliases merged."""
+
+    backend: str = (
+        "insightface"  # key into ``thresholds``; a uniform ``backend`` column in the faces overrides
+    )
+    thresholds: dict[str, IdentityThresholds] = Field(default_factory=_default_identity_thresholds)
+    min_images: int = Field(5, ge=1)  # distinct images an identity needs (the paper keeps names with >= 5)
+    # The dominant cluster must hold this share of the name's images that have any face: guards against a
+    # name whose "dominant" cluster is an incidental handful among unrelated faces.
+    min_share: float = Field(0.2, ge=0, le=1)
+    # A runner-up cluster (in images without the dominant person) larger than this fraction of the dominant
+    # one makes the name ambiguous (two people share it): dropped, or split under namesake_policy="split".
+    max_runner_up_ratio: float = Field(0.5, ge=0, le=1)
+    namesake_policy: Literal["drop", "split"] = "drop"
+    refine_iterations: int = Field(2, ge=0)  # centroid re-estimates after the seed neighbourhood
+    max_batched_faces: int = Field(256, ge=2)  # names up to this many faces: one padded batched matmul
+    max_graph_faces: int = Field(4096, ge=16)  # bigger names: seed graph on a sample of this many faces
+    alias_exact_max: int = Field(20_000, ge=1)  # more identities than this: IVF index for the alias search
+    hash_column: str = "image_sha256"  # optional column with image bytes' hash: equal hashes are duplicates
+    use_gpu: bool = True  # use a faiss GPU index when faiss has GPU support and a GPU is visible
+    seed: int = 0
 
 
 class Config(Section):
@@ -88,10 +215,19 @@ class Config(Section):
     input: InputConfig = Field(default_factory=InputConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     names: NamesConfig = Field(default_factory=NamesConfig)
+    download: DownloadConfig = Field(default_factory=DownloadConfig)
+    targets: TargetsConfig = Field(default_factory=TargetsConfig)
+    faces: FacesConfig = Field(default_factory=FacesConfig)
+    identity: IdentityConfig = Field(default_factory=IdentityConfig)
 
     def section_hash(self, *sections: str) -> str:
         """A short stable hash of the named sections, stored in manifests to detect config drift on resume."""
-        payload = {name: getattr(self, name).model_dump(mode="json") for name in sections}
+        payload = {
+            name: {
+                k: v for k, v in getattr(self, name).model_dump(mode="json").items() if k not in RESOURCE_KEYS
+            }
+            for name in sections
+        }
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -14,7 +14,9 @@ SCHEMA_VERSION_KEY = b"laioncele.schema_version"
 
 
 def _versioned(name: str, version: int, fields: list[pa.Field]) -> pa.Schema:
-    return pa.schema(fields, metadata={SCHEMA_NAME_KEY: name.encode(), SCHEMA_VERSION_KEY: str(version).encode()})
+    return pa.schema(
+        fields, metadata={SCHEMA_NAME_KEY: name.encode(), SCHEMA_VERSION_KEY: str(version).encode()}
+    )
 
 
 INGEST = _versioned(
@@ -57,8 +59,78 @@ NAMES_TABLE = _versioned(
     ],
 )
 
+NAME_TARGETS = _versioned(
+    "name_targets",
+    1,
+    [
+        pa.field("name_key", pa.string(), nullable=False),
+        pa.field("display_name", pa.string(), nullable=False),  # the text that was encoded
+        pa.field("n_name_tokens", pa.int32(), nullable=False),  # CLIP tokens of the name, without BOS/EOS
+        pa.field("num_tokens", pa.int32(), nullable=False),  # target positions after BOS (8)
+        pa.field("embedding_dim", pa.int32(), nullable=False),  # D: both encoders' widths (2048 in SDXL)
+        # SDXL penultimate hidden states at positions 1..num_tokens, row-major (num_tokens * D), float16.
+        pa.field("name_embedding", pa.list_(pa.float16()), nullable=False),
+        pa.field("pooled_embedding", pa.list_(pa.float16()), nullable=False),  # text_encoder_2 text_embeds
+    ],
+)
+
+DOWNLOAD = _versioned(
+    "download",
+    1,
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("url", pa.string(), nullable=False),
+        pa.field("caption", pa.string()),
+        pa.field("names", pa.list_(pa.string())),
+        pa.field("image", pa.binary(), nullable=False),  # re-encoded bytes (longest side <= image_size)
+        pa.field("image_format", pa.string(), nullable=False),  # "jpg" or "webp"
+        pa.field("width", pa.int32(), nullable=False),  # of the stored image
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("original_width", pa.int32(), nullable=False),  # as served, after EXIF rotation
+        pa.field("original_height", pa.int32(), nullable=False),
+        pa.field("sha256", pa.string(), nullable=False),  # hex sha256 of ``image``
+        pa.field("attempts", pa.int32(), nullable=False),
+    ],
+)
+
+DOWNLOAD_FAILURES = _versioned(
+    "download_failures",
+    1,
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("url", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),  # see laioncele.download's docstring
+        pa.field("attempts", pa.int32(), nullable=False),  # 0: never requested (opt-out)
+        pa.field("retryable", pa.bool_(), nullable=False),  # transient reason, retries exhausted
+        pa.field("detail", pa.string()),
+    ],
+)
+
+FACES = _versioned(
+    "faces",
+    1,
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field(
+            "face_index", pa.int32(), nullable=False
+        ),  # -1: a row standing for an image without kept faces
+        pa.field("status", pa.string(), nullable=False),  # "ok", or why the image has no kept face
+        pa.field("bbox", pa.list_(pa.float32(), 4)),  # x1, y1, x2, y2 in original-image pixels
+        pa.field("landmarks", pa.list_(pa.float32(), 10)),  # 5 x (x, y): left eye, right eye, nose, mouth l/r
+        pa.field("det_score", pa.float32()),
+        pa.field("embedding", pa.list_(pa.float32())),  # L2-normalised; 512 (insightface) or 128 (offline)
+        pa.field("n_faces_detected", pa.int32(), nullable=False),
+        pa.field("n_faces_kept", pa.int32(), nullable=False),
+        pa.field("image_width", pa.int32(), nullable=False),  # 0 when the image did not decode
+        pa.field("image_height", pa.int32(), nullable=False),
+        pa.field("backend", pa.string(), nullable=False),
+        pa.field("backend_version", pa.string(), nullable=False),
+    ],
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
-    s.metadata[SCHEMA_NAME_KEY].decode(): s for s in (INGEST, NAMES_SAMPLES, NAMES_TABLE)
+    s.metadata[SCHEMA_NAME_KEY].decode(): s
+    for s in (INGEST, NAMES_SAMPLES, NAMES_TABLE, NAME_TARGETS, DOWNLOAD, DOWNLOAD_FAILURES, FACES)
 }
 
 

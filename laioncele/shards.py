@@ -133,7 +133,9 @@ class ShardWriter:
         self.prefix = prefix
         self.rows_per_shard = rows_per_shard
         self.bytes_per_shard = bytes_per_shard
-        self.options = pa.ipc.IpcWriteOptions(compression=None if compression in (None, "none") else compression)
+        self.options = pa.ipc.IpcWriteOptions(
+            compression=None if compression in (None, "none") else compression
+        )
         self.inputs = tuple(inputs)
         self.records: list[ShardRecord] = []
         self._pending: list[pa.RecordBatch] = []
@@ -171,14 +173,22 @@ class ShardWriter:
         table = pa.Table.from_batches(self._pending, schema=self.schema).replace_schema_metadata(
             self.schema.metadata
         )
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, self.schema, options=self.options) as writer:
+        with (
+            pa.OSFile(str(tmp), "wb") as sink,
+            pa.ipc.new_file(sink, self.schema, options=self.options) as writer,
+        ):
             writer.write_table(table)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, final)
         self.records.append(
-            ShardRecord(name=name, rows=table.num_rows, bytes=final.stat().st_size, sha256=file_sha256(final),
-                        inputs=self.inputs)
+            ShardRecord(
+                name=name,
+                rows=table.num_rows,
+                bytes=final.stat().st_size,
+                sha256=file_sha256(final),
+                inputs=self.inputs,
+            )
         )
         self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
 
@@ -202,12 +212,20 @@ def write_unit(
     unit_id = safe_unit_id(unit_id)
     out_dir = Path(out_dir)
     discard_partial_unit(out_dir, unit_id)
-    writer = ShardWriter(out_dir, schema, f"part-{unit_id}", rows_per_shard, bytes_per_shard, compression, inputs)
+    writer = ShardWriter(
+        out_dir, schema, f"part-{unit_id}", rows_per_shard, bytes_per_shard, compression, inputs
+    )
     batches = [data] if isinstance(data, pa.Table) else data
     for batch in batches:
         writer.write(batch)
-    record = UnitRecord(unit_id, config_hash, int(rows_in), writer.close(),
-                        {k: int(v) for k, v in sorted((drops or {}).items()) if v}, dict(stats or {}))
+    record = UnitRecord(
+        unit_id,
+        config_hash,
+        int(rows_in),
+        writer.close(),
+        {k: int(v) for k, v in sorted((drops or {}).items()) if v},
+        dict(stats or {}),
+    )
     atomic_write_json(out_dir / UNITS_DIR / f"{unit_id}.json", record.to_json())
     return record
 
@@ -290,8 +308,14 @@ def build_manifest(
     for record in records:
         drops.update(record.drops)
     shards = [
-        {"name": s.name, "rows": s.rows, "bytes": s.bytes, "sha256": s.sha256, "inputs": list(s.inputs),
-         "unit": r.unit_id}
+        {
+            "name": s.name,
+            "rows": s.rows,
+            "bytes": s.bytes,
+            "sha256": s.sha256,
+            "inputs": list(s.inputs),
+            "unit": r.unit_id,
+        }
         for r in records
         for s in r.shards
     ]
@@ -343,9 +367,19 @@ def write_shards(
     out_dir = Path(out_dir)
     (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
     counted = _Counting(data)
-    record = write_unit(out_dir, "all", counted, schema, config_hash=config_hash, rows_in=0, drops=drops,
-                        inputs=inputs, rows_per_shard=rows_per_shard, bytes_per_shard=bytes_per_shard,
-                        compression=compression)
+    record = write_unit(
+        out_dir,
+        "all",
+        counted,
+        schema,
+        config_hash=config_hash,
+        rows_in=0,
+        drops=drops,
+        inputs=inputs,
+        rows_per_shard=rows_per_shard,
+        bytes_per_shard=bytes_per_shard,
+        compression=compression,
+    )
     record.rows_in = counted.rows if rows_in is None else rows_in
     atomic_write_json(out_dir / UNITS_DIR / "all.json", record.to_json())
     return finalize_stage(out_dir, stage, schema, config_hash, ["all"], extra)
@@ -373,13 +407,17 @@ def _chain(*iterables: Iterable[Any]) -> Iterator[Any]:
 def load_manifest(stage_dir: str | Path) -> dict[str, Any]:
     path = Path(stage_dir) / MANIFEST_NAME
     if not path.is_file():
-        raise ShardError(f"{stage_dir} has no {MANIFEST_NAME}: the stage did not finish (re-run it to resume)")
+        raise ShardError(
+            f"{stage_dir} has no {MANIFEST_NAME}: the stage did not finish (re-run it to resume)"
+        )
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ShardError(f"{path} is not valid JSON: {exc}") from None
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise ShardError(f"{path}: manifest format {manifest.get('format_version')} != supported {FORMAT_VERSION}")
+        raise ShardError(
+            f"{path}: manifest format {manifest.get('format_version')} != supported {FORMAT_VERSION}"
+        )
     return manifest
 
 
@@ -388,7 +426,9 @@ def _open_shard(path: Path, record: Mapping[str, Any], verify: bool) -> pa.Table
         raise ShardError(f"shard {path} listed in the manifest is missing")
     size = path.stat().st_size
     if size != record["bytes"]:
-        raise ShardError(f"shard {path} is {size} bytes, the manifest says {record['bytes']} (truncated or replaced)")
+        raise ShardError(
+            f"shard {path} is {size} bytes, the manifest says {record['bytes']} (truncated or replaced)"
+        )
     if verify and file_sha256(path) != record["sha256"]:
         raise ShardError(f"shard {path} fails its sha256 checksum (corrupted)")
     try:

@@ -20,3 +20,16 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"needs the shared fixtures folder at {SHARED} (not present in this checkout)")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One real local Ray instance (2 CPUs) shared by every Ray test: start-up costs ~10 s."""
+    import ray
+
+    from laioncele.config import RayConfig
+    from pipelines.runtime import ensure_ray
+
+    ensure_ray(RayConfig(num_cpus=2, progress_bars=False))
+    yield ray
+    ray.shutdown()

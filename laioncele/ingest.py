@@ -1,0 +1,253 @@
+"""Ingest: LAION metadata rows -> clean rows with a stable ``sample_id``.
+
+LAION ships parquet with upper-case columns (URL, TEXT, WIDTH, HEIGHT, similarity, punsafe, pwatermark, LANGUAGE);
+re-releases and tools use lower-case variants (url, caption, text, ...). This module maps any of them onto the
+``ingest`` schema and drops unusable rows, counting each drop by reason.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from laioncele.config import IngestConfig
+from laioncele.schema import INGEST, conform
+
+# Our column -> accepted source column names, first match wins (case-insensitive).
+COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
+    "url": ("url", "image_url"),
+    "caption": ("text", "caption", "alt", "alt_text"),
+    "width": ("width", "original_width"),
+    "height": ("height", "original_height"),
+    "similarity": ("similarity", "clip_sim", "clip_similarity"),
+    "punsafe": ("punsafe",),
+    "pwatermark": ("pwatermark",),
+    "language": ("language", "lang"),
+}
+REQUIRED = ("url", "caption")
+
+
+def resolve_columns(source_columns: list[str]) -> dict[str, str]:
+    """Map our column names to the source file's actual column names (only those present)."""
+    by_lower = {}
+    for name in source_columns:
+        by_lower.setdefault(name.lower(), name)
+    resolved = {}
+    for ours, aliases in COLUMN_ALIASES.items():
+        for alias in aliases:
+            if alias in by_lower:
+                resolved[ours] = by_lower[alias]
+                break
+    missing = [c for c in REQUIRED if c not in resolved]
+    if missing:
+        raise ValueError(f"LAION metadata lacks required column(s) {missing}; found columns {source_columns}")
+    return resolved
+
+
+def sample_ids(urls: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Stable id of a sample: the first 16 hex chars of sha256(url). Same URL -> same id on every run."""
+    return pa.array(
+        [hashlib.sha256(u.encode("utf-8")).hexdigest()[:16] for u in urls.to_pylist()], pa.string()
+    )
+
+
+def _decode_text(column: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
+    """Captions as strings, plus a mask of values that were not valid UTF-8 (LAION has some)."""
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        binary = column.cast(pa.large_binary() if pa.types.is_large_string(column.type) else pa.binary())
+    elif pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+        binary = column
+    else:
+        return column.cast(pa.string()), np.zeros(len(column), dtype=bool)
+    try:
+        return binary.cast(pa.string()), np.zeros(len(column), dtype=bool)
+    except pa.ArrowInvalid:
+        pass  # some row is not UTF-8: find which, row by row (rare, so the slow path is fine)
+    values, bad = [], np.zeros(len(column), dtype=bool)
+    for i, raw in enumerate(binary.to_pylist()):
+        if raw is None:
+            values.append(None)
+            continue
+        try:
+            values.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            values.append(None)
+            bad[i] = True
+    return pa.array(values, pa.string()), bad
+
+
+@dataclass
+class IngestResult:
+    table: pa.Table
+    drops: Counter[str]
+
+
+def clean_batch(raw: pa.Table, config: IngestConfig | None = None) -> IngestResult:
+    """Map raw LAION columns onto the ingest schema and drop rows that cannot become samples."""
+    config = config or IngestConfig()
+    columns = resolve_columns(raw.column_names)
+    drops: Counter[str] = Counter()
+    n = raw.num_rows
+
+    url = raw.column(columns["url"]).cast(pa.string())
+    url = pc.utf8_trim_whitespace(url)
+    caption, undecodable = _decode_text(raw.column(columns["caption"]))
+    caption = pc.utf8_trim_whitespace(caption)
+
+    no_url = pc.fill_null(pc.equal(pc.utf8_length(url), 0), True).to_numpy(zero_copy_only=False)
+    empty_caption = pc.fill_null(pc.equal(pc.utf8_length(caption), 0), True).to_numpy(zero_copy_only=False)
+    too_long = pc.fill_null(pc.greater(pc.utf8_length(caption), config.max_caption_chars), False).to_numpy(
+        zero_copy_only=False
+    )
+
+    def size_column(name: str) -> pa.Array:
+        if name not in columns:
+            return pa.nulls(n, pa.int32())
+        return pc.cast(raw.column(columns[name]), pa.float64(), safe=False)
+
+    width, height = size_column("width"), size_column("height")
+    too_small = np.zeros(n, dtype=bool)
+    if config.min_width and "width" in columns:
+        too_small |= pc.fill_null(pc.less(width, config.min_width), False).to_numpy(zero_copy_only=False)
+    if config.min_height and "height" in columns:
+        too_small |= pc.fill_null(pc.less(height, config.min_height), False).to_numpy(zero_copy_only=False)
+
+    # Count each dropped row once, under the first reason that applies, in this order.
+    keep = np.ones(n, dtype=bool)
+    for reason, mask in (
+        ("missing_url", no_url),
+        ("undecodable_caption", undecodable),
+        ("empty_caption", empty_caption & ~undecodable),
+        ("caption_too_long", too_long),
+        ("below_min_size", too_small),
+    ):
+        hit = keep & mask
+        if hit.any():
+            drops[reason] += int(hit.sum())
+        keep &= ~mask
+
+    keep_idx = pa.array(np.flatnonzero(keep))
+    out = {
+        "url": url.take(keep_idx),
+        "caption": caption.take(keep_idx),
+        "width": pc.cast(width, pa.int32(), safe=False).take(keep_idx) if "width" in columns else None,
+        "height": pc.cast(height, pa.int32(), safe=False).take(keep_idx) if "height" in columns else None,
+    }
+    for name in ("similarity", "punsafe", "pwatermark", "language"):
+        out[name] = raw.column(columns[name]).take(keep_idx) if name in columns else None
+    out["sample_id"] = sample_ids(out["url"])
+    table = pa.table({k: v for k, v in out.items() if v is not None})
+
+    # The same URL can appear several times in LAION; one sample per URL (first occurrence wins).
+    table, n_dup = drop_duplicate_ids(table)
+    if n_dup:
+        drops["duplicate_url"] += n_dup
+    return IngestResult(conform(table, INGEST), drops)
+
+
+def drop_duplicate_ids(table: pa.Table, column: str = "sample_id") -> tuple[pa.Table, int]:
+    ids = table.column(column).to_numpy(zero_copy_only=False)
+    _, first = np.unique(ids, return_index=True)
+    if len(first) == len(ids):
+        return table, 0
+    first.sort()
+    return table.take(pa.array(first)), len(ids) - len(first)
+
+
+# ---------------------------------------------------------------------------------------------- input units
+
+
+@dataclass(frozen=True)
+class ParquetUnit:
+    """A resumable slice of the input: consecutive row groups of one parquet file."""
+
+    unit_id: str
+    path: str
+    row_groups: tuple[int, ...]
+    rows: int  # rows this unit reads (after the input.max_rows cap)
+
+
+def expand_input_paths(paths: list[str]) -> list[str]:
+    """Files behind the configured paths: plain files, directories (all *.parquet below) and globs.
+    Local paths and URIs (s3://, gs://) go through pyarrow's filesystem layer."""
+    files: list[str] = []
+    for spec in paths:
+        filesystem, path = pafs.FileSystem.from_uri(spec) if "://" in spec else (pafs.LocalFileSystem(), spec)
+        if any(ch in path for ch in "*?["):
+            base = path.split("*", 1)[0].rsplit("/", 1)[0] or "."
+            selector = pafs.FileSelector(base, recursive=True)
+            matched = sorted(
+                info.path for info in filesystem.get_file_info(selector) if fnmatch.fnmatch(info.path, path)
+            )
+            files += [_with_scheme(spec, m) for m in matched]
+            continue
+        info = filesystem.get_file_info(path)
+        if info.type == pafs.FileType.Directory:
+            selector = pafs.FileSelector(path, recursive=True)
+            files += sorted(
+                _with_scheme(spec, i.path)
+                for i in filesystem.get_file_info(selector)
+                if i.path.endswith(".parquet")
+            )
+        elif info.type == pafs.FileType.File:
+            files.append(_with_scheme(spec, path))
+        else:
+            raise ValueError(f"input path {spec!r} does not exist")
+    if not files:
+        raise ValueError(f"no parquet files found under {paths}")
+    return files
+
+
+def _with_scheme(spec: str, path: str) -> str:
+    """Re-attach the URI scheme; local paths become absolute so Ray workers (other cwd) find them."""
+    return f"{spec.split('://', 1)[0]}://{path}" if "://" in spec else str(Path(path).resolve())
+
+
+def open_parquet(path: str) -> pq.ParquetFile:
+    if "://" in path:
+        filesystem, inner = pafs.FileSystem.from_uri(path)
+        return pq.ParquetFile(filesystem.open_input_file(inner))
+    return pq.ParquetFile(path)
+
+
+def plan_units(paths: list[str], rows_per_unit: int, max_rows: int | None = None) -> list[ParquetUnit]:
+    """Cut the input into units of whole row groups of about ``rows_per_unit`` rows, in a stable order."""
+    units: list[ParquetUnit] = []
+    budget = max_rows
+    for file_index, path in enumerate(expand_input_paths(paths)):
+        meta = open_parquet(path).metadata
+        group: list[int] = []
+        rows = 0
+        for rg in range(meta.num_row_groups):
+            if budget is not None and budget <= 0:
+                break
+            n = meta.row_group(rg).num_rows if budget is None else min(meta.row_group(rg).num_rows, budget)
+            group.append(rg)
+            rows += n
+            if budget is not None:
+                budget -= n
+            if rows >= rows_per_unit:
+                units.append(_unit(file_index, path, group, rows))
+                group, rows = [], 0
+        if group:
+            units.append(_unit(file_index, path, group, rows))
+    return units
+
+
+def _unit(file_index: int, path: str, groups: list[int], rows: int) -> ParquetUnit:
+    stem = Path(path.split("://")[-1]).stem
+    return ParquetUnit(f"f{file_index:05d}-{stem}-rg{groups[0]:05d}", path, tuple(groups), rows)
+
+
+def read_unit(unit: ParquetUnit) -> pa.Table:
+    return open_parquet(unit.path).read_row_groups(list(unit.row_groups)).slice(0, unit.rows)

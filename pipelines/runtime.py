@@ -1,0 +1,41 @@
+"""Start or join Ray once per process, configured from ``config.ray``."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+
+from laioncele.config import RayConfig
+
+# Variables that keep workers offline and quiet; workers inherit them through the runtime env.
+WORKER_ENV = {
+    "NO_ALBUMENTATIONS_UPDATE": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "TOKENIZERS_PARALLELISM": "false",
+    "WANDB_MODE": "disabled",
+}
+
+
+def ensure_ray(config: RayConfig) -> None:
+    """Connect to ``config.address`` (or ``RAY_ADDRESS``) when given, else start a local instance."""
+    for key, value in WORKER_ENV.items():
+        os.environ.setdefault(key, value)
+    if ray.is_initialized():
+        return
+    address = config.address or os.environ.get("RAY_ADDRESS")
+    kwargs: dict = {
+        "runtime_env": {"env_vars": WORKER_ENV},
+        "logging_level": logging.WARNING,
+        "log_to_driver": True,
+    }
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=config.num_cpus, num_gpus=config.num_gpus, include_dashboard=False, **kwargs)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = config.progress_bars
+    ctx.execution_options.verbose_progress = False

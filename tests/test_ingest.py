@@ -1,0 +1,102 @@
+"""Ingest logic without Ray: column aliases, stable ids, and every drop counted by reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from laioncele.config import IngestConfig
+from laioncele.ingest import clean_batch, plan_units, read_unit, resolve_columns, sample_ids
+from laioncele.laion_synth import generate_laion_table
+
+
+def test_upper_and_lower_case_laion_columns() -> None:
+    upper = resolve_columns(["URL", "TEXT", "WIDTH", "HEIGHT", "similarity", "LANGUAGE"])
+    assert upper == {
+        "url": "URL",
+        "caption": "TEXT",
+        "width": "WIDTH",
+        "height": "HEIGHT",
+        "similarity": "similarity",
+        "language": "LANGUAGE",
+    }
+    lower = resolve_columns(["url", "caption", "punsafe"])
+    assert lower == {"url": "url", "caption": "caption", "punsafe": "punsafe"}
+    with pytest.raises(ValueError, match="url"):
+        resolve_columns(["TEXT", "WIDTH"])
+
+
+def test_sample_id_is_stable_and_url_specific() -> None:
+    a = sample_ids(pa.array(["https://a/1.jpg", "https://a/2.jpg", "https://a/1.jpg"])).to_pylist()
+    assert a[0] == a[2] != a[1] and all(len(x) == 16 for x in a)
+    assert sample_ids(pa.array(["https://a/1.jpg"])).to_pylist()[0] == a[0]
+
+
+def test_each_bad_row_is_dropped_once_with_its_reason() -> None:
+    raw = pa.table(
+        {
+            "URL": [
+                "https://a/1.jpg",
+                None,
+                "",
+                "https://a/4.jpg",
+                "https://a/5.jpg",
+                "https://a/6.jpg",
+                "https://a/1.jpg",
+                "https://a/8.jpg",
+            ],
+            "TEXT": pa.array(
+                [b"Brad Pitt", b"no url", b"empty url", b"   ", b"bad \xff utf8", b"tiny", b"dup", None],
+                pa.binary(),
+            ),
+            "WIDTH": [640, 640, 640, 640, 640, 20, 640, 640],
+            "HEIGHT": [480, 480, 480, 480, 480, 480, 480, 480],
+        }
+    )
+    result = clean_batch(raw, IngestConfig(min_width=64))
+    assert result.drops == {
+        "missing_url": 2,
+        "empty_caption": 2,
+        "undecodable_caption": 1,
+        "below_min_size": 1,
+        "duplicate_url": 1,
+    }
+    assert result.table.column("caption").to_pylist() == ["Brad Pitt"]
+    assert result.table.column("width").to_pylist() == [640]
+    assert result.table.column("language").null_count == 1  # column absent in the input: nulls
+
+
+def test_missing_optional_columns_are_tolerated() -> None:
+    result = clean_batch(pa.table({"url": ["https://a/1.jpg"], "text": ["  Kate Middleton  "]}))
+    row = result.table.to_pylist()[0]
+    assert row["caption"] == "Kate Middleton" and row["width"] is None and row["similarity"] is None
+
+
+def test_generated_laion_counts_add_up() -> None:
+    raw = generate_laion_table(20_000, seed=3)
+    result = clean_batch(raw, IngestConfig(min_width=16))
+    assert result.table.num_rows + sum(result.drops.values()) == 20_000
+    assert set(result.drops) == {
+        "missing_url",
+        "empty_caption",
+        "undecodable_caption",
+        "below_min_size",
+        "duplicate_url",
+    }
+    assert len(set(result.table.column("sample_id").to_pylist())) == result.table.num_rows
+
+
+def test_plan_units_covers_every_row_group_once(tmp_path: Path) -> None:
+    for i in range(2):
+        pq.write_table(generate_laion_table(2500, seed=i), tmp_path / f"p{i}.parquet", row_group_size=400)
+    units = plan_units([str(tmp_path)], rows_per_unit=1000)
+    assert sum(u.rows for u in units) == 5000
+    assert sum(read_unit(u).num_rows for u in units) == 5000
+    assert len({u.unit_id for u in units}) == len(units)
+    capped = plan_units([str(tmp_path / "*.parquet")], rows_per_unit=1000, max_rows=1100)
+    assert sum(read_unit(u).num_rows for u in capped) == 1100
+    with pytest.raises(ValueError, match="does not exist"):
+        plan_units([str(tmp_path / "missing.parquet")], 10)
