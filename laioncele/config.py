@@ -196,6 +196,8 @@ class IdentityConfig(Section):
     # A runner-up cluster (in images without the dominant person) larger than this fraction of the dominant
     # one makes the name ambiguous (two people share it): dropped, or split under namesake_policy="split".
     max_runner_up_ratio: float = Field(0.5, ge=0, le=1)
+    # "split" emits the runner-up as a second identity ("<key>#2"), but can also split off a co-star's
+    # mislabelled photos when the co-star's own name yields no identity: "drop" is the pure default.
     namesake_policy: Literal["drop", "split"] = "drop"
     refine_iterations: int = Field(2, ge=0)  # centroid re-estimates after the seed neighbourhood
     max_batched_faces: int = Field(256, ge=2)  # names up to this many faces: one padded batched matmul

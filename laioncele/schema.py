@@ -35,6 +35,30 @@ INGEST = _versioned(
     ],
 )
 
+NAMES_NER = _versioned(
+    "names_ner",
+    1,
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("names", pa.list_(pa.string()), nullable=False),  # canonical name keys found by NER
+        pa.field("surface_forms", pa.list_(pa.string()), nullable=False),  # display form of each, aligned
+    ],
+)
+
+NAMES_FOUND = _versioned(
+    "names_found",
+    1,
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("url", pa.string(), nullable=False),
+        pa.field("caption", pa.string(), nullable=False),
+        pa.field("similarity", pa.float32()),
+        pa.field("names", pa.list_(pa.string()), nullable=False),  # NER names + corpus-wide second pass
+        pa.field("surface_forms", pa.list_(pa.string()), nullable=False),
+        pa.field("n_names", pa.int32(), nullable=False),
+    ],
+)
+
 NAMES_SAMPLES = _versioned(
     "names_samples",
     1,
@@ -128,9 +152,57 @@ FACES = _versioned(
     ],
 )
 
+IDENTITIES = _versioned(
+    "identities",
+    1,
+    [
+        pa.field("identity_id", pa.string(), nullable=False),  # primary name key; "#2" for a split namesake
+        pa.field("name", pa.string(), nullable=False),  # display name (most frequent spelling of the key)
+        pa.field("name_key", pa.string(), nullable=False),
+        pa.field("aliases", pa.list_(pa.string()), nullable=False),  # display names of all merged names
+        pa.field("alias_keys", pa.list_(pa.string()), nullable=False),
+        pa.field("n_images", pa.int32(), nullable=False),
+        pa.field("centroid", pa.list_(pa.float32()), nullable=False),  # unit mean of the kept faces
+        pa.field("mean_similarity", pa.float32()),  # kept faces to centroid
+        pa.field("min_similarity", pa.float32()),
+        pa.field("n_name_images", pa.int32()),  # faced images carrying the primary name
+        pa.field("share", pa.float32()),  # dominant cluster / n_name_images
+        pa.field("runner_up_share", pa.float32()),  # runner-up cluster / dominant cluster
+        pa.field("backend", pa.string()),
+    ],
+)
+
+IDENTITY_IMAGES = _versioned(
+    "identity_images",
+    1,
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("face_index", pa.int32(), nullable=False),
+        pa.field("identity_id", pa.string(), nullable=False),
+        pa.field("name", pa.string(), nullable=False),  # the identity's display name
+        pa.field("name_key", pa.string(), nullable=False),
+        pa.field("caption_name", pa.string(), nullable=False),  # the alias this image's caption used
+        pa.field("similarity", pa.float32(), nullable=False),  # face to identity centroid
+        pa.field("bbox", pa.list_(pa.float32(), 4)),  # carried from the faces table when present
+        pa.field("det_score", pa.float32()),
+    ],
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     s.metadata[SCHEMA_NAME_KEY].decode(): s
-    for s in (INGEST, NAMES_SAMPLES, NAMES_TABLE, NAME_TARGETS, DOWNLOAD, DOWNLOAD_FAILURES, FACES)
+    for s in (
+        INGEST,
+        NAMES_NER,
+        NAMES_FOUND,
+        NAMES_SAMPLES,
+        NAMES_TABLE,
+        NAME_TARGETS,
+        DOWNLOAD,
+        DOWNLOAD_FAILURES,
+        FACES,
+        IDENTITIES,
+        IDENTITY_IMAGES,
+    )
 }
 
 

@@ -305,8 +305,10 @@ def build_manifest(
 ) -> dict[str, Any]:
     ident = schema_id(schema) or (stage, 0)
     drops: Counter[str] = Counter()
+    stats: dict[str, Any] = {}
     for record in records:
         drops.update(record.drops)
+        _add_stats(stats, record.stats)
     shards = [
         {
             "name": s.name,
@@ -328,10 +330,20 @@ def build_manifest(
         "rows": sum(s["rows"] for s in shards),
         "bytes": sum(s["bytes"] for s in shards),
         "drops": dict(sorted(drops.items())),
+        "stats": stats,
         "units": len(records),
         "shards": shards,
         **(dict(extra) if extra else {}),
     }
+
+
+def _add_stats(total: dict[str, Any], stats: Mapping[str, Any]) -> None:
+    """Sum per-unit statistics: numbers add up, nested mappings (counters) add up key by key."""
+    for key, value in sorted(stats.items()):
+        if isinstance(value, Mapping):
+            _add_stats(total.setdefault(key, {}), value)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            total[key] = total.get(key, 0) + value
 
 
 def write_shards(
@@ -449,6 +461,15 @@ def _check_schema(path: Path, table: pa.Table, manifest: Mapping[str, Any]) -> N
             f"{path.parent} was written with schema {expected}, this code reads {schema_id(known)}: "
             "re-run the stage with this version"
         )
+
+
+def read_shard(stage_dir: str | Path, record: Mapping[str, Any], verify: bool = True) -> pa.Table:
+    """Read one shard of a finished stage by its manifest record (size, checksum and schema checked)."""
+    stage_dir = Path(stage_dir)
+    path = stage_dir / record["name"]
+    table = _open_shard(path, record, verify)
+    _check_schema(path, table, load_manifest(stage_dir))
+    return table
 
 
 def iter_shards(

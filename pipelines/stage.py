@@ -50,3 +50,16 @@ class Stage:
     finish: Callable[[Config, Path], dict[str, Any]] | None = None
     description: str = ""
     extra_sections: tuple[str, ...] = field(default=("shards",))
+
+
+def units_per_shard(upstream_dir: Path | None) -> list[Unit]:
+    """One unit per shard of the upstream stage, keyed by the shard's name: the usual plan of a map stage."""
+    from laioncele.shards import load_manifest
+
+    if upstream_dir is None:
+        raise ValueError("units_per_shard needs an upstream stage")
+    manifest = load_manifest(upstream_dir)
+    return [
+        Unit(record["name"].removeprefix("part-").removesuffix(".arrow"), {"shard": record}, record["rows"])
+        for record in manifest["shards"]
+    ]

@@ -1,0 +1,98 @@
+"""Name-mining throughput and quality: raw spaCy NER on every caption vs the stage's extractor.
+
+Run: ``python -m bench.names_bench [n_captions]``. Captions are LAION-like: real captions from the shared
+9,600-row sample, recombined, with person names inserted into a share of them (in title and lower case).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO.parent / "shared" / "fixtures" / "laion" / "laion_sample_9600.parquet"
+LABELLED = REPO / "tests" / "data" / "labelled_captions.jsonl"
+LAION_ENGLISH_CAPTIONS = 2_320_000_000
+NAMES = [
+    "Brad Pitt",
+    "Kate Middleton",
+    "Emma Stone",
+    "Elton John",
+    "Taylor Swift",
+    "Jackie Chan",
+    "Roger Federer",
+]
+TEMPLATES = ["{name} at the {cap}", "{cap} - {name}", "{name} {cap}", "{cap} by {name}"]
+
+
+def generate_captions(n: int, seed: int = 0) -> list[str]:
+    """n LAION-like captions: real captions, with ~15% of them carrying an inserted person name."""
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    real = [c for c in pq.read_table(SAMPLE, columns=["TEXT"]).column("TEXT").to_pylist() if c]
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        cap = rng.choice(real)
+        if rng.random() < 0.15:
+            name = rng.choice(NAMES)
+            name = name.lower() if rng.random() < 0.3 else name
+            cap = rng.choice(TEMPLATES).format(name=name, cap=cap[:80])
+        out.append(cap)
+    return out
+
+
+def run(n_captions: int = 100_000, raw_ner_max: int = 10_000) -> dict[str, Any]:
+    """Captions/s on one core for (a) raw NER on every caption and (b) the extractor, plus quality figures.
+
+    (a) runs on at most ``raw_ner_max`` captions and its per-caption cost is extrapolated to n.
+    """
+    import spacy  # noqa: PLC0415
+
+    from laioncele.config import NamesConfig  # noqa: PLC0415
+    from laioncele.names import NameExtractor, evaluate, load_ner, prefilter_recall  # noqa: PLC0415
+
+    spacy.require_cpu()
+    captions = generate_captions(n_captions)
+    config = NamesConfig()
+    nlp = load_ner(config.spacy_model)
+    raw_n = min(n_captions, raw_ner_max)
+    start = time.perf_counter()
+    for _ in nlp.pipe(captions[:raw_n], batch_size=config.batch_size):
+        pass
+    raw_s = time.perf_counter() - start
+    extractor = NameExtractor(config, nlp=nlp)
+    start = time.perf_counter()
+    found = 0
+    for i in range(0, n_captions, config.batch_size):
+        found += sum(1 for names in extractor(captions[i : i + config.batch_size]) if names)
+    stage_s = time.perf_counter() - start
+
+    rows = [json.loads(line) for line in LABELLED.read_text(encoding="utf-8").splitlines() if line.strip()]
+    texts, labels = [r["caption"] for r in rows], [r["names"] for r in rows]
+    quality = evaluate(NameExtractor(config, nlp=nlp)(texts), labels)
+    raw_rate = raw_n / raw_s
+    stage_rate = n_captions / stage_s
+    return {
+        "n_captions": n_captions,
+        "raw_ner_captions_measured": raw_n,
+        "raw_ner_note": f"raw NER timed on {raw_n} captions and extrapolated per caption",
+        "raw_ner_captions_per_s_per_core": raw_rate,
+        "stage_captions_per_s_per_core": stage_rate,
+        "speedup": stage_rate / raw_rate,
+        "captions_with_names": found,
+        "drops": dict(extractor.drops),
+        **prefilter_recall(texts, labels),
+        "stage_precision": quality["precision"],
+        "stage_recall": quality["recall"],
+        "core_hours_2_3B_raw_ner": LAION_ENGLISH_CAPTIONS / raw_rate / 3600,
+        "core_hours_2_3B_stage": LAION_ENGLISH_CAPTIONS / stage_rate / 3600,
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(int(sys.argv[1]) if len(sys.argv) > 1 else 100_000), indent=2))

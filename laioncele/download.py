@@ -1,0 +1,410 @@
+"""Download stage library: one batch of (sample_id, url, caption, names) rows -> stored images + failures.
+
+What is img2dataset's (1.47, reused as is, not forked):
+- ``img2dataset.downloader.is_disallowed``: the X-Robots-Tag opt-out check (noai, noimageai, noindex,
+  noimageindex by default), applied to every image response for our own token and for img2dataset's.
+- ``img2dataset.resizer.Resizer``: resize to the longest side, ratio kept, JPEG/WebP encode (see ``images``).
+
+What is ours, because img2dataset's ``download_image`` (plain ``urllib.urlopen``) cannot provide it:
+- SSRF safety (``netsafety``): the host is resolved once, every address checked, and the connection pinned
+  to the checked IP (no DNS rebinding); redirects followed by hand, bounded, each hop checked again; only
+  http(s). urllib resolves and redirects on its own, out of reach of any check.
+- A response byte cap and a whole-body deadline (urllib reads an unbounded body, with per-read timeouts only).
+- Reasons per failure instead of an exception string; bounded retries of transient errors with exponential
+  backoff and a capped Retry-After on 429/503 (img2dataset's default is no retry); per-host concurrency.
+- A name opt-out list applied before any request (``filter_opted_out``).
+- Image validation before the Resizer: pixel cap, truncation, first frame, EXIF rotation (see ``images``).
+
+Failure reasons (one per failed sample; ``counts`` also holds ``ok``):
+  opted_out_name      a name in the row (or its caption) is on the opt-out list; never requested
+  bad_scheme          not http/https                  bad_url         no host, bad port or bad characters
+  dns                 the host did not resolve (not retried: at LAION scale that is nearly always a dead domain)
+  blocked_address     resolves only to non-public addresses (loopback too, unless ``allow_loopback``)
+  timeout             connect/read timed out, or the body was not read within the deadline   (retried)
+  connection          refused, reset, bad HTTP, closed early                                 (retried)
+  tls                 TLS handshake or certificate failure
+  http_429 / http_5xx rate-limited / server error, still so after the retries                (retried)
+  http_<code>         any other non-200 final status, e.g. http_404, http_403, http_204
+  too_many_redirects  more than ``max_redirects`` hops (a redirect without Location is http_<code>)
+  opted_out_header    X-Robots-Tag forbids use (img2dataset's check)
+  not_image           non-image content type (text/html, json, ...) or markup where an image was expected
+  too_large           body over ``max_bytes``          bomb            more pixels than ``max_pixels``
+  decode_error        truncated, corrupt or unrecognised image data
+  internal_error      a bug met on this sample (counted, the batch goes on)
+"""
+
+from __future__ import annotations
+
+import email.utils
+import http.client
+import socket
+import ssl
+import threading
+import time
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+from urllib.parse import quote, urljoin, urlsplit
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from img2dataset.downloader import is_disallowed
+
+from laioncele import schema
+from laioncele.config import DownloadConfig
+from laioncele.images import EncodedImage, ImageEncoder, ImageRejected
+from laioncele.netsafety import Resolver, resolve_checked, system_resolver
+
+TRANSIENT_REASONS = frozenset({"timeout", "connection", "http_429", "http_5xx"})
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_NON_IMAGE_TYPES = (
+    "text/",
+    "application/json",
+    "application/xhtml",
+    "application/xml",
+    "application/javascript",
+)
+_CHUNK = 64 * 1024
+
+
+class FetchFailure(Exception):
+    """One failed attempt; ``reason`` is a documented reason, ``retry_after`` the server's wish in seconds."""
+
+    def __init__(self, reason: str, detail: str = "", retry_after: float | None = None) -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+class DownloadResult(NamedTuple):
+    ok: pa.Table  # schema.DOWNLOAD
+    failures: pa.Table  # schema.DOWNLOAD_FAILURES
+    counts: Counter[str]  # reason -> samples, "ok" included
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    image: EncodedImage | None
+    reason: str
+    attempts: int
+    detail: str = ""
+
+
+# --- name opt-out ---------------------------------------------------------------------------------------
+
+
+def normalise_name(text: str) -> str:
+    """Case-, accent- and punctuation-insensitive form: "Zoë  Saldaña" == "zoe_saldana" == "ZOE-SALDANA"."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    stripped = "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+    return " ".join("".join(c if c.isalnum() else " " for c in stripped).split())
+
+
+class OptOutMatcher:
+    """Matches rows naming an opted-out person, in the ``names`` list or anywhere in the caption."""
+
+    def __init__(self, opt_out_names: Iterable[str]) -> None:
+        self.names = {n for n in (normalise_name(x) for x in opt_out_names) if n}
+        self._lengths = sorted({len(n.split()) for n in self.names})
+
+    def matches(self, names: Iterable[str] | None, caption: str | None) -> bool:
+        if not self.names:
+            return False
+        if any(normalise_name(n) in self.names for n in names or ()):
+            return True
+        tokens = normalise_name(caption or "").split()
+        return any(
+            " ".join(tokens[i : i + k]) in self.names
+            for k in self._lengths
+            for i in range(len(tokens) - k + 1)
+        )
+
+
+def filter_opted_out(table: pa.Table, opt_out_names: Iterable[str]) -> tuple[pa.Table, pa.Table]:
+    """(rows to download, rows removed) for an opt-out list; uses ``names`` and ``caption`` when present."""
+    matcher = OptOutMatcher(opt_out_names)
+    if not matcher.names or table.num_rows == 0:
+        return table, table.slice(0, 0)
+    names = table.column("names").to_pylist() if "names" in table.column_names else [None] * table.num_rows
+    captions = table.column("caption").to_pylist() if "caption" in table.column_names else [None] * len(names)
+    removed = pa.array([matcher.matches(n, c) for n, c in zip(names, captions, strict=True)], pa.bool_())
+    return table.filter(pc.invert(removed)), table.filter(removed)
+
+
+# --- one HTTP request, pinned to a checked address -------------------------------------------------------
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """Connects to ``pinned_ip`` while sending ``host`` in the Host header."""
+
+    def __init__(self, host: str, port: int, pinned_ip: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.pinned_ip = pinned_ip
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.pinned_ip, self.port), self.timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """TLS to ``pinned_ip`` with SNI and certificate verification against ``host``."""
+
+    def __init__(self, host: str, port: int, pinned_ip: str, timeout: float, context: ssl.SSLContext) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self.pinned_ip = pinned_ip
+        self.tls_context = context
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.pinned_ip, self.port), self.timeout)
+        self.sock = self.tls_context.wrap_socket(sock, server_hostname=self.host)
+
+
+def _request_target(url: str) -> str:
+    """Path and query, percent-encoding what http.client refuses (spaces, non-ASCII) and keeping escapes."""
+    parts = urlsplit(url)
+    target = quote(parts.path or "/", safe="/%:@!$&'()*+,;=-._~")
+    if parts.query:
+        target += "?" + quote(parts.query, safe="/%:@!$&'()*+,;=-._~?")
+    return target
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP-date); None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _classify_status(status: int, retry_after: float | None) -> FetchFailure:
+    if status == 429:
+        return FetchFailure("http_429", "rate limited", retry_after)
+    if status >= 500:
+        return FetchFailure("http_5xx", f"status {status}", retry_after if status == 503 else None)
+    return FetchFailure(f"http_{status}", f"status {status}")
+
+
+# --- the batch downloader -------------------------------------------------------------------------------
+
+
+class Downloader:
+    """Per-batch download, made for a Ray Data actor: build once (``__init__``), call per batch.
+
+    ``opt_out_names``: people removed before any request (pass ``config.names.opt_out_names``).
+    ``resolver``: host -> addresses; the system resolver unless a test or a caching resolver is given.
+    """
+
+    def __init__(
+        self,
+        config: DownloadConfig | None = None,
+        opt_out_names: Iterable[str] = (),
+        resolver: Resolver = system_resolver,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.config = config or DownloadConfig()
+        self.encoder = ImageEncoder(self.config)
+        self.opt_out_names = list(opt_out_names)
+        self.resolver = resolver
+        self.sleep = sleep
+        self.tls_context = ssl.create_default_context()
+        self.ua_tokens = [t.strip().lower() for t in self.config.user_agent_tokens if t.strip()]
+        self.directives = {d.strip().lower() for d in self.config.disallowed_header_directives if d.strip()}
+        self.pool = ThreadPoolExecutor(max_workers=self.config.thread_count, thread_name_prefix="download")
+        self._host_slots: dict[str, threading.Semaphore] = {}
+        self._host_lock = threading.Lock()
+
+    # one request ------------------------------------------------------------------------------------------
+
+    def _connection(self, url: str, ip: str) -> http.client.HTTPConnection:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        timeout = self.config.timeout_s
+        if parts.scheme.lower() == "https":
+            return _PinnedHTTPSConnection(host, parts.port or 443, ip, timeout, self.tls_context)
+        return _PinnedHTTPConnection(host, parts.port or 80, ip, timeout)
+
+    def _is_disallowed(self, headers: http.client.HTTPMessage) -> bool:
+        if not self.directives:
+            return False
+        return any(is_disallowed(headers, token, self.directives) for token in self.ua_tokens or [None])
+
+    def _read_body(self, response: http.client.HTTPResponse) -> bytes:
+        declared = response.getheader("Content-Length")
+        if declared and declared.strip().isdigit() and int(declared) > self.config.max_bytes:
+            raise FetchFailure("too_large", f"Content-Length {declared}")
+        deadline = time.monotonic() + self.config.timeout_s
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = response.read(_CHUNK)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > self.config.max_bytes:
+                raise FetchFailure("too_large", f"over {self.config.max_bytes} bytes")
+            if time.monotonic() > deadline:
+                raise FetchFailure("timeout", "body not read within the deadline")
+            chunks.append(chunk)
+
+    def _fetch_once(self, url: str) -> bytes:
+        """One attempt: follow redirects by hand, checking and pinning every hop's address."""
+        current = url
+        for _hop in range(self.config.max_redirects + 1):
+            reason, ip = resolve_checked(current, self.config.allow_loopback, self.resolver)
+            if reason is not None or ip is None:
+                raise FetchFailure(reason or "blocked_address", current)
+            connection = self._connection(current, ip)
+            try:
+                headers = {
+                    "User-Agent": self.config.user_agent,
+                    "Accept": "image/avif,image/webp,image/*;q=0.9,*/*;q=0.5",
+                    "Accept-Encoding": "identity",
+                    "Connection": "close",
+                }
+                connection.request("GET", _request_target(current), headers=headers)
+                response = connection.getresponse()
+                status = response.status
+                if status in REDIRECT_STATUSES:
+                    location = response.getheader("Location")
+                    if not location:
+                        raise FetchFailure(f"http_{status}", "redirect without Location")
+                    current = urljoin(current, location.strip())
+                    continue
+                if status != 200:
+                    raise _classify_status(status, parse_retry_after(response.getheader("Retry-After")))
+                if self._is_disallowed(response.headers):
+                    raise FetchFailure("opted_out_header", str(response.headers.get_all("X-Robots-Tag")))
+                content_type = (response.getheader("Content-Type") or "").split(";")[0].strip().lower()
+                if content_type.startswith(_NON_IMAGE_TYPES):
+                    raise FetchFailure("not_image", f"Content-Type {content_type}")
+                return self._read_body(response)
+            except FetchFailure:
+                raise
+            except TimeoutError as err:
+                raise FetchFailure("timeout", str(err)) from None
+            except ssl.SSLError as err:
+                raise FetchFailure("tls", str(err)) from None
+            except (http.client.InvalidURL, UnicodeError, ValueError) as err:
+                raise FetchFailure("bad_url", str(err)) from None
+            except (OSError, http.client.HTTPException) as err:
+                raise FetchFailure("connection", f"{type(err).__name__}: {err}") from None
+            finally:
+                connection.close()
+        raise FetchFailure("too_many_redirects", f"over {self.config.max_redirects} hops")
+
+    # one sample -------------------------------------------------------------------------------------------
+
+    def _host_slot(self, url: str) -> threading.Semaphore:
+        try:
+            host = (urlsplit(url).hostname or "").lower()
+        except ValueError:
+            host = ""
+        with self._host_lock:
+            slot = self._host_slots.get(host)
+            if slot is None:
+                slot = self._host_slots[host] = threading.Semaphore(self.config.max_per_host)
+            return slot
+
+    def download_one(self, url: str) -> _Outcome:
+        """Fetch with bounded retries of transient failures, then validate and re-encode."""
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                with self._host_slot(url):  # released while backing off
+                    data = self._fetch_once(url)
+                break
+            except FetchFailure as failure:
+                if failure.reason not in TRANSIENT_REASONS or attempts > self.config.max_retries:
+                    return _Outcome(None, failure.reason, attempts, failure.detail)
+                wait = failure.retry_after
+                if wait is None:
+                    wait = self.config.backoff_s * 2 ** (attempts - 1)
+                self.sleep(min(wait, self.config.max_retry_after_s))
+        try:
+            return _Outcome(self.encoder.encode(data), "ok", attempts)
+        except ImageRejected as rejected:
+            return _Outcome(None, rejected.reason, attempts, rejected.detail)
+
+    def _safe_download_one(self, url: str) -> _Outcome:
+        """A bug on one hostile URL must not end the batch: count it and carry on."""
+        try:
+            return self.download_one(url)
+        except Exception as err:  # noqa: BLE001
+            return _Outcome(None, "internal_error", 1, f"{type(err).__name__}: {err}")
+
+    # one batch --------------------------------------------------------------------------------------------
+
+    def __call__(self, batch: pa.Table | Mapping[str, Any]) -> DownloadResult:
+        table = as_table(batch)
+        with self._host_lock:
+            self._host_slots = {}  # per-batch politeness; keeps the map from growing over an actor's life
+        kept, removed = filter_opted_out(table, self.opt_out_names)
+        counts: Counter[str] = Counter()
+        ok_rows: list[dict[str, Any]] = []
+        failure_rows: list[dict[str, Any]] = []
+        for row in removed.select(["sample_id", "url"]).to_pylist():
+            failure_rows.append(_failure_row(row, "opted_out_name", 0, "name on the opt-out list"))
+            counts["opted_out_name"] += 1
+        rows = kept.to_pylist()
+        for row, outcome in zip(
+            rows, self.pool.map(self._safe_download_one, [r["url"] for r in rows]), strict=True
+        ):
+            counts[outcome.reason] += 1
+            if outcome.image is None:
+                failure_rows.append(_failure_row(row, outcome.reason, outcome.attempts, outcome.detail))
+                continue
+            image = outcome.image
+            ok_rows.append(
+                {
+                    "sample_id": row["sample_id"],
+                    "url": row["url"],
+                    "caption": row.get("caption"),
+                    "names": row.get("names"),
+                    "image": image.data,
+                    "image_format": image.format,
+                    "width": image.width,
+                    "height": image.height,
+                    "original_width": image.original_width,
+                    "original_height": image.original_height,
+                    "sha256": image.sha256,
+                    "attempts": outcome.attempts,
+                }
+            )
+        ok = pa.Table.from_pylist(ok_rows, schema=schema.DOWNLOAD)
+        failures = pa.Table.from_pylist(failure_rows, schema=schema.DOWNLOAD_FAILURES)
+        return DownloadResult(ok, failures, counts)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
+def _failure_row(row: Mapping[str, Any], reason: str, attempts: int, detail: str) -> dict[str, Any]:
+    return {
+        "sample_id": row["sample_id"],
+        "url": row["url"],
+        "reason": reason,
+        "attempts": attempts,
+        "retryable": reason in TRANSIENT_REASONS,
+        "detail": detail[:500],
+    }
+
+
+def as_table(batch: pa.Table | Mapping[str, Any]) -> pa.Table:
+    """A Ray Data batch (pyarrow Table, or dict of columns as lists / NumPy arrays) as a pyarrow Table."""
+    if isinstance(batch, pa.Table):
+        return batch
+    columns: dict[str, list[Any]] = {}
+    for name, values in batch.items():
+        columns[name] = [v.tolist() if hasattr(v, "tolist") else v for v in values]
+    return pa.Table.from_pydict(columns)

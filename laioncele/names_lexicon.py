@@ -1,0 +1,293 @@
+"""Word lists the name rules consult: known first names, common caption words, blocklist, titles.
+
+Loaded once per process (``functools.cache``): the first-name table has ~40k entries and is read from the
+``gender-guesser`` wheel, so nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import unicodedata
+from functools import cache
+from pathlib import Path
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+
+# Stripped from the front of a name; "Dr. Anthony Fauci" and "Anthony Fauci" are one person.
+HONORIFICS = frozenset(
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "miss",
+        "mx",
+        "dr",
+        "prof",
+        "professor",
+        "sir",
+        "dame",
+        "madam",
+        "madame",
+        "mme",
+        "mlle",
+        "monsieur",
+        "herr",
+        "frau",
+        "señor",
+        "senor",
+        "president",
+        "vice",
+        "senator",
+        "sen",
+        "rep",
+        "representative",
+        "governor",
+        "gov",
+        "mayor",
+        "minister",
+        "secretary",
+        "chancellor",
+        "chairman",
+        "ceo",
+        "judge",
+        "justice",
+        "general",
+        "gen",
+        "admiral",
+        "adm",
+        "colonel",
+        "col",
+        "captain",
+        "capt",
+        "lieutenant",
+        "lt",
+        "sergeant",
+        "sgt",
+        "officer",
+        "coach",
+        "chef",
+        "rev",
+        "reverend",
+        "father",
+        "fr",
+        "saint",
+        "st",
+        "rabbi",
+        "imam",
+        "sheikh",
+        "dj",
+        "mc",
+        "actor",
+        "actress",
+        "singer",
+        "rapper",
+        "director",
+        "photographer",
+        "author",
+        "artist",
+        "designer",
+        "model",
+        "player",
+        "star",
+        "legend",
+        "host",
+        "hosts",
+        "producer",
+        "writer",
+        "composer",
+        "painter",
+        "sculptor",
+        "architect",
+        "astronaut",
+    ]
+)
+# Kept when only a single name follows: "Prince Harry" is how that person is named.
+ROYAL_TITLES = frozenset(
+    [
+        "queen",
+        "king",
+        "prince",
+        "princess",
+        "duke",
+        "duchess",
+        "pope",
+        "mother",
+        "sister",
+        "lady",
+        "lord",
+        "emperor",
+    ]
+)
+SUFFIXES = frozenset(["jr", "sr", "ii", "iii", "iv", "phd", "md", "esq"])
+# Lower-case words that may sit inside a surname: "Ludwig van Beethoven", "Philippe de Champaigne".
+PARTICLES = frozenset(
+    [
+        "van",
+        "von",
+        "der",
+        "den",
+        "de",
+        "da",
+        "di",
+        "du",
+        "del",
+        "della",
+        "des",
+        "la",
+        "le",
+        "bin",
+        "bint",
+        "al",
+        "el",
+        "dos",
+        "das",
+        "ter",
+        "ten",
+    ]
+)
+
+
+def fold(text: str) -> str:
+    """Lower-case and strip accents, so "Jürgen" and "Jurgen" compare equal."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def _read_list(name: str) -> frozenset[str]:
+    lines = (DATA_DIR / name).read_text(encoding="utf-8").splitlines()
+    return frozenset(fold(line.strip()) for line in lines if line.strip() and not line.startswith("#"))
+
+
+@cache
+def first_names() -> frozenset[str]:
+    """Known first names (folded) from gender-guesser's nam_dict.txt, which ships inside its wheel."""
+    spec = importlib.util.find_spec("gender_guesser")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("gender-guesser is not installed; it ships the first-name table name mining needs")
+    path = Path(spec.origin).parent / "data" / "nam_dict.txt"
+    names: set[str] = set()
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("#") or len(line) < 30:
+                continue
+            name = line[3:29].strip()
+            if name and "+" not in name and " " not in name and len(name) > 1:
+                names.add(fold(name))
+    return frozenset(names - common_words_strict())
+
+
+@cache
+def common_words_strict() -> frozenset[str]:
+    """Words that are never first names in captions, though the name table lists them."""
+    return frozenset(
+        [
+            "the",
+            "and",
+            "for",
+            "with",
+            "from",
+            "new",
+            "art",
+            "golf",
+            "bird",
+            "stock",
+            "photo",
+            "image",
+            "print",
+        ]
+    )
+
+
+@cache
+def common_words() -> frozenset[str]:
+    """Lower-case words common in captions (see the data file's header for how it was built)."""
+    return _read_list("names_common_words.txt")
+
+
+@cache
+def default_blocklist() -> frozenset[str]:
+    """Name-shaped brands, agencies and phrases, as canonical keys."""
+    from laioncele.names_text import name_key_and_reason  # noqa: PLC0415 - avoids an import cycle
+
+    keys = set()
+    for line in (DATA_DIR / "names_blocklist.txt").read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _ = name_key_and_reason(line, allow_single_token=True, max_tokens=10, blocklist=frozenset())
+            if key:
+                keys.add(key)
+    return frozenset(keys)
+
+
+# A surname token must be at least this common in the US census list to outweigh looking like a noun.
+SURNAME_RANK_TRUSTED = 10_000
+# Zipf frequency (log10 per billion words) at which an inflected form marks a word as an ordinary noun/verb.
+INFLECTION_ZIPF = 3.0
+
+
+@cache
+def surname_ranks() -> dict[str, int]:
+    """Folded surname -> rank in the 1990 US census surname table (88,799 names), shipped in the ``names``
+    package. Used to tell surnames that are also words ("Stone", "West", "Gates") from nouns ("Falls")."""
+    spec = importlib.util.find_spec("names")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the 'names' package is not installed; it ships the census surname table")
+    ranks: dict[str, int] = {}
+    with (Path(spec.origin).parent / "dist.all.last").open(encoding="ascii") as handle:
+        for line in handle:
+            parts = line.split()
+            if len(parts) == 4:
+                ranks.setdefault(parts[0].lower(), int(parts[3]))
+    return ranks
+
+
+@cache
+def _word_frequencies() -> dict[str, float]:
+    from wordfreq import get_frequency_dict  # noqa: PLC0415 - heavy import, only when the rules need it
+
+    return get_frequency_dict("en", wordlist="large")
+
+
+def word_zipf(word: str) -> float:
+    """Zipf frequency of a lower-case English word (0.0 when unseen), from wordfreq's bundled tables."""
+    freq = _word_frequencies().get(word, 0.0)
+    return math.log10(freq) + 9.0 if freq > 0 else 0.0
+
+
+def _inflections(word: str) -> list[str]:
+    forms = [word + "s", word + "es"]
+    if word.endswith("y"):
+        forms.append(word[:-1] + "ies")
+    if word.endswith("ies"):
+        forms.append(word[:-3] + "y")
+    if word.endswith("es"):
+        forms.append(word[:-2])
+    if word.endswith("s"):
+        forms.append(word[:-1])
+    return forms
+
+
+@cache
+def is_common_noun(token: str) -> bool:
+    """True for a word that is an ordinary English noun rather than a surname ("Sofa", "Falls", "Dress").
+
+    Surnames rarely inflect: "sofas", "dresses" and "items"/"item" are frequent, "obamas" or "kardashians"
+    are not. A word that is a known first name or a well-attested census surname is never called a noun.
+    """
+    word = fold(token).strip(".,;:!?\"'()[]")
+    if len(word) < 3 or not word.isalpha() or word in first_names():
+        return False
+    if surname_ranks().get(word, SURNAME_RANK_TRUSTED + 1) <= SURNAME_RANK_TRUSTED:
+        return False
+    return any(
+        word_zipf(form) >= INFLECTION_ZIPF
+        for form in _inflections(word)
+        if form not in first_names() and surname_ranks().get(form, SURNAME_RANK_TRUSTED + 1) > 3000
+    )
+
+
+def is_trusted_surname(token: str, max_rank: int = 1000) -> bool:
+    """A frequent census surname that is not an everyday caption word ("Carter", "West")."""
+    word = fold(token).strip(".,;:!?\"'()[]")
+    return surname_ranks().get(word, max_rank + 1) <= max_rank and word not in common_words()

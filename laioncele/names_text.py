@@ -1,0 +1,99 @@
+"""Caption cleaning and the canonical name key: one key per person however a caption spells the name."""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from typing import Any
+
+from laioncele.names_lexicon import HONORIFICS, ROYAL_TITLES, SUFFIXES, fold
+
+_TAG = re.compile(r"<[^>]{0,200}>")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\ufeff]")
+_SPACE = re.compile(r"\s+")
+_URL = re.compile(r"(https?://|www\.|\.com\b|\.org\b|\.net\b|@|#|\.jpe?g\b|\.png\b)", re.IGNORECASE)
+_DIGIT = re.compile(r"\d")
+_POSSESSIVE = re.compile(r"['’`]s?$", re.IGNORECASE)
+_EDGE_PUNCT = re.compile(r"^[^\w]+|[^\w]+$")
+_INNER_OK = re.compile(r"^[\w][\w.'’\-]*$")
+
+
+def clean_caption(value: Any) -> str:
+    """Any caption cell -> plain text: decodes bytes leniently, unescapes HTML, drops tags, NFKC, one space."""
+    if value is None:
+        return ""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        value = bytes(value).decode("utf-8", errors="replace")
+    elif not isinstance(value, str):
+        return ""
+    text = html.unescape(html.unescape(value)) if "&" in value else value
+    text = _TAG.sub(" ", text)
+    text = unicodedata.normalize("NFKC", text).replace("\ufffd", " ")
+    text = _CONTROL.sub(" ", text)
+    return _SPACE.sub(" ", text).strip()
+
+
+def name_tokens(display: str) -> list[str]:
+    """Tokens of a name with titles, suffixes, possessive and edge punctuation removed (royal titles kept
+    when only one name follows, as in "Prince Harry")."""
+    tokens = [t for t in clean_caption(display).split(" ") if t]
+    if tokens:
+        tokens[-1] = _POSSESSIVE.sub("", tokens[-1])
+    tokens = [_EDGE_PUNCT.sub("", t) for t in tokens]
+    tokens = [t for t in tokens if t]
+    while tokens and fold(tokens[-1]).rstrip(".") in SUFFIXES:
+        tokens.pop()
+    while len(tokens) > 1 and (folded := fold(tokens[0]).rstrip(".")) in HONORIFICS | ROYAL_TITLES:
+        if folded in ROYAL_TITLES and len(tokens) == 2:
+            break
+        tokens.pop(0)
+    return tokens
+
+
+def name_key_and_reason(
+    display: str,
+    *,
+    allow_single_token: bool,
+    max_tokens: int,
+    blocklist: frozenset[str],
+) -> tuple[str | None, str]:
+    """(canonical key, "ok") or (None, the reason the span is not a name)."""
+    text = clean_caption(display)
+    if not text:
+        return None, "empty"
+    if _URL.search(text):
+        return None, "url"
+    if _DIGIT.search(text):
+        return None, "digits"
+    tokens = name_tokens(text)
+    if not tokens:
+        return None, "empty"
+    if any(not _INNER_OK.match(t) for t in tokens):
+        return None, "symbols"
+    if len(tokens) > max_tokens:
+        return None, "too_many_tokens"
+    if len(tokens) == 1 and not allow_single_token:
+        return None, "single_token"
+    key = " ".join(fold(t).replace(".", "").replace("’", "'") for t in tokens)
+    key = _SPACE.sub(" ", key).strip()
+    if not key:
+        return None, "empty"
+    if key in blocklist or key.replace("'", "") in blocklist:
+        return None, "blocklist"
+    return key, "ok"
+
+
+def display_form(tokens: list[str]) -> str:
+    """Readable name: all-caps and all-lower tokens title-cased ("BRAD" -> "Brad"), others kept as written."""
+    out = []
+    for token in tokens:
+        if (
+            token.isupper()
+            and len(token) > 2
+            or token.islower()
+            and fold(token) not in {"van", "von", "de", "da"}
+        ):
+            token = "-".join(part[:1].upper() + part[1:].lower() for part in token.split("-"))
+        out.append(token)
+    return " ".join(out)

@@ -1,0 +1,321 @@
+"""Name mining, three stages:
+
+- ``ner``:        spaCy NER + filters per caption (``laioncele.names.NameExtractor`` in each actor).
+- ``names``:      the corpus-wide second pass: every caption matched against the names NER found often enough
+                  (``KnownNameMatcher``), so lower-case mentions count too; NER and matcher names merged.
+- ``candidates``: per name across the corpus: distinct samples, surface forms; rare names dropped before any
+                  download, each name capped at its best rows, opted-out people removed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from laioncele import name_index, schema
+from laioncele.config import Config
+from laioncele.names import KnownNameMatcher, NameExtractor, name_key
+from laioncele.shards import (
+    UnitRecord,
+    atomic_write_json,
+    load_manifest,
+    read_shard,
+    write_shards,
+    write_unit,
+)
+from pipelines.aggregate import group_apply
+from pipelines.runner import UnitTask, stage_dir
+from pipelines.stage import Resources, Stage, Unit, units_per_shard
+
+KNOWN_NAMES_FILE = "known_names.json"
+KEPT_PAIRS_FILE = "kept_pairs.ipc"  # not *.arrow: finalize_stage owns those
+
+
+def _write(
+    task: UnitTask,
+    unit_id: str,
+    table: pa.Table,
+    table_schema: pa.Schema,
+    rows_in: int,
+    drops: Counter,
+    inputs: list[str],
+    stats: dict[str, Any] | None = None,
+) -> UnitRecord:
+    shards = task.config.shards
+    return write_unit(
+        task.out_dir,
+        unit_id,
+        table,
+        table_schema,
+        config_hash=task.config_hash,
+        rows_in=rows_in,
+        drops=drops,
+        stats=stats,
+        inputs=inputs,
+        rows_per_shard=shards.rows_per_shard,
+        bytes_per_shard=shards.bytes_per_shard,
+        compression=shards.compression,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- ner
+
+
+class NerTask(UnitTask):
+    """spaCy NER over one ingest shard; keeps the rows that name someone."""
+
+    def __init__(self, config: dict[str, Any], out_dir: str, config_hash: str) -> None:
+        super().__init__(config, out_dir, config_hash)
+        self.extractor = NameExtractor(self.config.names)
+        self.ingest_dir = stage_dir(self.config, "ingest")
+
+    def process(self, unit_id: str, payload: dict[str, Any]) -> UnitRecord:
+        rows = read_shard(self.ingest_dir, payload["shard"]).select(["sample_id", "caption"])
+        self.extractor.drops.clear()
+        found = self.extractor(rows.column("caption").to_pylist())
+        keep, keys, forms = [], [], []
+        for i, displays in enumerate(found):
+            pairs = {k: d for d in displays if (k := self.extractor.key(d))}
+            if pairs:
+                keep.append(i)
+                keys.append(list(pairs))
+                forms.append(list(pairs.values()))
+        drops = Counter({"no_name": rows.num_rows - len(keep)})
+        table = pa.table(
+            {
+                "sample_id": rows.column("sample_id").take(pa.array(keep, pa.int64())),
+                "names": pa.array(keys, pa.list_(pa.string())),
+                "surface_forms": pa.array(forms, pa.list_(pa.string())),
+            },
+            schema=schema.NAMES_NER,
+        )
+        # Candidate spans rejected (and captions skipped by the pre-filter), by reason: not row drops.
+        stats = {"span_rejections": dict(self.extractor.drops)}
+        return _write(
+            self, unit_id, table, schema.NAMES_NER, rows.num_rows, drops, [payload["shard"]["name"]], stats
+        )
+
+
+NER_STAGE = Stage(
+    name="ner",
+    schema=schema.NAMES_NER,
+    config_sections=("names",),
+    upstream="ingest",
+    plan=lambda config, upstream: units_per_shard(upstream),
+    task=NerTask,
+    resources=lambda config: Resources(concurrency=config.names.concurrency, num_cpus=1),
+    description="spaCy NER + filters: who each caption names",
+)
+
+
+# ---------------------------------------------------------------------------------------------- names
+
+
+def _count_per_name(mentions: pa.Table) -> pa.Table:
+    counts = name_index.count_names(mentions)
+    forms = Counter(
+        zip(mentions.column("name_key").to_pylist(), mentions.column("surface_form").to_pylist(), strict=True)
+    )
+    display = {}
+    for (key, form), _count in sorted(forms.items(), key=lambda kv: (-kv[1], kv[0])):
+        display.setdefault(key, form)
+    keys = sorted(counts)
+    return pa.table(
+        {"name_key": keys, "n_samples": [counts[k] for k in keys], "display": [display[k] for k in keys]}
+    )
+
+
+def plan_second_pass(config: Config, upstream_dir: Path | None) -> list[Unit]:
+    """Units are the ingest shards again; first, the corpus-wide list of names NER found often enough."""
+    ner_dir = stage_dir(config, "ner")
+    counts = group_apply(
+        config,
+        ner_dir,
+        ["sample_id", "names", "surface_forms"],
+        name_index.explode_mentions,
+        "name_key",
+        _count_per_name,
+    )
+    known = []
+    if counts.num_rows:
+        for key, n, display in zip(
+            counts.column("name_key").to_pylist(),
+            counts.column("n_samples").to_pylist(),
+            counts.column("display").to_pylist(),
+            strict=True,
+        ):
+            if n >= config.names.second_pass_min_count:
+                known.append({"name_key": key, "display": display, "n_samples": n})
+    out = stage_dir(config, "names")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / KNOWN_NAMES_FILE, known)
+    return units_per_shard(upstream_dir)
+
+
+class SecondPassTask(UnitTask):
+    """Matches every caption of one ingest shard against the known names and merges in the NER names."""
+
+    def __init__(self, config: dict[str, Any], out_dir: str, config_hash: str) -> None:
+        super().__init__(config, out_dir, config_hash)
+        known = json.loads((self.out_dir / KNOWN_NAMES_FILE).read_text())
+        self.matcher = KnownNameMatcher([k["display"] for k in known])
+        self.ingest_dir = stage_dir(self.config, "ingest")
+        self.ner_dir = stage_dir(self.config, "ner")
+        self.ner_manifest = load_manifest(self.ner_dir)
+
+    def _ner_names(self, unit_id: str) -> dict[str, tuple[list[str], list[str]]]:
+        found: dict[str, tuple[list[str], list[str]]] = {}
+        for record in self.ner_manifest["shards"]:
+            if record["unit"] == unit_id:
+                table = read_shard(self.ner_dir, record)
+                for sid, keys, forms in zip(
+                    *(table.column(c).to_pylist() for c in table.column_names), strict=True
+                ):
+                    found[sid] = (keys, forms)
+        return found
+
+    def process(self, unit_id: str, payload: dict[str, Any]) -> UnitRecord:
+        rows = read_shard(self.ingest_dir, payload["shard"])
+        ner = self._ner_names(unit_id)
+        drops: Counter[str] = Counter()
+        keep, keys_out, forms_out = [], [], []
+        for i, (sid, caption) in enumerate(
+            zip(rows.column("sample_id").to_pylist(), rows.column("caption").to_pylist(), strict=True)
+        ):
+            keys, forms = (list(x) for x in ner.get(sid, ([], [])))
+            for display in self.matcher(caption):
+                key = name_key(display, self.config.names)
+                if key and key not in keys:
+                    keys.append(key)
+                    forms.append(display)
+                    drops["second_pass_added"] += 1
+            if keys:
+                keep.append(i)
+                keys_out.append(keys)
+                forms_out.append(forms)
+        drops["no_name"] += rows.num_rows - len(keep)
+        taken = rows.take(pa.array(keep, pa.int64()))
+        table = pa.table(
+            {
+                "sample_id": taken.column("sample_id"),
+                "url": taken.column("url"),
+                "caption": taken.column("caption"),
+                "similarity": taken.column("similarity"),
+                "names": pa.array(keys_out, pa.list_(pa.string())),
+                "surface_forms": pa.array(forms_out, pa.list_(pa.string())),
+                "n_names": pa.array([len(k) for k in keys_out], pa.int32()),
+            },
+            schema=schema.NAMES_FOUND,
+        )
+        stats = {"second_pass_added": drops.pop("second_pass_added", 0)}
+        return _write(
+            self, unit_id, table, schema.NAMES_FOUND, rows.num_rows, drops, [payload["shard"]["name"]], stats
+        )
+
+
+NAMES_STAGE = Stage(
+    name="names",
+    schema=schema.NAMES_FOUND,
+    config_sections=("names",),
+    upstream="ingest",
+    plan=plan_second_pass,
+    task=SecondPassTask,
+    resources=lambda config: Resources(concurrency=config.names.concurrency, num_cpus=1),
+    description="corpus-wide second pass: known names in any case",
+)
+
+
+# ---------------------------------------------------------------------------------------------- candidates
+
+
+def _aggregate(mentions: pa.Table, min_candidates: int, max_rows: int) -> pa.Table:
+    names, kept = name_index.aggregate_names(mentions, min_candidates, max_rows)
+    if names.num_rows == 0:
+        return pa.table({})
+    ids = {k: [] for k in names.column("name_key").to_pylist()}
+    for key, sid in zip(
+        kept.column("name_key").to_pylist(), kept.column("sample_id").to_pylist(), strict=True
+    ):
+        ids[key].append(sid)
+    return names.append_column(
+        "kept_ids", pa.array([ids[k] for k in names.column("name_key").to_pylist()], pa.list_(pa.string()))
+    )
+
+
+def plan_candidates(config: Config, upstream_dir: Path | None) -> list[Unit]:
+    """Aggregate names across the corpus (Ray Data groupby), write the names table, then filter per shard."""
+    assert upstream_dir is not None
+    per_name = partial(
+        _aggregate, min_candidates=config.names.min_candidates, max_rows=config.names.max_rows_per_name
+    )
+    result = group_apply(
+        config,
+        upstream_dir,
+        ["sample_id", "similarity", "names", "surface_forms"],
+        name_index.explode_mentions,
+        "name_key",
+        per_name,
+    )
+    out = stage_dir(config, "candidates")
+    out.mkdir(parents=True, exist_ok=True)
+    names_table = result.select([f.name for f in schema.NAMES_TABLE]) if result.num_rows else None
+    write_shards(
+        names_table if names_table is not None else schema.NAMES_TABLE.empty_table(),
+        out / "names_table",
+        schema=schema.NAMES_TABLE,
+        stage="names_table",
+        config_hash=config.section_hash("names"),
+    )
+    keys = result.column("name_key").to_pylist() if result.num_rows else []
+    ids = result.column("kept_ids").to_pylist() if result.num_rows else []
+    pairs = name_index._pairs(
+        [k for k, group in zip(keys, ids, strict=True) for _ in group],
+        [sid for group in ids for sid in group],
+    )
+    with pa.OSFile(str(out / KEPT_PAIRS_FILE), "wb") as sink, pa.ipc.new_file(sink, pairs.schema) as writer:
+        writer.write_table(pairs)
+    return units_per_shard(upstream_dir)
+
+
+class CandidatesTask(UnitTask):
+    """Keeps, in one shard of ``names``, the (sample, name) pairs the corpus-wide aggregation kept."""
+
+    def __init__(self, config: dict[str, Any], out_dir: str, config_hash: str) -> None:
+        super().__init__(config, out_dir, config_hash)
+        with pa.memory_map(str(self.out_dir / KEPT_PAIRS_FILE)) as source:
+            self.kept = pa.ipc.open_file(source).read_all()
+        self.opt_out = frozenset(
+            k for n in self.config.names.opt_out_names if (k := name_key(n, self.config.names))
+        )
+        self.names_dir = stage_dir(self.config, "names")
+
+    def process(self, unit_id: str, payload: dict[str, Any]) -> UnitRecord:
+        rows = read_shard(self.names_dir, payload["shard"])
+        kept, drops = name_index.select_kept(rows, self.kept, self.opt_out)
+        table = schema.conform(kept, schema.NAMES_SAMPLES)
+        return _write(
+            self, unit_id, table, schema.NAMES_SAMPLES, rows.num_rows, drops, [payload["shard"]["name"]]
+        )
+
+
+def candidates_summary(config: Config, out_dir: Path) -> dict[str, Any]:
+    manifest = load_manifest(out_dir / "names_table")
+    return {"names_kept": manifest["rows"], "names_table": "names_table/manifest.json"}
+
+
+CANDIDATES_STAGE = Stage(
+    name="candidates",
+    schema=schema.NAMES_SAMPLES,
+    config_sections=("names",),
+    upstream="names",
+    plan=plan_candidates,
+    task=CandidatesTask,
+    resources=lambda config: Resources(concurrency=config.names.concurrency, num_cpus=1),
+    finish=candidates_summary,
+    description="per-name aggregation: rare names dropped, best rows per name kept",
+)

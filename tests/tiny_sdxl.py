@@ -1,0 +1,121 @@
+"""Tiny random-weight SDXL parts for tests, built from configs the way diffusers' own SDXL tests build them.
+
+The text encoders keep CLIP's real 49,408-token vocabulary (so the real SDXL tokenisation runs) but are a few
+layers of width 32 and 64 with different widths on purpose, so a mix-up of the two halves shows up in shapes.
+Everything builds in well under a second and needs no download.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+TEXT_WIDTH_1 = 32
+TEXT_WIDTH_2 = 64
+PROJECTION_DIM = 16
+CROSS_ATTENTION_DIM = TEXT_WIDTH_1 + TEXT_WIDTH_2
+ADDITION_TIME_EMBED_DIM = 8
+
+
+def build_tiny_text_encoders(seed: int = 0) -> tuple[Any, Any]:
+    """``(text_encoder, text_encoder_2)``: CLIPTextModel and CLIPTextModelWithProjection with random weights."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    def config(width: int, layers: int, eos_token_id: int) -> CLIPTextConfig:
+        return CLIPTextConfig(
+            vocab_size=49_408,
+            hidden_size=width,
+            intermediate_size=2 * width,
+            num_attention_heads=4,
+            num_hidden_layers=layers,
+            max_position_embeddings=77,
+            projection_dim=PROJECTION_DIM,
+            hidden_act="gelu",
+            bos_token_id=49_406,
+            eos_token_id=eos_token_id,
+            pad_token_id=1,
+        )
+
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(config(TEXT_WIDTH_1, 3, eos_token_id=49_407)).eval()
+    # SDXL's own text_encoder_2 config keeps the legacy eos_token_id=2 (pooling at the highest id, i.e. EOS).
+    text_encoder_2 = CLIPTextModelWithProjection(config(TEXT_WIDTH_2, 3, eos_token_id=2)).eval()
+    return text_encoder, text_encoder_2
+
+
+def build_tiny_sdxl_pipeline(seed: int = 0) -> Any:
+    """A complete ``StableDiffusionXLPipeline`` on CPU with the shipped SDXL tokenizers and tiny random models."""
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+
+    from laioncele.tokenizers import build_sdxl_tokenizers
+
+    text_encoder, text_encoder_2 = build_tiny_text_encoders(seed)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(2, 4),
+        layers_per_block=2,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=ADDITION_TIME_EMBED_DIM,
+        transformer_layers_per_block=(1, 2),
+        # six micro-conditioning numbers (original size, crop, target size) plus the pooled text embedding
+        projection_class_embeddings_input_dim=6 * ADDITION_TIME_EMBED_DIM + PROJECTION_DIM,
+        cross_attention_dim=CROSS_ATTENTION_DIM,
+        norm_num_groups=1,
+    )
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        steps_offset=1,
+        beta_schedule="scaled_linear",
+        timestep_spacing="leading",
+    )
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(
+        block_out_channels=[32, 64],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+        latent_channels=4,
+        sample_size=128,
+    )
+    tokenizer, tokenizer_2 = build_sdxl_tokenizers()
+    pipe = StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        unet=unet,
+        scheduler=scheduler,
+        add_watermarker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to("cpu")
+
+
+def save_tiny_text_side(directory: Path, seed: int = 0) -> Path:
+    """Write a diffusers-layout folder (tokenizer, tokenizer_2, text_encoder, text_encoder_2) for loader tests."""
+    from laioncele.tokenizers import build_sdxl_tokenizers
+
+    text_encoder, text_encoder_2 = build_tiny_text_encoders(seed)
+    tokenizer, tokenizer_2 = build_sdxl_tokenizers()
+    text_encoder.save_pretrained(directory / "text_encoder")
+    text_encoder_2.save_pretrained(directory / "text_encoder_2")
+    tokenizer.save_pretrained(directory / "tokenizer")
+    tokenizer_2.save_pretrained(directory / "tokenizer_2")
+    return directory
