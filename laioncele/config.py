@@ -15,7 +15,18 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 # How many workers run a stage never changes what it computes: such keys stay out of the resume hash.
-RESOURCE_KEYS = frozenset({"concurrency", "num_cpus", "num_gpus", "progress_bars"})
+RESOURCE_KEYS = frozenset(
+    {
+        "concurrency",
+        "num_cpus",
+        "num_gpus",
+        "num_gpus_per_actor",
+        "progress_bars",
+        "batch_size",
+        "recognition_batch_size",
+        "thread_count",
+    }
+)
 
 
 class Section(BaseModel):
@@ -49,6 +60,14 @@ class ShardConfig(Section):
     bytes_per_shard: int = Field(512 * 1024 * 1024, gt=0)  # uncompressed Arrow bytes, before zstd
     compression: Literal["zstd", "lz4", "none"] = "zstd"
     verify_checksums: bool = True
+
+
+class SampleServerConfig(Section):
+    """A local HTTP server for the embedded sample's images, run by the CLI around the pipeline."""
+
+    serve_dir: str | None = None  # None: no server (production: URLs are on the internet)
+    port: int = Field(8765, gt=0, lt=65536)  # must match the URLs in the sample metadata
+    truth: str | None = None  # ground truth (url -> people shown): the run writes truth_check.json
 
 
 class InputConfig(Section):
@@ -110,6 +129,9 @@ class DownloadConfig(Section):
     # Tests and local demos only: allow 127.0.0.0/8 and ::1. Every other non-public address stays refused.
     allow_loopback: bool = False
     concurrency: int = Field(2, gt=0)  # Ray actors, each with its own thread pool
+    rows_per_unit: int = Field(
+        10_000, gt=0
+    )  # resumable grain: a crash re-downloads at most this many per actor
 
 
 class TargetsConfig(Section):
@@ -149,7 +171,8 @@ class FacesConfig(Section):
     max_pixels: int = Field(89_478_485, gt=0)  # header-declared pixels above this: "bomb", never decoded
     match_threshold: float | None = Field(None, ge=-1.0, le=1.0)  # cosine; None: the backend's calibrated one
     id_column: str = "sample_id"
-    image_column: str = "jpg"  # encoded image bytes, as img2dataset writes them
+    image_column: str = "image"  # encoded image bytes (the download stage's column)
+    rows_per_unit: int = Field(5_000, gt=0)  # resumable grain of the stage (images per unit of work)
     batch_size: int = Field(64, gt=0)
     concurrency: int = Field(1, gt=0)
     num_gpus_per_actor: float = Field(0.0, ge=0.0)
@@ -208,6 +231,94 @@ class IdentityConfig(Section):
     seed: int = 0
 
 
+class InferenceConfig(Section):
+    """SDXL inference with predicted names (``python -m inference``) and its evaluation (``inference.eval``)."""
+
+    # A diffusers SDXL repo id, a local diffusers directory, or one .safetensors file (community fine-tunes).
+    model: str = "stabilityai/stable-diffusion-xl-base-1.0"
+    config_dir: str | None = (
+        None  # single-file loading: local diffusers SDXL folder whose configs describe it
+    )
+    variant: str | None = None  # e.g. "fp16" weight files of a diffusers folder
+    encoder_dir: str | None = None  # exported image encoder (weights + JSON config + mean name embedding)
+    device: str | None = None  # None: cuda when available, else cpu
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"  # auto: float16 on cuda, float32 on cpu
+    face_backend: Literal["insightface", "offline"] = "offline"  # finds the face to crop in each reference
+    face_margin: float | None = Field(
+        None, ge=0.0
+    )  # face crop margin (fraction of the box side); None: the export's
+    steps: int = Field(30, ge=1)
+    guidance_scale: float = Field(5.0, ge=0.0)
+    height: int | None = Field(None, ge=8)  # None: the UNet's native size (1024 for SDXL)
+    width: int | None = Field(None, ge=8)
+    seed: int = 0
+    negative_prompt: str | None = None
+    delta: float = 1.0  # recalibration strength (eq. 4): 1 leaves the name as predicted
+    name_scale: float | None = Field(None, gt=0.0)  # eq. 5 norm of the name embedding; None: keep its norm
+    # Evaluation (paper Table 1): CLIP-TI and the FID feature space use this CLIP (repo id or local folder).
+    eval_clip_model: str = "openai/clip-vit-large-patch14"
+    eval_fid_features: Literal["inception", "clip"] = "inception"  # inception needs torch-fidelity weights
+    eval_images_per_prompt: int = Field(1, ge=1)
+    # The face backend that cleaned the dataset; identity consistency is measured with the other one.
+    eval_dataset_face_backend: Literal["insightface", "offline"] = "insightface"
+
+
+class TrainingConfig(Section):
+    """Encoder training: two frozen CLIP image towers + a 3-layer MLP -> the 8 x D name embedding (MSE)."""
+
+    dataset_dir: str | None = None  # None: <run.output_root>/dataset
+    output_dir: str | None = None  # None: <run.output_root>/encoder
+    # "pretrained": tower_models are hub ids or local dirs; "tiny": random tiny towers (smoke runs, NOT meaningful).
+    towers: Literal["pretrained", "tiny"] = "pretrained"
+    tower_models: list[str] = Field(
+        default_factory=lambda: ["openai/clip-vit-large-patch14", "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k"],
+        min_length=1,
+    )
+    normalize_features: bool = True  # L2-normalise each tower's image embedding before concatenation
+    hidden_dim: int = Field(2048, gt=0)  # width of the MLP's two hidden layers
+    unfreeze_last_blocks: int = Field(0, ge=0)  # >0: train these last transformer blocks (end-to-end only)
+    # auto: cached CLIP features when the towers are frozen and nothing is augmented, else end-to-end.
+    mode: Literal["auto", "cached", "end_to_end"] = "auto"
+    augment: bool = False  # end-to-end only: jitter the face crop and flip horizontally
+    crop_margin: float = Field(0.4, ge=0.0)  # face box grown by this fraction of its side on every side
+    val_identity_fraction: float = Field(0.1, ge=0.0, lt=1.0)  # held-out identities
+    val_image_fraction: float = Field(0.1, ge=0.0, lt=1.0)  # held-out images of the remaining identities
+    epochs: int = Field(10, gt=0)
+    batch_size: int = Field(64, gt=0)  # per worker
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)  # cosine schedule ends at lr * this
+    grad_clip: float | None = Field(1.0, gt=0)
+    checkpoint_every: int = Field(500, gt=0)  # optimizer steps
+    eval_every: int | None = Field(None, gt=0)  # steps; None: at the end of every epoch
+    max_steps: int | None = Field(None, gt=0)  # stop early after this many steps (the schedule is unchanged)
+    resume: bool = True  # continue from the newest checkpoint in output_dir when there is one
+    seed: int = 0
+    # "local": this process (tests, debugging); "ray": Ray Train TorchTrainer data parallel over num_workers.
+    trainer: Literal["local", "ray"] = "ray"
+    num_workers: int = Field(1, gt=0)
+    use_gpu: bool = False
+    bf16: bool = True  # autocast to bfloat16 on CUDA (ignored on CPU)
+    device: str | None = None  # local trainer: None picks cuda when available
+    feature_batch_size: int = Field(64, gt=0)  # images per tower forward pass when caching features
+    feature_concurrency: int = Field(1, gt=0)  # Ray Data actors computing features
+    feature_num_gpus: float = Field(0.0, ge=0.0)  # GPUs per feature actor
+    progress_bars: bool = True
+
+
+class ReportConfig(Section):
+    """The HTML QA report of a built dataset (``make report``): which identities to show and how."""
+
+    n_identities: int = Field(24, ge=0)  # identities in the crop gallery
+    least_pure_first: int = Field(12, ge=0)  # of those, the least pure first; the rest a random sample
+    crops_per_identity: int = Field(8, ge=1)  # lowest-similarity faces first: where the mistakes are
+    thumbnail_px: int = Field(112, ge=16)  # longest side of a face-crop thumbnail
+    crop_margin: float = Field(0.25, ge=0.0, le=2.0)  # bbox grown by this fraction of its size on every side
+    jpeg_quality: int = Field(85, ge=1, le=100)
+    seed: int = 0  # picks the random sample of identities
+
+
 class Config(Section):
     """The whole pipeline's configuration."""
 
@@ -215,12 +326,16 @@ class Config(Section):
     ray: RayConfig = Field(default_factory=RayConfig)
     shards: ShardConfig = Field(default_factory=ShardConfig)
     input: InputConfig = Field(default_factory=InputConfig)
+    sample_server: SampleServerConfig = Field(default_factory=SampleServerConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     names: NamesConfig = Field(default_factory=NamesConfig)
     download: DownloadConfig = Field(default_factory=DownloadConfig)
     targets: TargetsConfig = Field(default_factory=TargetsConfig)
     faces: FacesConfig = Field(default_factory=FacesConfig)
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
 
     def section_hash(self, *sections: str) -> str:
         """A short stable hash of the named sections, stored in manifests to detect config drift on resume."""

@@ -56,6 +56,7 @@ NAMES_FOUND = _versioned(
         pa.field("names", pa.list_(pa.string()), nullable=False),  # NER names + corpus-wide second pass
         pa.field("surface_forms", pa.list_(pa.string()), nullable=False),
         pa.field("n_names", pa.int32(), nullable=False),
+        pa.field("language", pa.string()),
     ],
 )
 
@@ -69,6 +70,7 @@ NAMES_SAMPLES = _versioned(
         pa.field("similarity", pa.float32()),
         pa.field("names", pa.list_(pa.string()), nullable=False),  # canonical name keys
         pa.field("n_names", pa.int32(), nullable=False),
+        pa.field("language", pa.string()),
     ],
 )
 
@@ -114,6 +116,7 @@ DOWNLOAD = _versioned(
         pa.field("original_height", pa.int32(), nullable=False),
         pa.field("sha256", pa.string(), nullable=False),  # hex sha256 of ``image``
         pa.field("attempts", pa.int32(), nullable=False),
+        pa.field("language", pa.string()),  # carried from ingest
     ],
 )
 
@@ -188,6 +191,63 @@ IDENTITY_IMAGES = _versioned(
     ],
 )
 
+# ---------------------------------------------------------------------------------------------- final dataset
+# output/<run>/dataset/identities/ and .../images/ are stage directories (shards + manifest.json); beside them
+# dataset/manifest.json (counts, checksums, config, text-encoder source) and mean_name_embedding.npy (F_mean).
+
+DATASET_IDENTITIES = _versioned(
+    "dataset_identities",
+    1,
+    [
+        pa.field("identity_id", pa.string(), nullable=False),
+        pa.field("name", pa.string(), nullable=False),  # display name that was encoded
+        pa.field("aliases", pa.list_(pa.string()), nullable=False),
+        pa.field("n_images", pa.int32(), nullable=False),
+        pa.field("num_tokens", pa.int32(), nullable=False),  # 8
+        pa.field("embedding_dim", pa.int32(), nullable=False),  # 2048 with SDXL's encoders
+        # The target: SDXL penultimate hidden states of the name at positions 1..8, row-major, float16.
+        pa.field("name_embedding", pa.list_(pa.float16()), nullable=False),
+        pa.field("pooled_embedding", pa.list_(pa.float16()), nullable=False),  # text_encoder_2 text_embeds
+        pa.field("centroid", pa.list_(pa.float32()), nullable=False),  # face-embedding centroid (unit)
+        pa.field("mean_similarity", pa.float32()),
+        pa.field("min_similarity", pa.float32()),
+        pa.field("runner_up_share", pa.float32()),
+        pa.field("face_backend", pa.string()),
+    ],
+)
+
+DATASET_IMAGES = _versioned(
+    "dataset_images",
+    1,
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("identity_id", pa.string(), nullable=False),
+        pa.field("url", pa.string(), nullable=False),
+        pa.field("caption", pa.string(), nullable=False),
+        pa.field("image", pa.binary(), nullable=False),  # encoded bytes as downloaded (JPEG/WebP)
+        pa.field(
+            "width", pa.int32(), nullable=False
+        ),  # of the stored image; bbox/landmarks are in these pixels
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("bbox", pa.list_(pa.float32(), 4), nullable=False),  # x1, y1, x2, y2
+        pa.field("landmarks", pa.list_(pa.float32(), 10)),  # 5 x (x, y)
+        pa.field("face_embedding", pa.list_(pa.float32()), nullable=False),  # L2-normalised
+        pa.field("similarity", pa.float32(), nullable=False),  # face to identity centroid
+        pa.field("language", pa.string()),
+    ],
+)
+
+# Encoder training's cache of frozen CLIP image features (one row per dataset image).
+TRAINING_FEATURES = _versioned(
+    "training_features",
+    1,
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("identity_id", pa.string(), nullable=False),
+        pa.field("features", pa.list_(pa.float32()), nullable=False),  # towers' image embeds, concatenated
+    ],
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     s.metadata[SCHEMA_NAME_KEY].decode(): s
     for s in (
@@ -202,6 +262,9 @@ SCHEMAS: dict[str, pa.Schema] = {
         FACES,
         IDENTITIES,
         IDENTITY_IMAGES,
+        DATASET_IDENTITIES,
+        DATASET_IMAGES,
+        TRAINING_FEATURES,
     )
 }
 

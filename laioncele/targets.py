@@ -91,8 +91,48 @@ def load_text_encoders(
     )
 
 
+TINY_RANDOM_SOURCE = "tiny-random"
+TINY_TEXT_WIDTHS = (32, 64)
+
+
+def build_tiny_text_encoders(seed: int = 0) -> tuple[Any, Any]:
+    """``(text_encoder, text_encoder_2)``: CLIPTextModel and CLIPTextModelWithProjection with random weights.
+
+    Tiny (widths 32 and 64, 3 layers) but with CLIP's real vocabulary, so SDXL's real tokenisation runs: what the
+    embedded sample and the tests use where real SDXL weights are not available (``targets.source: tiny-random``).
+    The targets they produce are NOT meaningful name embeddings."""
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    def config(width: int, layers: int, eos_token_id: int) -> CLIPTextConfig:
+        return CLIPTextConfig(
+            vocab_size=49_408,
+            hidden_size=width,
+            intermediate_size=2 * width,
+            num_attention_heads=4,
+            num_hidden_layers=layers,
+            max_position_embeddings=77,
+            projection_dim=16,
+            hidden_act="gelu",
+            bos_token_id=49_406,
+            eos_token_id=eos_token_id,
+            pad_token_id=1,
+        )
+
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(config(TINY_TEXT_WIDTHS[0], 3, eos_token_id=49_407)).eval()
+    # SDXL's own text_encoder_2 config keeps the legacy eos_token_id=2 (pooling at the highest id, i.e. EOS).
+    text_encoder_2 = CLIPTextModelWithProjection(config(TINY_TEXT_WIDTHS[1], 3, eos_token_id=2)).eval()
+    return text_encoder, text_encoder_2
+
+
 def load_text_encoders_from_config(config: TargetsConfig | None = None) -> SDXLTextEncoders:
     config = config or TargetsConfig()
+    if config.source == TINY_RANDOM_SOURCE:
+        from laioncele.tokenizers import build_sdxl_tokenizers
+
+        tokenizer, tokenizer_2 = build_sdxl_tokenizers()
+        return SDXLTextEncoders(tokenizer, tokenizer_2, *build_tiny_text_encoders(seed=0))
     return load_text_encoders(
         config.source,
         config.device,

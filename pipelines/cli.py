@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
+from pathlib import Path
 
-from laioncele.config import dump_config, load_config
-from laioncele.shards import ShardError
+from laioncele.config import Config, dump_config, load_config
+from laioncele.report import write_report
+from laioncele.shards import ShardError, atomic_write_json, read_shards
+from laioncele.truth_check import load_truth, truth_check
 from pipelines.runner import StageFailed, run_stage
+from pipelines.sample_server import serve_directory
 from pipelines.stages import ORDER, STAGES
 
 
@@ -45,11 +50,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_config_args(run)
 
+    report = sub.add_parser(
+        "report", help="write the HTML QA report of a built dataset (<output_root>/report/)"
+    )
+    add_config_args(report)
+
     show = sub.add_parser("show-config", help="print the effective config (after file and overrides)")
     add_config_args(show)
 
     sub.add_parser("stages", help="list the stages in data-flow order")
     return parser
+
+
+def report_truth(config: Config) -> None:
+    """Precision/recall of the built sample against its ground truth, printed and saved."""
+    root = config.output_root
+    result = truth_check(
+        read_shards(root / "dataset" / "images", columns=["url", "identity_id"]),
+        read_shards(root / "dataset" / "identities", columns=["identity_id", "name", "aliases"]),
+        load_truth(config.sample_server.truth),
+    )
+    atomic_write_json(root / "truth_check.json", result)
+    print(
+        f"truth check: {result['kept_images']} images kept, precision {result['precision']:.3f}, "
+        f"recall {result['recall']:.3f}; identities: {', '.join(result['identities'])}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,14 +93,33 @@ def main(argv: list[str] | None = None) -> int:
         print(dump_config(config), end="")
         return 0
 
+    if args.command == "report":
+        try:
+            print(f"report: {write_report(config.output_root, config=config.report)}")
+        except (ShardError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        return 0
+
     names = ORDER if args.stage == "all" else [args.stage]
     if args.stage == "all" and args.from_stage:
         names = ORDER[ORDER.index(args.from_stage) :]
     started = time.monotonic()
     try:
-        for name in names:
-            run_stage(STAGES[name], config)
-    except (ShardError, StageFailed, ValueError) as exc:
+        with contextlib.ExitStack() as stack:
+            if config.sample_server.serve_dir:
+                url = stack.enter_context(
+                    serve_directory(Path(config.sample_server.serve_dir), config.sample_server.port)
+                )
+                print(f"serving {config.sample_server.serve_dir} at {url} for the sample's downloads")
+            for name in names:
+                run_stage(STAGES[name], config)
+        if "dataset" in names:
+            if config.sample_server.truth:
+                report_truth(config)
+            print(f"dataset: {config.output_root / 'dataset'} (manifest.json, identities/, images/)")
+            print(f"QA report: {write_report(config.output_root, config=config.report)}")
+    except (ShardError, StageFailed, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"pipeline finished in {time.monotonic() - started:.1f}s; outputs under {config.output_root}")

@@ -11,10 +11,11 @@ import hashlib
 import json
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import ray
 from tqdm import tqdm
 
@@ -27,6 +28,7 @@ from laioncele.shards import (
     finalize_stage,
     load_manifest,
     safe_unit_id,
+    write_unit,
 )
 from pipelines.runtime import ensure_ray
 from pipelines.stage import Stage
@@ -36,9 +38,13 @@ class StageFailed(RuntimeError):
     """Some units raised; the rest are committed, and a re-run retries only the failed ones."""
 
 
+# Stages whose directory is not their name: the final dataset's images sit beside its identities.
+STAGE_PATHS = {"dataset": "dataset/images"}
+
+
 def stage_dir(config: Config, name: str) -> Path:
     """Absolute, because Ray workers do not share the driver's working directory."""
-    return (config.output_root / name).resolve()
+    return (config.output_root / STAGE_PATHS.get(name, name)).resolve()
 
 
 def stage_config_hash(stage: Stage, config: Config) -> str:
@@ -64,6 +70,34 @@ class UnitTask:
     def process(self, unit_id: str, payload: dict[str, Any]) -> UnitRecord:
         raise NotImplementedError
 
+    def write(
+        self,
+        unit_id: str,
+        table: pa.Table,
+        schema: pa.Schema,
+        rows_in: int,
+        drops: Mapping[str, int],
+        inputs: list[str],
+        stats: dict[str, Any] | None = None,
+        out_dir: Path | None = None,
+    ) -> UnitRecord:
+        """Write this unit's shards and commit record with the configured shard sizes."""
+        shards = self.config.shards
+        return write_unit(
+            out_dir or self.out_dir,
+            unit_id,
+            table,
+            schema,
+            config_hash=self.config_hash,
+            rows_in=rows_in,
+            drops=drops,
+            stats=stats,
+            inputs=inputs,
+            rows_per_shard=shards.rows_per_shard,
+            bytes_per_shard=shards.bytes_per_shard,
+            compression=shards.compression,
+        )
+
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
         records, errors = [], []
         for unit_id, payload in zip(batch["unit_id"], batch["payload"], strict=True):
@@ -86,6 +120,8 @@ def run_stage(stage: Stage, config: Config, log: Callable[[str], None] = print) 
         manifest = load_manifest(out_dir)
         if manifest.get("config_hash") == config_hash:
             log(f"[{stage.name}] already complete ({manifest['rows']} rows): skipping")
+            if stage.after is not None:
+                stage.after(config)
             return manifest
         if not config.run.overwrite:
             raise ShardError(
@@ -118,6 +154,8 @@ def run_stage(stage: Stage, config: Config, log: Callable[[str], None] = print) 
     if stage.finish is not None:
         extra.update(stage.finish(config, out_dir))
     manifest = finalize_stage(out_dir, stage.name, stage.schema, config_hash, ids, extra)
+    if stage.after is not None:
+        stage.after(config)
     _log_summary(stage, manifest, time.monotonic() - started, log)
     return manifest
 

@@ -48,18 +48,34 @@ class Stage:
     task: type
     resources: Callable[[Config], Resources] = lambda config: Resources()
     finish: Callable[[Config, Path], dict[str, Any]] | None = None
+    # Runs after the manifest is written (and when the stage is found complete): publishing steps.
+    after: Callable[[Config], Any] | None = None
     description: str = ""
     extra_sections: tuple[str, ...] = field(default=("shards",))
 
 
-def units_per_shard(upstream_dir: Path | None) -> list[Unit]:
-    """One unit per shard of the upstream stage, keyed by the shard's name: the usual plan of a map stage."""
+def units_per_shard(upstream_dir: Path | None, rows_per_unit: int | None = None) -> list[Unit]:
+    """One unit per shard of the upstream stage (or per ``rows_per_unit`` rows of it), keyed by the shard's name:
+    the usual plan of a map stage. Slow stages (download, faces) use smaller units, so a crash loses less."""
     from laioncele.shards import load_manifest
 
     if upstream_dir is None:
         raise ValueError("units_per_shard needs an upstream stage")
-    manifest = load_manifest(upstream_dir)
-    return [
-        Unit(record["name"].removeprefix("part-").removesuffix(".arrow"), {"shard": record}, record["rows"])
-        for record in manifest["shards"]
-    ]
+    units = []
+    for record in load_manifest(upstream_dir)["shards"]:
+        stem = record["name"].removeprefix("part-").removesuffix(".arrow")
+        step = rows_per_unit or max(record["rows"], 1)
+        for start in range(0, max(record["rows"], 1), step):
+            stop = min(start + step, record["rows"])
+            unit_id = stem if step >= record["rows"] else f"{stem}-r{start:08d}"
+            units.append(Unit(unit_id, {"shard": record, "start": start, "stop": stop}, stop - start))
+    return units
+
+
+def read_unit_rows(stage_dir: Path, payload: dict[str, Any]) -> pa.Table:
+    """The rows of a unit planned by ``units_per_shard``."""
+    from laioncele.shards import read_shard
+
+    table = read_shard(stage_dir, payload["shard"])
+    start = payload.get("start", 0)
+    return table.slice(start, payload.get("stop", table.num_rows) - start)

@@ -298,7 +298,7 @@ def test_stage_maps_a_batch_to_face_rows_and_counts_every_drop(insight):
         "sample_id": np.array(
             ["one", "crowd", "none", "weak", "small", "grey", "broken", "tiny", "huge"], object
         ),
-        "jpg": np.array(
+        "image": np.array(
             [
                 _encode(draw_face_squares((1280, 1280), [(128, 64, 64, 255)])),
                 _encode(draw_face_squares((1280, 1280), [(128 * i, 64, 64, 255) for i in range(6)])),
@@ -347,7 +347,9 @@ def test_stage_with_the_offline_backend_on_real_photo_bytes(shared_dir, offline)
     couple = (root / "couple.jpg").read_bytes()
     cmyk = _encode(Image.open(root / "img1.jpg").convert("CMYK"), "JPEG", quality=95)
     stage = FaceStage(FacesConfig(backend="offline"), backend=offline)
-    columns = stage({"sample_id": np.array(["couple", "cmyk", "bad"], object), "jpg": [couple, cmyk, b"xx"]})
+    columns = stage(
+        {"sample_id": np.array(["couple", "cmyk", "bad"], object), "image": [couple, cmyk, b"xx"]}
+    )
     assert list(columns["sample_id"]) == ["couple", "couple", "cmyk", "bad"]
     assert list(columns["status"]) == ["ok", "ok", "ok", "decode_error"]
     assert list(columns["face_index"]) == [0, 1, 0, -1]
@@ -372,7 +374,10 @@ def test_stage_isolates_an_image_that_crashes_the_backend(insight):
     stage = FaceStage(FacesConfig(), backend=Flaky())
     good = _encode(draw_face_squares((1280, 1280), [(128, 64, 64, 255)]))
     columns = stage(
-        {"sample_id": np.array(["a", "b"], object), "jpg": [good, _encode(np.zeros((100, 333, 3), np.uint8))]}
+        {
+            "sample_id": np.array(["a", "b"], object),
+            "image": [good, _encode(np.zeros((100, 333, 3), np.uint8))],
+        }
     )
     assert list(columns["status"]) == ["ok", "backend_error"]
 

@@ -18,6 +18,7 @@ def samples(rows: list[tuple[str, list[str], float]]) -> pa.Table:
             "names": [r[1] for r in rows],
             "surface_forms": [[n.title() for n in r[1]] for r in rows],
             "n_names": pa.array([len(r[1]) for r in rows], pa.int32()),
+            "language": pa.nulls(len(rows), pa.string()),
         },
         schema=schema.NAMES_FOUND,
     )

@@ -12,37 +12,12 @@ from typing import Any
 
 import torch
 
-TEXT_WIDTH_1 = 32
-TEXT_WIDTH_2 = 64
+from laioncele.targets import TINY_TEXT_WIDTHS, build_tiny_text_encoders
+
+TEXT_WIDTH_1, TEXT_WIDTH_2 = TINY_TEXT_WIDTHS
 PROJECTION_DIM = 16
 CROSS_ATTENTION_DIM = TEXT_WIDTH_1 + TEXT_WIDTH_2
 ADDITION_TIME_EMBED_DIM = 8
-
-
-def build_tiny_text_encoders(seed: int = 0) -> tuple[Any, Any]:
-    """``(text_encoder, text_encoder_2)``: CLIPTextModel and CLIPTextModelWithProjection with random weights."""
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    def config(width: int, layers: int, eos_token_id: int) -> CLIPTextConfig:
-        return CLIPTextConfig(
-            vocab_size=49_408,
-            hidden_size=width,
-            intermediate_size=2 * width,
-            num_attention_heads=4,
-            num_hidden_layers=layers,
-            max_position_embeddings=77,
-            projection_dim=PROJECTION_DIM,
-            hidden_act="gelu",
-            bos_token_id=49_406,
-            eos_token_id=eos_token_id,
-            pad_token_id=1,
-        )
-
-    torch.manual_seed(seed)
-    text_encoder = CLIPTextModel(config(TEXT_WIDTH_1, 3, eos_token_id=49_407)).eval()
-    # SDXL's own text_encoder_2 config keeps the legacy eos_token_id=2 (pooling at the highest id, i.e. EOS).
-    text_encoder_2 = CLIPTextModelWithProjection(config(TEXT_WIDTH_2, 3, eos_token_id=2)).eval()
-    return text_encoder, text_encoder_2
 
 
 def build_tiny_sdxl_pipeline(seed: int = 0) -> Any:

@@ -26,7 +26,6 @@ from laioncele.shards import (
     load_manifest,
     read_shard,
     write_shards,
-    write_unit,
 )
 from pipelines.aggregate import group_apply
 from pipelines.runner import UnitTask, stage_dir
@@ -34,33 +33,6 @@ from pipelines.stage import Resources, Stage, Unit, units_per_shard
 
 KNOWN_NAMES_FILE = "known_names.json"
 KEPT_PAIRS_FILE = "kept_pairs.ipc"  # not *.arrow: finalize_stage owns those
-
-
-def _write(
-    task: UnitTask,
-    unit_id: str,
-    table: pa.Table,
-    table_schema: pa.Schema,
-    rows_in: int,
-    drops: Counter,
-    inputs: list[str],
-    stats: dict[str, Any] | None = None,
-) -> UnitRecord:
-    shards = task.config.shards
-    return write_unit(
-        task.out_dir,
-        unit_id,
-        table,
-        table_schema,
-        config_hash=task.config_hash,
-        rows_in=rows_in,
-        drops=drops,
-        stats=stats,
-        inputs=inputs,
-        rows_per_shard=shards.rows_per_shard,
-        bytes_per_shard=shards.bytes_per_shard,
-        compression=shards.compression,
-    )
 
 
 # ---------------------------------------------------------------------------------------------- ner
@@ -96,8 +68,8 @@ class NerTask(UnitTask):
         )
         # Candidate spans rejected (and captions skipped by the pre-filter), by reason: not row drops.
         stats = {"span_rejections": dict(self.extractor.drops)}
-        return _write(
-            self, unit_id, table, schema.NAMES_NER, rows.num_rows, drops, [payload["shard"]["name"]], stats
+        return self.write(
+            unit_id, table, schema.NAMES_NER, rows.num_rows, drops, [payload["shard"]["name"]], stats
         )
 
 
@@ -209,12 +181,13 @@ class SecondPassTask(UnitTask):
                 "names": pa.array(keys_out, pa.list_(pa.string())),
                 "surface_forms": pa.array(forms_out, pa.list_(pa.string())),
                 "n_names": pa.array([len(k) for k in keys_out], pa.int32()),
+                "language": taken.column("language"),
             },
             schema=schema.NAMES_FOUND,
         )
         stats = {"second_pass_added": drops.pop("second_pass_added", 0)}
-        return _write(
-            self, unit_id, table, schema.NAMES_FOUND, rows.num_rows, drops, [payload["shard"]["name"]], stats
+        return self.write(
+            unit_id, table, schema.NAMES_FOUND, rows.num_rows, drops, [payload["shard"]["name"]], stats
         )
 
 
@@ -298,8 +271,8 @@ class CandidatesTask(UnitTask):
         rows = read_shard(self.names_dir, payload["shard"])
         kept, drops = name_index.select_kept(rows, self.kept, self.opt_out)
         table = schema.conform(kept, schema.NAMES_SAMPLES)
-        return _write(
-            self, unit_id, table, schema.NAMES_SAMPLES, rows.num_rows, drops, [payload["shard"]["name"]]
+        return self.write(
+            unit_id, table, schema.NAMES_SAMPLES, rows.num_rows, drops, [payload["shard"]["name"]]
         )
 
 

@@ -1,0 +1,180 @@
+"""Dataset stage: the final LaionCele dataset, ``dataset/images/`` + ``dataset/identities/`` + a top manifest.
+
+Images: one unit per download shard. Each task joins, shard-locally, the kept identity images with their bytes,
+URL and caption (download) and face geometry and embedding (faces, whose units came from the same download
+shard), so no task ever needs the whole corpus. Identities: written when the stage finishes, joining the
+identities table with the name targets. ``dataset/manifest.json`` then records counts, both sub-manifests'
+checksums, the config and the text-encoder source; ``mean_name_embedding.npy`` (F_mean) is copied beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from laioncele import schema
+from laioncele.config import Config
+from laioncele.shards import (
+    MANIFEST_NAME,
+    UnitRecord,
+    atomic_write_json,
+    load_manifest,
+    read_shard,
+    read_shards,
+    write_shards,
+)
+from pipelines.runner import UnitTask, stage_dir
+from pipelines.stage import Resources, Stage, Unit, units_per_shard
+from pipelines.stages.targets import MEAN_FILE
+
+IDENTITIES_DIR = "identities"
+
+
+def dataset_root(config: Config) -> Path:
+    return stage_dir(config, "dataset").parent
+
+
+def plan(config: Config, upstream_dir: Path | None) -> list[Unit]:
+    return units_per_shard(stage_dir(config, "download"))
+
+
+class DatasetImagesTask(UnitTask):
+    def __init__(self, config: dict[str, Any], out_dir: str, config_hash: str) -> None:
+        super().__init__(config, out_dir, config_hash)
+        kept = read_shards(
+            stage_dir(self.config, "identities"),
+            columns=["sample_id", "face_index", "identity_id", "similarity"],
+        )
+        self.kept = {row["sample_id"]: row for row in kept.to_pylist()}
+        self.faces_dir = stage_dir(self.config, "faces")
+        self.faces_manifest = load_manifest(self.faces_dir)
+        self.download_dir = stage_dir(self.config, "download")
+
+    def process(self, unit_id: str, payload: dict[str, Any]) -> UnitRecord:
+        shard = payload["shard"]
+        images = read_shard(self.download_dir, shard)
+        faces: dict[tuple[str, int], dict[str, Any]] = {}
+        for record in self.faces_manifest["shards"]:
+            if shard["name"] in record["inputs"]:
+                table = read_shard(self.faces_dir, record).select(
+                    ["sample_id", "face_index", "bbox", "landmarks", "embedding"]
+                )
+                for row in table.to_pylist():
+                    if row["sample_id"] in self.kept:
+                        faces[(row["sample_id"], row["face_index"])] = row
+        rows = []
+        for image in images.to_pylist():
+            kept = self.kept.get(image["sample_id"])
+            if kept is None:
+                continue
+            face = faces[(image["sample_id"], kept["face_index"])]
+            rows.append(
+                {
+                    "sample_id": image["sample_id"],
+                    "identity_id": kept["identity_id"],
+                    "url": image["url"],
+                    "caption": image["caption"] or "",
+                    "image": image["image"],
+                    "width": image["width"],
+                    "height": image["height"],
+                    "bbox": face["bbox"],
+                    "landmarks": face["landmarks"],
+                    "face_embedding": face["embedding"],
+                    "similarity": kept["similarity"],
+                    "language": image.get("language"),
+                }
+            )
+        table = pa.Table.from_pylist(rows, schema=schema.DATASET_IMAGES)
+        drops = {"not_kept_by_identity": images.num_rows - table.num_rows}
+        return self.write(unit_id, table, schema.DATASET_IMAGES, images.num_rows, drops, [shard["name"]])
+
+
+def identities_table(config: Config) -> pa.Table:
+    """Identities joined with their name targets (identities whose name could not be encoded are left out)."""
+    idents = read_shards(stage_dir(config, "identities") / "table")
+    targets = {r["name_key"]: r for r in read_shards(stage_dir(config, "targets")).to_pylist()}
+    rows = []
+    for ident in idents.to_pylist():
+        target = targets.get(ident["identity_id"])
+        if target is None:
+            continue
+        rows.append(
+            {
+                "identity_id": ident["identity_id"],
+                "name": ident["name"],
+                "aliases": ident["aliases"],
+                "n_images": ident["n_images"],
+                "num_tokens": target["num_tokens"],
+                "embedding_dim": target["embedding_dim"],
+                "name_embedding": target["name_embedding"],
+                "pooled_embedding": target["pooled_embedding"],
+                "centroid": ident["centroid"],
+                "mean_similarity": ident["mean_similarity"],
+                "min_similarity": ident["min_similarity"],
+                "runner_up_share": ident["runner_up_share"],
+                "face_backend": ident["backend"],
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=schema.DATASET_IDENTITIES)
+
+
+def finish(config: Config, out_dir: Path) -> dict[str, Any]:
+    root = dataset_root(config)
+    identities = identities_table(config)
+    id_manifest = write_shards(
+        identities,
+        root / IDENTITIES_DIR,
+        schema=schema.DATASET_IDENTITIES,
+        stage="dataset_identities",
+        config_hash=config.section_hash("targets", "identity"),
+        rows_per_shard=config.shards.rows_per_shard,
+    )
+    mean = stage_dir(config, "targets") / MEAN_FILE
+    if mean.is_file():
+        shutil.copyfile(mean, root / MEAN_FILE)
+    return {"identities": id_manifest["rows"]}
+
+
+def write_top_manifest(config: Config) -> dict[str, Any]:
+    """dataset/manifest.json: what a consumer checks first (counts, sub-manifest checksums, provenance)."""
+    root = dataset_root(config)
+    parts = {}
+    for name in ("images", IDENTITIES_DIR):
+        path = root / name / MANIFEST_NAME
+        manifest = load_manifest(root / name)
+        parts[name] = {
+            "rows": manifest["rows"],
+            "bytes": manifest["bytes"],
+            "shards": len(manifest["shards"]),
+            "manifest_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "schema": manifest["schema"],
+        }
+    top = {
+        "dataset": "LaionCele",
+        "run": config.run.name,
+        "parts": parts,
+        "mean_name_embedding": MEAN_FILE if (root / MEAN_FILE).is_file() else None,
+        "text_encoder_source": config.targets.source,
+        "face_backend": config.faces.backend,
+        "config": config.model_dump(mode="json"),
+    }
+    atomic_write_json(root / MANIFEST_NAME, top)
+    return top
+
+
+DATASET_STAGE = Stage(
+    name="dataset",
+    schema=schema.DATASET_IMAGES,
+    config_sections=("identity", "targets"),
+    upstream="targets",
+    plan=plan,
+    task=DatasetImagesTask,
+    resources=lambda config: Resources(concurrency=2, num_cpus=1),
+    finish=finish,
+    after=write_top_manifest,
+    description="final dataset: images.arrow + identities.arrow shards, top manifest, F_mean",
+)
