@@ -18,15 +18,18 @@ from typing import Any
 from laioncele.config import NamesConfig
 from laioncele.names_lexicon import (
     HONORIFICS,
+    NON_GIVEN_PARTICLES,
     PARTICLES,
     ROYAL_TITLES,
     SURNAME_RANK_TRUSTED,
+    brand_words,
     common_words,
     default_blocklist,
     first_names,
     fold,
     is_common_noun,
     is_trusted_surname,
+    org_words,
     surname_ranks,
     word_zipf,
 )
@@ -47,9 +50,21 @@ __all__ = [
 _WORD = re.compile(r"[^\W\d_]+(?:[-'’][^\W\d_]+)*")
 _CREDIT = re.compile(
     r"(?:\b(?:photo(?:graph|graphy|s)?|image|picture|pic)\s*(?:by|credit|credits|courtesy)\b\s*:?"
-    r"|\b(?:photo(?:graph|graphy|s)?|image|credit|credits)\s*[:;/]|©|\(c\)|\bcourtesy of\b)",
+    r"|\b(?:photo(?:graph|graphy|s)?|image|credit|credits)\s*[:;/]|©|\(c\)|\bcourtesy of\b"
+    r"|(?-i:\b[A-Z]{2,10} ?/ ?(?=[A-Z][a-z])))",  # agency credits: "REUTERS/Richard Rowe", "AFP/Jane Doe"
     re.IGNORECASE,
 )
+# A caption word this frequent ("Will", "May") opening a three-word span is a sentence word, not a given name.
+_SENTENCE_WORD_ZIPF = 5.8
+# A third name word after a given-name middle ("Jorge Luis Borges") must be rarer than this; "Dave Johnson Mix"
+# is a surname followed by a caption word.
+_THIRD_WORD_MAX_ZIPF = 3.5
+# In an all-lower caption, an everyday English word after a first name is only read as a surname where
+# fewer than this share of the caption's content words are product vocabulary ("elon musk spacex launch",
+# not "blue jean denim sofa").
+_LOWER_PRODUCT_SHARE = 0.4
+# Above this census rank (or outside the census) a frequent English word is not trusted as a surname.
+_LOWER_SURNAME_RANK = 10_000
 _CREDIT_END = re.compile(r"[)|\[\]]")
 _PAREN_CREDIT = re.compile(r"\(([^()/]{3,60})/[^()]{2,80}\)")
 _SEPARATORS = frozenset(
@@ -72,7 +87,7 @@ def _first_name_ok(token: str) -> bool:
     return folded in first_names() or folded.split("-")[0] in first_names()
 
 
-def _may_start_name(words: list[str], i: int, lower_case: bool) -> bool:
+def _may_start_name(words: list[str], i: int, lower_case: bool, product_share: float = 0.0) -> bool:
     """Whether ``words[i]`` could start a name the extractor keeps: a known first name followed by a
     name-like word (capitalised, or in an all-lower caption a word the re-casing would capitalise), or a
     capitalised first name after a royal title ("Prince Harry")."""
@@ -94,7 +109,7 @@ def _may_start_name(words: list[str], i: int, lower_case: bool) -> bool:
         return False
     following = words[j]
     if lower_case:
-        return _recasable_surname(following)
+        return _recasable_surname(following, product_share)
     # A noun right after the first name ("Gabriel Sofa") would make the extractor drop the name anyway.
     return following[0].isupper() and not is_common_noun(following)
 
@@ -108,7 +123,8 @@ def prefilter(captions: Iterable[Any]) -> list[bool]:
         text = _recase_upper(clean_caption(caption))
         words = _WORD.findall(text) if text else []
         lower_case = not any(ch.isupper() for ch in text)
-        keep.append(any(_may_start_name(words, i, lower_case) for i in range(len(words))))
+        share = _product_share(words) if lower_case else 0.0
+        keep.append(any(_may_start_name(words, i, lower_case, share) for i in range(len(words))))
     return keep
 
 
@@ -130,6 +146,7 @@ def _recase_lower(text: str) -> str:
         return text
     tokens = text.split(" ")
     common = common_words()
+    share = _product_share(_WORD.findall(text))
     for i, token in enumerate(tokens[:-1]):
         folded = fold(token)
         if folded in first_names() and folded not in common and len(token) > 2 and _WORD.fullmatch(token):
@@ -137,7 +154,7 @@ def _recase_lower(text: str) -> str:
             while j < len(tokens) - 1 and tokens[j] in PARTICLES:
                 j += 1
             core = _WORD.match(tokens[j])
-            if core and _recasable_surname(core.group()):
+            if core and _recasable_surname(core.group(), share):
                 tokens[i] = token[:1].upper() + token[1:]
                 tokens[j] = tokens[j][:1].upper() + tokens[j][1:]
     return " ".join(tokens)
@@ -153,13 +170,26 @@ def _surname_like(token: str) -> bool:
     )
 
 
-def _recasable_surname(word: str) -> bool:
+def _product_share(words: list[str]) -> float:
+    """Share of a caption's content words (function words left out) that are common caption/product words."""
+    content = [w for w in (fold(x) for x in words) if word_zipf(w) < 6.0]
+    return sum(w in common_words() for w in content) / len(content) if content else 0.0
+
+
+def _recasable_surname(word: str, product_share: float = 0.0) -> bool:
     """In an all-lower caption, a word after a first name that may be its surname: not a common caption
-    word ("emma stone" still passes: "stone" is a frequent census surname) and not an inflecting noun."""
+    word ("emma stone" still passes: "stone" is a frequent census surname), not an inflecting noun or a
+    brand, and an everyday English word outside the frequent census surnames ("denim", "blossom") only in a
+    caption that is not mostly product vocabulary."""
     folded = fold(word)
-    if len(folded) < 2 or is_common_noun(folded):
+    if len(folded) < 2 or is_common_noun(folded) or folded in brand_words():
         return False
-    return folded not in common_words() or surname_ranks().get(folded, 10**6) <= 1000
+    rank = surname_ranks().get(folded, 10**6)
+    if folded in common_words() and rank > 1000:
+        return False
+    if rank > _LOWER_SURNAME_RANK and word_zipf(folded) >= 3.0:
+        return product_share < _LOWER_PRODUCT_SHARE
+    return True
 
 
 def _recase_upper(text: str) -> str:
@@ -226,13 +256,48 @@ def _trim(words: list[str]) -> list[str]:
             # A third name word follows a middle name or initial ("Sarah Jessica Parker", "George W. Holden");
             # after a surname it is usually a product or title word ("Kate Middleton Wedding Dress").
             # A frequent census surname extends a name too ("Helena Bonham Carter", "Kim Kardashian West").
-            after_given = _first_name_ok(middle) or re.fullmatch(r"[A-Z]\.?", middle)
-            if folded in common or not (after_given or is_trusted_surname(core)):
+            # A caption word after a given-name middle is cut: "Dave Johnson Mix" -> "Dave Johnson".
+            after_initial = re.fullmatch(r"[A-Z]\.?", middle)
+            after_given = _first_name_ok(middle) and word_zipf(folded) < _THIRD_WORD_MAX_ZIPF
+            if folded in common or not (after_initial or after_given or is_trusted_surname(core)):
                 break
         kept.append(word)
     while kept and fold(kept[-1]).strip(".,") in PARTICLES:
         kept.pop()
     return kept
+
+
+def _context_reason(tokens: list[str], text: str) -> str | None:
+    """Why the words around a name make it a product or a business rather than a person, or None.
+
+    "Nike Airmax" and "adidas stan smith" are shoes, "zara bershka" a list of shops; "Lisa Dawn Photography",
+    "Howard Greenberg Gallery" and "Martin Luther King Jr. Day" name a business, a place or a day.
+    """
+    if not tokens:
+        return None
+    if any(fold(t) in brand_words() for t in tokens):
+        return "brand"
+    last = fold(tokens[-1])
+    if len(tokens) > 1 and last in org_words() and surname_ranks().get(last, 10**6) > _LOWER_SURNAME_RANK:
+        return "organisation"  # "Natalie Diamonds"; census surnames such as "Hall" or "Lane" stay names
+    if not text:
+        return None
+    pattern = r"[\W_]+".join(re.escape(t) for t in tokens)
+    match = re.search(rf"(?<!\w){pattern}(?!\w)", text, flags=re.IGNORECASE)
+    if match is None:
+        return None
+    before = _WORD.findall(text[max(0, match.start() - 40) : match.start()])
+    if before and fold(before[-1]) in brand_words():
+        return "brand"
+    after = text[match.end() : match.end() + 40]
+    after = re.sub(r"^(?:['’]s)?[\s,.]*(?:(?:jr|jnr|sr|snr)\b\.?)?\s*", "", after, flags=re.IGNORECASE)
+    following = _WORD.match(after)
+    # Organisation names are title-cased in a cased caption: "Lisa Dawn Photography", not "Gates foundation".
+    rest = text[: match.start()] + text[match.end() :]  # a re-cased lower caption has capitals only in names
+    cased = following is not None and (following.group()[0].isupper() or not any(c.isupper() for c in rest))
+    if following and cased and fold(following.group()) in org_words():
+        return "organisation"
+    return None
 
 
 class NameExtractor:
@@ -292,7 +357,7 @@ class NameExtractor:
             candidates.extend(self._rescued(text, credits, covered))
         names: dict[str, str] = {}
         for words in candidates:
-            self._accept(_trim(words), names)
+            self._accept(_trim(words), names, text)
         self._expand_and_pairs(text, names)
         return list(names.values())
 
@@ -327,11 +392,21 @@ class NameExtractor:
             found.append(match.group(0).split(" "))
         return found
 
-    def _accept(self, words: list[str], names: dict[str, str]) -> None:
+    def _accept(self, words: list[str], names: dict[str, str], text: str = "") -> None:
         if not words:
             self.drops["empty_span"] += 1
             return
         tokens = name_tokens(" ".join(words))
+        if (
+            len(tokens) >= 3
+            and word_zipf(fold(tokens[0])) >= _SENTENCE_WORD_ZIPF
+            and _first_name_ok(tokens[1])
+        ):
+            tokens = tokens[1:]  # "Will Robert Downey Jnr's Iron Man ...": a sentence opens the span
+        reason = _context_reason(tokens, text)
+        if reason:
+            self.drops[reason] += 1
+            return
         key, reason = name_key_and_reason(
             " ".join(tokens),
             allow_single_token=self.config.allow_single_token,
@@ -342,6 +417,9 @@ class NameExtractor:
             self.drops[reason] += 1
             return
         given = tokens[1] if fold(tokens[0]) in ROYAL_TITLES and len(tokens) == 2 else tokens[0]
+        if fold(given) in NON_GIVEN_PARTICLES:
+            self.drops["particle_given_name"] += 1  # "Serviette De Hammam"
+            return
         if self.config.first_name_gate and not _first_name_ok(given):
             self.drops["unknown_first_name"] += 1
             return

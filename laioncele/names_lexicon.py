@@ -119,7 +119,7 @@ ROYAL_TITLES = frozenset(
         "emperor",
     ]
 )
-SUFFIXES = frozenset(["jr", "sr", "ii", "iii", "iv", "phd", "md", "esq"])
+SUFFIXES = frozenset(["jr", "jnr", "sr", "snr", "ii", "iii", "iv", "phd", "md", "esq"])
 # Lower-case words that may sit inside a surname: "Ludwig van Beethoven", "Philippe de Champaigne".
 PARTICLES = frozenset(
     [
@@ -197,6 +197,23 @@ def common_words_strict() -> frozenset[str]:
             "print",
         ]
     )
+
+
+# Particles that never open a person's name: "De Hammam" is a phrase, while "Van Morrison" and "Al Pacino" are
+# names, so "van", "von", "al" and "el" are left out.
+NON_GIVEN_PARTICLES = frozenset(["de", "du", "des", "la", "le", "der", "den", "dos", "das", "ter", "ten"])
+
+
+@cache
+def org_words() -> frozenset[str]:
+    """Words that turn a preceding name into a business, place or product line ("... Photography")."""
+    return _read_list("names_org_words.txt")
+
+
+@cache
+def brand_words() -> frozenset[str]:
+    """Product brands spelled like names or standing next to eponymous products ("Nike Airmax")."""
+    return _read_list("names_brand_words.txt")
 
 
 @cache

@@ -79,7 +79,9 @@ def name_key_and_reason(
     key = _SPACE.sub(" ", key).strip()
     if not key:
         return None, "empty"
-    if key in blocklist or key.replace("'", "") in blocklist:
+    # A blocked name that opens a longer span is still the brand: "Mary Kay Eyesicle", "Tory Burch Clutch".
+    parts = key.replace("'", "").split(" ")
+    if key in blocklist or any(" ".join(parts[:n]) in blocklist for n in range(2, len(parts) + 1)):
         return None, "blocklist"
     return key, "ok"
 

@@ -51,17 +51,16 @@ class TargetsTask(UnitTask):
         )
 
 
-def finish(config: Config, out_dir: Path) -> dict[str, Any]:
-    """F_mean over every name of the dataset, from the stored float16 targets."""
-    batches = (embeddings_from_table(t)[0].astype(np.float32) for _, t in iter_shards(out_dir) if t.num_rows)
-    try:
-        mean = mean_name_embedding(batches)
-    except ValueError:
-        return {"mean_name_embedding": None}
+def write_mean(config: Config) -> None:
+    """F_mean over every name of the finished stage, from the stored float16 targets (none: no file)."""
+    out_dir = stage_dir(config, "targets")
+    arrays = [embeddings_from_table(t)[0].astype(np.float32) for _, t in iter_shards(out_dir) if t.num_rows]
+    if not arrays:
+        (out_dir / MEAN_FILE).unlink(missing_ok=True)
+        return
     buffer = io.BytesIO()
-    np.save(buffer, mean.astype(np.float32))
+    np.save(buffer, mean_name_embedding(arrays).astype(np.float32))
     atomic_write_bytes(out_dir / MEAN_FILE, buffer.getvalue())
-    return {"mean_name_embedding": MEAN_FILE, "text_encoder_source": config.targets.source}
 
 
 TARGETS_STAGE = Stage(
@@ -76,6 +75,6 @@ TARGETS_STAGE = Stage(
         num_cpus=1,
         num_gpus=1.0 if config.targets.device == "cuda" else 0.0,
     ),
-    finish=finish,
+    after=write_mean,
     description="SDXL dual text-encoder name embeddings (8 tokens after BOS) + F_mean",
 )
