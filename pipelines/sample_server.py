@@ -23,7 +23,7 @@ def serve_directory(root: Path, port: int) -> Iterator[str]:
         server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
     except OSError as exc:
         raise RuntimeError(
-            f"cannot serve the sample on 127.0.0.1:{port} ({exc}); free the port or set sample.port and "
+            f"cannot serve the sample on 127.0.0.1:{port} ({exc}); free the port or set sample_server.port and "
             "regenerate the sample metadata"
         ) from None
     server.daemon_threads = True

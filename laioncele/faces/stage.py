@@ -78,6 +78,13 @@ class ImageResult:
     height: int = 0
 
 
+@dataclass
+class DecodedBatch:
+    results: list[ImageResult]  # one per input image; decode failures already carry their status
+    decoded: dict[int, DecodedImage]  # input position -> decoded image
+    notes: Counter[str]  # fix-ups applied while decoding (grayscale, cmyk, downscaled, ...)
+
+
 class FaceStage:
     """Ray-actor-friendly callable: ``__init__`` loads the models, ``__call__`` maps one batch."""
 
@@ -100,10 +107,13 @@ class FaceStage:
                 results.append(None)
         return results
 
-    def analyze_images(self, sample_ids: Sequence[str], data: Sequence[bytes | None]) -> list[ImageResult]:
+    def decode(self, sample_ids: Sequence[str], data: Sequence[bytes | None]) -> DecodedBatch:
+        """CPU half of a batch: decode, fix up and downscale every image (thread-safe, no model involved), so a
+        pool of decode threads can prepare the next batch while the model runs on this one."""
         cfg = self.config
         results = [ImageResult(str(sid), OK) for sid in sample_ids]
         decoded: dict[int, DecodedImage] = {}
+        notes: Counter[str] = Counter()
         for i, blob in enumerate(data):
             try:
                 image = decode_image_detailed(
@@ -117,7 +127,14 @@ class FaceStage:
                 continue
             decoded[i] = image
             results[i].width, results[i].height = image.original_size
-            self.counts.update(image.notes)
+            notes.update(image.notes)
+        return DecodedBatch(results, decoded, notes)
+
+    def analyze_decoded(self, batch: DecodedBatch) -> list[ImageResult]:
+        """Model half of a batch: detect, filter, embed (batched across the batch's images)."""
+        cfg = self.config
+        results, decoded = batch.results, batch.decoded
+        self.counts.update(batch.notes)
         order = list(decoded)
         detections = self._detect_isolating_errors([decoded[i].rgb for i in order])
         to_embed: list[int] = []
@@ -138,6 +155,9 @@ class FaceStage:
         self.counts.update(r.status for r in results)
         self.counts["faces"] += sum(len(r.faces) for r in results)
         return results
+
+    def analyze_images(self, sample_ids: Sequence[str], data: Sequence[bytes | None]) -> list[ImageResult]:
+        return self.analyze_decoded(self.decode(sample_ids, data))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = self.analyze_images(batch[self.config.id_column], batch[self.config.image_column])
