@@ -187,3 +187,19 @@ def test_train_encoder_on_the_built_sample(reference: Path, tmp_path: Path) -> N
     assert exports, f"no export under {out}"
     model, config, mean = load_exported(exports[0].parent)
     assert mean.shape == (config["num_tokens"], config["embedding_dim"])
+
+
+def test_two_clean_runs_produce_identical_manifests(reference: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sample"
+    old = os.getcwd()
+    os.chdir(REPO)
+    try:
+        assert cli_main(cli_args(out)) == 0
+    finally:
+        os.chdir(old)
+    for directory in DIRS:
+        assert load_manifest(out / directory) == load_manifest(reference / directory), directory
+    top, ref = (json.loads((d / "dataset" / "manifest.json").read_text()) for d in (out, reference))
+    for manifest in (top, ref):
+        del manifest["config"]["run"]["output_root"]  # the only intended difference
+    assert top == ref
