@@ -20,7 +20,9 @@ REQUIRED_COLUMNS = ("sample_id", "names", "face_index", "embedding")
 
 
 def name_key(name: str) -> str:
-    """Grouping key of a display name: casefolded, whitespace collapsed (the lead unifies with names.py)."""
+    """Grouping key of a display name: casefolded, whitespace collapsed. Deliberately not ``names.name_key``:
+    names arrive here already validated and normalised by the names stages, and identity cleaning must accept
+    any caller's name strings (ids with digits, single tokens) without re-judging them."""
     return " ".join(name.casefold().split())
 
 

@@ -71,7 +71,7 @@ def aggregate_names(
     deterministic). The display name is the most frequent surface form (ties: alphabetical).
     """
     if mentions.num_rows == 0:
-        return NAMES_TABLE.empty_table(), _pairs([], [])
+        return NAMES_TABLE.empty_table(), pairs_table([], [])
     order = np.lexsort(
         (
             mentions.column("sample_id").to_numpy(zero_copy_only=False),
@@ -105,10 +105,11 @@ def aggregate_names(
         chosen = distinct_ids[:max_rows_per_name].tolist()
         kept_keys += [keys[start]] * len(chosen)
         kept_ids += chosen
-    return pa.table(rows, schema=NAMES_TABLE), _pairs(kept_keys, kept_ids)
+    return pa.table(rows, schema=NAMES_TABLE), pairs_table(kept_keys, kept_ids)
 
 
-def _pairs(keys: Iterable[str], ids: Iterable[str]) -> pa.Table:
+def pairs_table(keys: Iterable[str], ids: Iterable[str]) -> pa.Table:
+    """(name_key, sample_id) pairs as a table: the kept rows of each name."""
     return pa.table(
         {"name_key": pa.array(list(keys), pa.string()), "sample_id": pa.array(list(ids), pa.string())}
     )

@@ -246,7 +246,7 @@ def plan_candidates(config: Config, upstream_dir: Path | None) -> list[Unit]:
     )
     keys = result.column("name_key").to_pylist() if result.num_rows else []
     ids = result.column("kept_ids").to_pylist() if result.num_rows else []
-    pairs = name_index._pairs(
+    pairs = name_index.pairs_table(
         [k for k, group in zip(keys, ids, strict=True) for _ in group],
         [sid for group in ids for sid in group],
     )
