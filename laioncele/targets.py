@@ -126,6 +126,33 @@ def build_tiny_text_encoders(seed: int = 0) -> tuple[Any, Any]:
     return text_encoder, text_encoder_2
 
 
+def text_encoder_revision(source: str) -> str:
+    """Which text encoders produced the targets, for the dataset manifest: the hub snapshot's commit for a repo
+    id (from the local cache; nothing is downloaded), a content hash of the encoders' configs and weight-file
+    sizes for a local directory, or the tiny stand-in's name."""
+    import hashlib
+    from pathlib import Path
+
+    if source == TINY_RANDOM_SOURCE:
+        return "tiny-random (seed 0; not real SDXL weights)"
+    root = Path(source)
+    if root.is_dir():
+        digest = hashlib.sha256()
+        for sub in ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2"):
+            for path in sorted((root / sub).glob("*")):
+                if path.suffix == ".json" or path.name.endswith(".txt"):
+                    digest.update(path.name.encode() + path.read_bytes())
+                elif path.is_file():
+                    digest.update(f"{path.name}:{path.stat().st_size}".encode())
+        return f"dir-sha256:{digest.hexdigest()[:16]}"
+    try:
+        from huggingface_hub import snapshot_download
+
+        return f"{source}@{Path(snapshot_download(source, local_files_only=True)).name}"
+    except Exception:  # not in the local cache: the run would have failed to load it anyway
+        return f"{source}@unknown"
+
+
 def load_text_encoders_from_config(config: TargetsConfig | None = None) -> SDXLTextEncoders:
     config = config or TargetsConfig()
     if config.source == TINY_RANDOM_SOURCE:

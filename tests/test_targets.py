@@ -205,3 +205,17 @@ def test_targets_config_section():
     assert Config().targets.num_tokens == 8
     with pytest.raises(ValueError, match="targets"):
         load_config(overrides=["targets.num_tokens=0"])
+
+
+def test_text_encoder_revision_identifies_the_encoders(tmp_path) -> None:
+    from laioncele.targets import text_encoder_revision
+
+    save_tiny_text_side(tmp_path / "a", seed=0)
+    save_tiny_text_side(tmp_path / "b", seed=0)
+    first = text_encoder_revision(str(tmp_path / "a"))
+    assert first.startswith("dir-sha256:") and first == text_encoder_revision(str(tmp_path / "b"))
+    (tmp_path / "b" / "text_encoder" / "config.json").write_text('{"edited": true}')
+    assert text_encoder_revision(str(tmp_path / "b")) != first
+    assert "not real" in text_encoder_revision("tiny-random")
+    # A repo id that is not in the local cache is named, never downloaded.
+    assert text_encoder_revision("no-such-org/no-such-model").endswith("@unknown")

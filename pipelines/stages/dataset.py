@@ -27,6 +27,7 @@ from laioncele.shards import (
     read_shards,
     write_shards,
 )
+from laioncele.targets import text_encoder_revision
 from pipelines.runner import UnitTask, stage_dir
 from pipelines.stage import Resources, Stage, Unit, units_per_shard
 from pipelines.stages.targets import MEAN_FILE
@@ -159,6 +160,7 @@ def write_top_manifest(config: Config) -> dict[str, Any]:
         "parts": parts,
         "mean_name_embedding": MEAN_FILE if (root / MEAN_FILE).is_file() else None,
         "text_encoder_source": config.targets.source,
+        "text_encoder_revision": text_encoder_revision(config.targets.source),
         "face_backend": config.faces.backend,
         "config": config.model_dump(mode="json"),
     }
