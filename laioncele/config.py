@@ -134,6 +134,9 @@ class DownloadConfig(Section):
     )
     # Tests and local demos only: allow 127.0.0.0/8 and ::1. Every other non-public address stays refused.
     allow_loopback: bool = False
+    # Extra CA certificates to trust (PEM file: tests, private mirrors), added to the system store; None: the
+    # system store only. Certificate and hostname verification stay on either way.
+    ca_bundle: str | None = None
     concurrency: int = Field(2, gt=0)  # Ray actors, each with its own thread pool
     rows_per_unit: int = Field(
         10_000, gt=0

@@ -160,7 +160,23 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
 
     def connect(self) -> None:
         sock = socket.create_connection((self.pinned_ip, self.port), self.timeout)
-        self.sock = self.tls_context.wrap_socket(sock, server_hostname=self.host)
+        try:
+            self.sock = self.tls_context.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()  # a failed handshake must not leak the raw socket
+            raise
+
+
+def tls_context(ca_bundle: str | None = None) -> ssl.SSLContext:
+    """The client TLS context: the system store, plus ``ca_bundle``'s CAs when given; always verifying.
+
+    ``create_default_context`` keeps CERT_REQUIRED and check_hostname on; the extra bundle is loaded next to
+    the system store (``cafile=`` would replace it), so a private mirror's CA does not cost the public web.
+    """
+    context = ssl.create_default_context()
+    if ca_bundle:
+        context.load_verify_locations(cafile=ca_bundle)
+    return context
 
 
 def _request_target(url: str) -> str:
@@ -216,7 +232,7 @@ class Downloader:
         self.opt_out_names = list(opt_out_names)
         self.resolver = resolver
         self.sleep = sleep
-        self.tls_context = ssl.create_default_context()
+        self.tls_context = tls_context(self.config.ca_bundle)
         self.ua_tokens = [t.strip().lower() for t in self.config.user_agent_tokens if t.strip()]
         self.directives = {d.strip().lower() for d in self.config.disallowed_header_directives if d.strip()}
         self.pool = ThreadPoolExecutor(max_workers=self.config.thread_count, thread_name_prefix="download")

@@ -3,10 +3,15 @@
 Each route is a list of responses: the n-th request to a path gets the n-th response (the last one repeats),
 so "429 then 200" is ``[Response(429, ...), Response(200, ...)]``. Every request is counted per path, which
 lets tests prove that a refused URL was never requested and that retries are bounded.
+
+With ``tls=`` (a server ``ssl.SSLContext``) it serves HTTPS: each accepted connection is wrapped in its
+handler thread, the SNI name of every handshake attempt is recorded (``sni``), and a handshake the client
+aborts (a certificate it refuses) is counted in ``tls_failures`` and never reaches a route.
 """
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -22,17 +27,54 @@ class Response:
     content_length: bool = True  # False: no Content-Length, body ends when the connection closes
 
 
-class LocalHTTPServer:
-    """``with LocalHTTPServer() as server: server.route("/a.jpg", Response(...)); server.url("/a.jpg")``."""
+class _TLSThreadingHTTPServer(ThreadingHTTPServer):
+    """Wraps each connection in TLS inside its own thread, so a stalled handshake blocks no one else."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], owner: LocalHTTPServer
+    ):
+        super().__init__(address, handler)
+        self.owner = owner
+
+    def finish_request(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+        tls = self.owner.tls
+        if tls is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(5.0)
+        try:
+            wrapped = tls.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            with self.owner._lock:
+                self.owner.tls_failures += 1
+            return
+        try:
+            super().finish_request(wrapped, client_address)
+        finally:
+            wrapped.close()
+
+
+class LocalHTTPServer:
+    """``with LocalHTTPServer() as server: server.route("/a.jpg", Response(...)); server.url("/a.jpg")``.
+
+    ``tls``: serve HTTPS with this server context (its ``sni_callback`` is taken over to record names).
+    ``hostname``: the host that ``url`` puts in URLs (map it to 127.0.0.1 with a test resolver).
+    """
+
+    def __init__(self, tls: ssl.SSLContext | None = None, hostname: str = "127.0.0.1") -> None:
         self.routes: dict[str, list[Response]] = {}
         self.requests: Counter[str] = Counter()
         self.in_flight = 0
         self.max_in_flight = 0  # most requests being answered at once (politeness tests)
+        self.tls = tls
+        self.hostname = hostname
+        self.sni: list[str | None] = []  # the client's SNI name per TLS handshake attempt (None: none sent)
+        self.tls_failures = 0  # handshakes that did not complete
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        if tls is not None:
+            tls.sni_callback = self._record_sni
+        self._server = _TLSThreadingHTTPServer(("127.0.0.1", 0), self._handler_class(), self)
         self._server.daemon_threads = True
         self._server.block_on_close = False
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -42,7 +84,14 @@ class LocalHTTPServer:
         return int(self._server.server_address[1])
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{self.hostname}:{self.port}{path}"
+
+    def _record_sni(
+        self, _sock: ssl.SSLObject | ssl.SSLSocket, name: str | None, _ctx: ssl.SSLContext
+    ) -> None:
+        with self._lock:
+            self.sni.append(name)
 
     def route(self, path: str, *responses: Response) -> str:
         self.routes[path] = list(responses)
@@ -75,14 +124,16 @@ class LocalHTTPServer:
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 try:
-                    self._answer(response)
+                    stopping = bool(response.delay_s) and server._stopping.wait(response.delay_s)
                 finally:
+                    # Out of flight before the first byte goes out: once the client has its response it may
+                    # start its next request, which must not find this one still counted.
                     with server._lock:
                         server.in_flight -= 1
+                if not stopping:
+                    self._answer(response)
 
             def _answer(self, response: Response) -> None:
-                if response.delay_s and server._stopping.wait(response.delay_s):
-                    return
                 try:
                     self.send_response(response.status)
                     for key, value in response.headers.items():

@@ -13,6 +13,7 @@ import socket
 import struct
 import zlib
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -21,6 +22,7 @@ import pyarrow as pa
 import pytest
 from http_fixture import LocalHTTPServer, Response
 from PIL import Image
+from tls_fixture import Issued, make_ca, make_leaf, server_context, write_cert
 
 from laioncele import schema
 from laioncele.config import Config, DownloadConfig
@@ -477,14 +479,132 @@ def test_real_photos_download_and_reencode(shared_dir: Path) -> None:
         downloader.close()
     assert result.counts == Counter({"ok": len(photos)})
     for row in result.ok.to_pylist():
-        source = Image.open(shared_dir / "fixtures" / "faces" / f"{row['sample_id']}.jpg")
+        with Image.open(shared_dir / "fixtures" / "faces" / f"{row['sample_id']}.jpg") as source:
+            source_size = source.size
         stored = decoded(row["image"])
         assert stored.format == "WEBP" and stored.size == (row["width"], row["height"])
-        assert max(stored.size) == 256 < max(source.size)
-        assert (
-            row["original_width"],
-            row["original_height"],
-        ) == source.size  # these photos carry no rotation
+        assert max(stored.size) == 256 < max(source_size)
+        assert (row["original_width"], row["original_height"]) == source_size  # these carry no rotation
+
+
+# --- HTTPS: SNI and certificate verification against the URL's hostname, pinned to 127.0.0.1 -------------
+
+
+TLS_HOST = "images.test"
+
+
+@dataclass(frozen=True)
+class LocalPKI:
+    ca_file: str  # the PEM bundle handed to ``DownloadConfig.ca_bundle``
+    directory: Path
+    good: Issued  # images.test + IP 127.0.0.1, signed by the trusted CA
+    other_host: Issued  # other.test, signed by the trusted CA
+    self_signed: Issued  # images.test, signed by itself: no trusted CA vouches for it
+
+    def server(self, issued: Issued, hostname: str = TLS_HOST) -> LocalHTTPServer:
+        stem = f"{issued.cert.serial_number:x}"
+        return LocalHTTPServer(tls=server_context(issued, self.directory, stem), hostname=hostname)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> LocalPKI:
+    directory = tmp_path_factory.mktemp("pki")
+    ca = make_ca()
+    return LocalPKI(
+        ca_file=str(write_cert(directory / "ca.pem", ca.cert)),
+        directory=directory,
+        good=make_leaf([TLS_HOST], ["127.0.0.1"], issuer=ca),
+        other_host=make_leaf(["other.test"], issuer=ca),
+        self_signed=make_leaf([TLS_HOST]),
+    )
+
+
+def tls_resolver():  # type: ignore[no-untyped-def]
+    return fake_resolver({TLS_HOST: ["127.0.0.1"], "internal.test": ["10.1.2.3"]})
+
+
+def test_https_image_arrives_intact_with_sni(pki: LocalPKI, connections: list[str]) -> None:
+    """Same bytes over HTTPS and plain HTTP give the same stored image; SNI carries the URL's hostname."""
+    source = noise_rgb(400, 300, seed=7)
+    body = encode(source, "JPEG", quality=95)
+    assert len(body) > 4 * 16384  # several TLS records and more than one read chunk
+    with pki.server(pki.good) as https, LocalHTTPServer() as plain:
+        urls = {
+            "https": https.image("/good.jpg", body),
+            "https_redirect": https.route("/r", Response(302, headers={"Location": "/good.jpg"})),
+            "https_ip": f"https://127.0.0.1:{https.port}/good.jpg",  # verified against the IP SAN
+            "http": plain.image("/good.jpg", body),
+        }
+        downloader = Downloader(config(ca_bundle=pki.ca_file, max_bytes=1_000_000), resolver=tls_resolver())
+        result = downloader(rows(urls))
+        downloader.close()
+    assert result.counts == Counter({"ok": 4}), result.failures.to_pylist()
+    by_id = {row["sample_id"]: row for row in result.ok.to_pylist()}
+    for row in by_id.values():
+        assert (row["original_width"], row["original_height"]) == (400, 300)
+        assert row["attempts"] == 1
+        stored = decoded(row["image"])
+        assert stored.size == (row["width"], row["height"]) == (128, 96)
+        assert hashlib.sha256(row["image"]).hexdigest() == row["sha256"]
+        expected = np.asarray(source.resize(stored.size, Image.Resampling.LANCZOS)).astype(float)
+        assert np.abs(np.asarray(stored.convert("RGB")).astype(float) - expected).mean() < 40
+    assert len({row["sha256"] for row in by_id.values()}) == 1  # TLS delivered exactly the plain bytes
+    assert https.requests["/good.jpg"] == 3 and https.requests["/r"] == 1
+    assert Counter(https.sni) == Counter({TLS_HOST: 3, None: 1})  # no SNI for an IP literal (RFC 6066)
+    assert https.tls_failures == 0
+    assert set(connections) == {"127.0.0.1"}
+
+
+@pytest.mark.parametrize(
+    ("certificate", "trust_test_ca", "why"),
+    [
+        ("other_host", True, "hostname mismatch"),  # trusted CA, certificate for another name
+        ("self_signed", True, "self-signed certificate"),  # right name, nobody trusted vouches for it
+        (
+            "good",
+            False,
+            "unable to get local issuer certificate",
+        ),  # system store only: the test CA is unknown
+    ],
+)
+def test_https_certificate_failures_are_tls_and_not_retried(
+    pki: LocalPKI, certificate: str, trust_test_ca: bool, why: str
+) -> None:
+    with pki.server(getattr(pki, certificate)) as server:
+        url = server.image("/good.jpg", encode(noise_rgb(32, 32), "JPEG"))
+        ca_bundle = pki.ca_file if trust_test_ca else None
+        downloader = Downloader(config(ca_bundle=ca_bundle, max_retries=3), resolver=tls_resolver())
+        result = downloader(rows({"a": url}))
+        downloader.close()
+        assert result.counts == Counter({"tls": 1})
+        failure = result.failures.to_pylist()[0]
+        assert failure["attempts"] == 1 and failure["retryable"] is False
+        assert "certificate verify failed" in failure["detail"].lower()
+        assert why.replace("-", " ") in failure["detail"].lower().replace("-", " ")
+        assert server.sni == [TLS_HOST]  # exactly one handshake, aborted by the client
+        assert server.requests["/good.jpg"] == 0  # no HTTP request reached the server
+
+
+def test_https_redirect_to_private_http_is_refused(pki: LocalPKI, connections: list[str]) -> None:
+    """Leaving TLS does not leave the address checks: every hop is resolved and checked again."""
+    with pki.server(pki.good) as server:
+        urls = {
+            "private_ip": server.route("/a", Response(302, headers={"Location": "http://10.0.0.1/a.jpg"})),
+            "metadata": server.route(
+                "/b", Response(301, headers={"Location": "http://169.254.169.254/latest/meta-data/"})
+            ),
+            "private_name": server.route(
+                "/c", Response(307, headers={"Location": "http://internal.test/a.jpg"})
+            ),
+        }
+        downloader = Downloader(config(ca_bundle=pki.ca_file), resolver=tls_resolver())
+        result = downloader(rows(urls))
+        downloader.close()
+    assert result.counts == Counter({"blocked_address": 3})
+    assert result.failures["attempts"].to_pylist() == [1, 1, 1]
+    assert sorted(server.requests.elements()) == ["/a", "/b", "/c"]
+    assert server.sni == [TLS_HOST] * 3
+    assert connections == ["127.0.0.1"] * 3  # only the HTTPS hop connected; no redirect target was tried
 
 
 # --- pure functions -------------------------------------------------------------------------------------
