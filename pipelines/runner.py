@@ -209,7 +209,3 @@ def _log_summary(stage: Stage, manifest: dict[str, Any], seconds: float, log: Ca
         f"[{stage.name}] done in {seconds:.1f}s: rows in {manifest['rows_in']}, out {manifest['rows']}, "
         f"{len(manifest['shards'])} shards; dropped: {drops}"
     )
-
-
-def unit_record_rows(record: UnitRecord) -> int:
-    return sum(s.rows for s in record.shards)
