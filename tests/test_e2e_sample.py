@@ -55,15 +55,21 @@ def copy_stages(src: Path, dst: Path, stages: list[str]) -> None:
         shutil.copytree(src / name, dst / name)
 
 
-@pytest.fixture(scope="module")
-def reference(ray_local, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("reference") / "sample"
+def build(out: Path) -> None:
+    """The sample build in-process, from the repo root: its config's relative paths are relative to the repo,
+    as for `make build-dataset`."""
     old = os.getcwd()
-    os.chdir(REPO)  # the sample config's relative paths are relative to the repo, as for `make build-dataset`
+    os.chdir(REPO)
     try:
         assert cli_main(cli_args(out)) == 0
     finally:
         os.chdir(old)
+
+
+@pytest.fixture(scope="module")
+def reference(ray_local, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("reference") / "sample"
+    build(out)
     return out
 
 
@@ -105,12 +111,7 @@ def test_driver_killed_mid_faces_then_resumed_is_byte_identical(reference: Path,
     proc.wait()
     assert not (out / "faces" / "manifest.json").exists(), "faces finished before the driver was killed"
 
-    old = os.getcwd()
-    os.chdir(REPO)
-    try:
-        assert cli_main(cli_args(out)) == 0
-    finally:
-        os.chdir(old)
+    build(out)
     assert fingerprint(out) == fingerprint(reference)
     assert load_manifest(out / "dataset" / "images") == load_manifest(reference / "dataset" / "images")
 
@@ -137,12 +138,7 @@ def test_ray_worker_killed_during_faces_is_retried(ray_local, reference: Path, t
 
     killer = threading.Thread(target=kill_a_faces_worker, daemon=True)
     killer.start()
-    old = os.getcwd()
-    os.chdir(REPO)
-    try:
-        assert cli_main(cli_args(out)) == 0
-    finally:
-        os.chdir(old)
+    build(out)
     killer.join(timeout=5)
     assert killed, "no faces worker was found to kill"
     assert fingerprint(out) == fingerprint(reference)
@@ -191,12 +187,7 @@ def test_train_encoder_on_the_built_sample(reference: Path, tmp_path: Path) -> N
 
 def test_two_clean_runs_produce_identical_manifests(reference: Path, tmp_path: Path) -> None:
     out = tmp_path / "sample"
-    old = os.getcwd()
-    os.chdir(REPO)
-    try:
-        assert cli_main(cli_args(out)) == 0
-    finally:
-        os.chdir(old)
+    build(out)
     for directory in DIRS:
         assert load_manifest(out / directory) == load_manifest(reference / directory), directory
     top, ref = (json.loads((d / "dataset" / "manifest.json").read_text()) for d in (out, reference))

@@ -29,16 +29,21 @@ def args(stage: str, out: Path) -> list[str]:
     return result
 
 
-@pytest.fixture(scope="module")
-def upstream(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("dl") / "sample"
+def run(*stages: str, out: Path) -> None:
+    """Run stages in-process from the repo root (the sample config's paths are relative to it)."""
     old = os.getcwd()
     os.chdir(REPO)
     try:
-        for stage in ("ingest", "ner", "names", "candidates"):
+        for stage in stages:
             assert cli_main(args(stage, out)) == 0
     finally:
         os.chdir(old)
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dl") / "sample"
+    run("ingest", "ner", "names", "candidates", out=out)
     return out
 
 
@@ -61,12 +66,7 @@ def test_download_killed_midway_resumes_to_the_same_samples(upstream: Path) -> N
     committed = {p.name: p.stat().st_mtime_ns for p in units.glob("*.json")}
     assert not (upstream / "download" / "manifest.json").exists(), "download finished before the kill"
 
-    old = os.getcwd()
-    os.chdir(REPO)
-    try:
-        assert cli_main(args("download", upstream)) == 0
-    finally:
-        os.chdir(old)
+    run("download", out=upstream)
     manifest = load_manifest(upstream / "download")
     resumed = read_shards(upstream / "download").column("sample_id").to_pylist()
     assert len(resumed) == len(set(resumed)), "a sample was downloaded twice"
@@ -83,11 +83,7 @@ def test_download_killed_midway_resumes_to_the_same_samples(upstream: Path) -> N
     clean.mkdir()
     for stage in ("ingest", "ner", "names", "candidates"):
         os.symlink(upstream / stage, clean / stage, target_is_directory=True)
-    os.chdir(REPO)
-    try:
-        assert cli_main(args("download", clean)) == 0
-    finally:
-        os.chdir(old)
+    run("download", out=clean)
     assert [s["sha256"] for s in load_manifest(clean / "download")["shards"]] == [
         s["sha256"] for s in manifest["shards"]
     ]
