@@ -240,6 +240,9 @@ class IdentityConfig(Section):
     hash_column: str = "image_sha256"  # optional column with image bytes' hash: equal hashes are duplicates
     use_gpu: bool = True  # use a faiss GPU index when faiss has GPU support and a GPU is visible
     seed: int = 0
+    # >1: clean faces grouped by crc32(name key) % partitions as parallel units, then merge aliases and
+    # shared faces across partitions (``identity_merge``). 1: one global unit (exact, the default).
+    partitions: int = Field(1, ge=1)
 
 
 class InferenceConfig(Section):
