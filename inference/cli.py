@@ -165,7 +165,7 @@ def run_evaluation(args: argparse.Namespace, settings: InferenceConfig) -> Path:
 
 def run(args: argparse.Namespace) -> Path:
     from inference.interpolate import interpolate
-    from inference.pipeline import generate, image_strip, load_sdxl_from_config
+    from inference.pipeline import generate, generation_options, image_strip, load_sdxl_from_config
 
     settings = settings_from_args(args)
     if args.command == "evaluate":
@@ -184,17 +184,7 @@ def run(args: argparse.Namespace) -> Path:
         names = torch.stack(
             [interpolate(embeddings[0], embeddings[1], t, method=args.method) for t in args.t]
         )
-    images = generate(
-        pipe,
-        args.prompt,
-        names,
-        negative_prompt=settings.negative_prompt,
-        steps=settings.steps,
-        guidance_scale=settings.guidance_scale,
-        seed=settings.seed,
-        height=settings.height,
-        width=settings.width,
-    )
+    images = generate(pipe, args.prompt, names, **generation_options(settings))
     result = images[0] if args.command == "generate" else image_strip(images)
     result.save(args.out)
     return args.out

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from inference.pipeline import generate, generate_plain
+from inference.pipeline import generate, generate_plain, generation_options
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -284,14 +284,7 @@ def evaluate(
     if face_backend is None and any(identity.reference_faces is not None for identity in identities):
         face_backend = load_face_backend(measurement_backend(settings.eval_dataset_face_backend))
     n = settings.eval_images_per_prompt
-    common = dict(
-        negative_prompt=settings.negative_prompt,
-        steps=settings.steps,
-        guidance_scale=settings.guidance_scale,
-        seed=settings.seed,
-        height=settings.height,
-        width=settings.width,
-    )
+    common = generation_options(settings)
     per_set = {name: _Accumulator() for name in prompt_sets}
     for set_name, prompts in prompt_sets.items():
         acc = per_set[set_name]

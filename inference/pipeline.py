@@ -200,6 +200,18 @@ def generate(
     ).images
 
 
+def generation_options(config: InferenceConfig) -> dict[str, Any]:
+    """The sampling settings ``generate`` and ``generate_plain`` take, read from the inference config."""
+    return {
+        "negative_prompt": config.negative_prompt,
+        "steps": config.steps,
+        "guidance_scale": config.guidance_scale,
+        "seed": config.seed,
+        "height": config.height,
+        "width": config.width,
+    }
+
+
 def generate_plain(
     pipe: Any,
     prompt: str,
