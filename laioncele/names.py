@@ -67,6 +67,11 @@ _THIRD_WORD_MAX_ZIPF = 3.5
 _LOWER_PRODUCT_SHARE = 0.4
 # Above this census rank (or outside the census) a frequent English word is not trusted as a surname.
 _LOWER_SURNAME_RANK = 10_000
+# A surname-position word this frequent that is no frequent census surname is a function word ("Sid The Seed").
+_FUNCTION_WORD_ZIPF = 6.0
+# A participle after a first name ("Gary Cropped Yoga Pants", "Long Collared Shirt") is a product adjective:
+# an -ed word whose stem is an everyday English word at least this frequent, and no frequent census surname.
+_PARTICIPLE_STEM_ZIPF = 3.5
 _CREDIT_END = re.compile(r"[)|\[\]]")
 _PAREN_CREDIT = re.compile(r"\(([^()/]{3,60})/[^()]{2,80}\)")
 _SEPARATORS = frozenset(
@@ -192,6 +197,34 @@ def _recasable_surname(word: str, product_share: float = 0.0) -> bool:
     if rank > _LOWER_SURNAME_RANK and word_zipf(folded) >= 3.0:
         return product_share < _LOWER_PRODUCT_SHARE
     return True
+
+
+def _participle_stems(word: str) -> list[str]:
+    """Stems an English -ed form may come from: "cropped" -> crop, "collared" -> collar, "fried" -> fry."""
+    if len(word) < 5 or not word.endswith("ed"):
+        return []
+    stems = [word[:-2], word[:-1]]
+    if len(word) > 5 and word[-3] == word[-4]:
+        stems.append(word[:-3])
+    if word.endswith("ied"):
+        stems.append(word[:-3] + "y")
+    return stems
+
+
+def _everyday_word_reason(token: str) -> str | None:
+    """Why a word after the given name is an ordinary English word rather than a surname, or None.
+
+    Function words ("The", "Of") and participles ("Cropped", "Collared", "Fried") never end a person's name
+    in captions; frequent census surnames that look like them ("Reed", "Young") are exempt.
+    """
+    word = fold(token).strip(".,;:!?\"'()[]")
+    if len(word) < 3 or surname_ranks().get(word, 10**6) <= 1000:
+        return None  # initials ("William A. Engeman") and frequent surnames
+    if word_zipf(word) >= _FUNCTION_WORD_ZIPF:
+        return "function_word_surname"
+    if any(word_zipf(stem) >= _PARTICIPLE_STEM_ZIPF for stem in _participle_stems(word)):
+        return "participle_surname"
+    return None
 
 
 def _recase_upper(text: str) -> str:
@@ -429,6 +462,12 @@ class NameExtractor:
             self.drops["noun_surname"] += (
                 1  # "Gabriel Sofa", "Victoria Secret Dress": a product, not a person
             )
+            return
+        everyday = next(
+            (r for t in tokens[tokens.index(given) + 1 :] if (r := _everyday_word_reason(t))), None
+        )
+        if everyday:
+            self.drops[everyday] += 1
             return
         names.setdefault(key, display_form(tokens))
 

@@ -200,8 +200,10 @@ def common_words_strict() -> frozenset[str]:
 
 
 # Particles that never open a person's name: "De Hammam" is a phrase, while "Van Morrison" and "Al Pacino" are
-# names, so "van", "von", "al" and "el" are left out.
-NON_GIVEN_PARTICLES = frozenset(["de", "du", "des", "la", "le", "der", "den", "dos", "das", "ter", "ten"])
+# names, so "van", "von", "al" and "el" are left out. Saint prefixes open place names ("San Jon", "Santa Rosa").
+NON_GIVEN_PARTICLES = frozenset(
+    ["de", "du", "des", "la", "le", "der", "den", "dos", "das", "ter", "ten", "san", "santa", "santo", "sao"]
+)
 
 
 @cache

@@ -12,6 +12,8 @@ from laioncele.names_lexicon import HONORIFICS, ROYAL_TITLES, SUFFIXES, fold
 _TAG = re.compile(r"<[^>]{0,200}>")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\ufeff]")
 _SPACE = re.compile(r"\s+")
+# Trademark signs glue to words under NFKC ("Design™" -> "DesignTM"); they are separators, not letters.
+_MARKS = re.compile("[\u2122\u00ae\u2120]")
 _URL = re.compile(r"(https?://|www\.|\.com\b|\.org\b|\.net\b|@|#|\.jpe?g\b|\.png\b)", re.IGNORECASE)
 _DIGIT = re.compile(r"\d")
 _POSSESSIVE = re.compile(r"['’`]s?$", re.IGNORECASE)
@@ -29,6 +31,7 @@ def clean_caption(value: Any) -> str:
         return ""
     text = html.unescape(html.unescape(value)) if "&" in value else value
     text = _TAG.sub(" ", text)
+    text = _MARKS.sub(" ", text)
     text = unicodedata.normalize("NFKC", text).replace("\ufffd", " ")
     text = _CONTROL.sub(" ", text)
     return _SPACE.sub(" ", text).strip()
@@ -79,9 +82,11 @@ def name_key_and_reason(
     key = _SPACE.sub(" ", key).strip()
     if not key:
         return None, "empty"
-    # A blocked name that opens a longer span is still the brand: "Mary Kay Eyesicle", "Tory Burch Clutch".
+    # A blocked name inside a longer span is still the brand: "Mary Kay Eyesicle", "Tory Burch Clutch".
     parts = key.replace("'", "").split(" ")
-    if key in blocklist or any(" ".join(parts[:n]) in blocklist for n in range(2, len(parts) + 1)):
+    # Any run of two or more tokens counts too: "MICHAEL Michael Kors" holds the brand "michael kors".
+    runs = (" ".join(parts[i:j]) for i in range(len(parts)) for j in range(i + 2, len(parts) + 1))
+    if key in blocklist or any(run in blocklist for run in runs):
         return None, "blocklist"
     return key, "ok"
 

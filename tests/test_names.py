@@ -178,6 +178,31 @@ def test_extractor_drops_businesses_products_and_run_on_words() -> None:
     assert extractor.drops["organisation"] >= 1 and extractor.drops["brand"] >= 1
 
 
+def test_participles_function_words_and_embedded_brands_are_not_surnames() -> None:
+    extractor = NameExtractor(NamesConfig())
+    out = extractor(
+        [
+            "Gary Cropped Yoga Pants, Beetle Blue Marl | Sweaty Betty",  # participle after a first name
+            "Sid The Seed By Daniel R. Pagan",  # function word; the author stays
+            "MICHAEL Michael Kors - Berkley Wedge",  # a blocked brand inside the span
+            "Tommaso Design\u2122 Heart Shape Pendant",  # the trademark sign is no letter
+            "Audiobook by Mary Jo Putney Narrated by Beverley A. Crick",  # initials are no function word
+            "Lou Reed and Neil Young on stage",  # frequent census surnames that are also words
+            "USA New Mexico. Route 66. San Jon. by Alan Copson",  # a saint prefix opens a place
+        ]
+    )
+    assert [[name_key(n) for n in names] for names in out] == [
+        [],
+        ["daniel r pagan"],
+        [],
+        [],
+        ["mary jo putney", "beverley a crick"],
+        ["lou reed", "neil young"],
+        ["alan copson"],
+    ]
+    assert extractor.drops["participle_surname"] >= 1 and extractor.drops["function_word_surname"] >= 1
+
+
 def test_extractor_survives_bad_input() -> None:
     bad = [
         None,
