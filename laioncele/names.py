@@ -72,6 +72,10 @@ _FUNCTION_WORD_ZIPF = 6.0
 # A participle after a first name ("Gary Cropped Yoga Pants", "Long Collared Shirt") is a product adjective:
 # an -ed word whose stem is an everyday English word at least this frequent, and no frequent census surname.
 _PARTICIPLE_STEM_ZIPF = 3.5
+# A given name rarer than this census surname rank is read as a middle name before a third name word.
+_MIDDLE_NAME_MIN_RANK = 2000
+# "Colgan, Jenny": a capitalised surname and a comma opening the caption or after a separator.
+_INVERTED_SURNAME = re.compile(r"(?:^|[,:;|(\[]\s*|\s[–—-]\s*)([A-Z][^\W\d_]+(?:-[A-Z][^\W\d_]+)?), ")
 _CREDIT_END = re.compile(r"[)|\[\]]")
 _PAREN_CREDIT = re.compile(r"\(([^()/]{3,60})/[^()]{2,80}\)")
 _SEPARATORS = frozenset(
@@ -320,11 +324,55 @@ def _split_groups(words: list[str]) -> list[list[str]]:
         for i in range(2, len(group) - 1):
             next_word = group[i + 1]
             starts_name = _first_name_ok(group[i]) and _is_name_like(next_word)
-            if i - start >= 2 and starts_name and fold(next_word.strip(".,")) not in common_words():
+            # A middle name just before (a given name that is rarely a surname) keeps the run one name:
+            # "Sarah Jessica Parker", "Martin Luther King"; "Chris Tucker Rush Hour" is still cut.
+            middle = fold(group[i - 1].strip(".,"))
+            after_given = (
+                _first_name_ok(middle) and surname_ranks().get(middle, 10**6) > _MIDDLE_NAME_MIN_RANK
+            )
+            if (
+                i - start >= 2
+                and starts_name
+                and not after_given
+                and fold(next_word.strip(".,")) not in common_words()
+            ):
                 out.append(group[start:i])
                 start = i
         out.append(group[start:])
     return [g for g in out if g]
+
+
+def _inverted_name(text: str, start: int, words: list[str]) -> list[str] | None:
+    """ "Colgan, Jenny" / "Mezrich, Ben:": catalogue order (surname, given names) read back as "Jenny Colgan".
+    Only where the surname opens the caption or follows a separator, and only given names (or initials)
+    follow the comma, ending the phrase; lists such as "Iman, Grace Jones and ..." are left alone."""
+    before = _INVERTED_SURNAME.search(text, 0, start)
+    if before is None or before.end() != start:
+        return None
+    surname = before.group(1)
+    if surname.isupper() or fold(surname) in common_words() or is_common_noun(surname):
+        return None
+    if _first_name_ok(surname) and surname_ranks().get(fold(surname), 10**6) > _MIDDLE_NAME_MIN_RANK:
+        return None  # "Arty, Eric Nam": a list of two names, not a surname first
+    given = [w.strip(".,:;") for w in words]
+    while given and fold(given[-1]) in common_words():
+        given.pop()  # "Colgan, Jenny Book"
+    if not 1 <= len(given) <= 2 or not _first_name_ok(given[0]):
+        return None
+    if not all(
+        re.fullmatch(r"[A-Z]", w)
+        or _first_name_ok(w)
+        and surname_ranks().get(fold(w), 10**6) > _MIDDLE_NAME_MIN_RANK
+        for w in given[1:]
+    ):
+        return None  # "Iman, Grace Jones": Jones is the surname, so this is a list
+    end = start + len(" ".join(words))
+    rest = text[end : end + 3].lstrip(" ")
+    if re.match(r",\s*[A-Z]", rest):
+        return None  # "Timberlake, Wilson, Snoop": a list of names; "Kingsbridge, Devon, TQ7": places
+    if rest and not (rest[0] in "-–—:;|,.()[]/" or rest[0].islower()) and len(given) == len(words):
+        return None  # the name runs on into more capitalised words
+    return [*given, surname]
 
 
 def _trim(words: list[str]) -> list[str]:
@@ -344,6 +392,8 @@ def _trim(words: list[str]) -> list[str]:
         if not _is_name_like(word):
             break
         names_so_far = [w for w in kept if fold(w.strip(".,")).rstrip(".") not in HONORIFICS | ROYAL_TITLES]
+        if len(names_so_far) >= 2 and folded in brand_words():
+            break  # "Charlize Theron Dior": the brand she advertises, not a third name
         if len(names_so_far) >= 2 and not re.fullmatch(r"[A-Z]\.?", core):
             middle = names_so_far[-1].strip(".,")
             # A third name word follows a middle name or initial ("Sarah Jessica Parker", "George W. Holden");
@@ -453,7 +503,9 @@ class NameExtractor:
             if any(s <= start < e for s, e in credits):
                 self.drops["credit"] += 1
                 continue
-            candidates.extend(_split_groups(text[start:end].split()))
+            groups = _split_groups(text[start:end].split())
+            inverted = _inverted_name(text, start, groups[0]) if groups else None
+            candidates.extend([inverted, *groups[1:]] if inverted else groups)
         if self.config.rescue_bigrams:
             candidates.extend(self._rescued(text, credits, people))
         names: dict[str, str] = {}
