@@ -27,8 +27,10 @@ from laioncele.names_lexicon import (
     brand_words,
     common_words,
     default_blocklist,
+    extra_first_names,
     first_names,
     fold,
+    given_names,
     is_common_noun,
     is_trusted_surname,
     org_words,
@@ -72,6 +74,8 @@ _FUNCTION_WORD_ZIPF = 6.0
 # A participle after a first name ("Gary Cropped Yoga Pants", "Long Collared Shirt") is a product adjective:
 # an -ed word whose stem is an everyday English word at least this frequent, and no frequent census surname.
 _PARTICIPLE_STEM_ZIPF = 3.5
+# Below this Zipf frequency a word after a less-known given name reads as a surname ("Sonam Kapoor").
+_RARE_SURNAME_ZIPF = 3.6
 # A given name rarer than this census surname rank is read as a middle name before a third name word.
 _MIDDLE_NAME_MIN_RANK = 2000
 # "Colgan, Jenny": a capitalised surname and a comma opening the caption or after a separator.
@@ -105,7 +109,7 @@ def _may_start_name(words: list[str], i: int, lower_case: bool, product_share: f
     (a blocked brand, a particle as given name, a noun, brand word or participle as surname) do not count."""
     word = words[i]
     folded = fold(word)
-    if folded not in first_names() or folded in NON_GIVEN_PARTICLES:
+    if folded not in given_names() or folded in NON_GIVEN_PARTICLES:
         return False
     if lower_case:
         if folded in common_words() or len(word) <= 2:
@@ -122,7 +126,7 @@ def _may_start_name(words: list[str], i: int, lower_case: bool, product_share: f
     following = words[j]
     if fold(following) in brand_words() or f"{folded} {fold(following)}" in default_blocklist():
         return False
-    if _everyday_word_reason(following):
+    if _everyday_word_reason(following) or folded in extra_first_names() and not _rare_surname(following):
         return False
     if lower_case:
         return _recasable_surname(following, product_share)
@@ -137,7 +141,7 @@ def _name_starts(text: str) -> list[re.Match[str]]:
     words = [m.group() for m in matches]
     lower_case = not any(ch.isupper() for ch in text)
     share = _product_share(words) if lower_case else 0.0
-    known = first_names()
+    known = given_names()
     return [
         matches[i]
         for i, word in enumerate(words)
@@ -271,6 +275,14 @@ def _participle_stems(word: str) -> list[str]:
     if word.endswith("ied"):
         stems.append(word[:-3] + "y")
     return stems
+
+
+def _rare_surname(token: str) -> bool:
+    """A surname that backs a less-known given name: a frequent census surname, or no everyday English word."""
+    word = fold(token).strip(".,;:!?\"'()[]")
+    return (
+        surname_ranks().get(word, 10**6) <= SURNAME_RANK_TRUSTED // 2 or word_zipf(word) < _RARE_SURNAME_ZIPF
+    )
 
 
 def _everyday_word_reason(token: str) -> str | None:
@@ -574,8 +586,12 @@ class NameExtractor:
             self.drops["particle_given_name"] += 1  # "Serviette De Hammam"
             return
         if self.config.first_name_gate and not _first_name_ok(given):
-            self.drops["unknown_first_name"] += 1
-            return
+            if fold(given) not in extra_first_names():
+                self.drops["unknown_first_name"] += 1
+                return
+            if not _rare_surname(tokens[-1]):
+                self.drops["weak_first_name"] += 1  # "Keio Line", "Aran Ivory": a less-known given name
+                return  # needs a surname that is no everyday English word
         if any(is_common_noun(t) for t in tokens[tokens.index(given) + 1 :]):
             self.drops["noun_surname"] += (
                 1  # "Gabriel Sofa", "Victoria Secret Dress": a product, not a person

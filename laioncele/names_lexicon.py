@@ -181,6 +181,20 @@ def first_names() -> frozenset[str]:
 
 
 @cache
+def extra_first_names() -> frozenset[str]:
+    """Given names gender-guesser lacks ("Sonam", "Zac", "Armie"), from names-dataset's per-country ranks
+    (``data/names_first_extra.txt``; see its builder). Weaker evidence than ``first_names``: a name that opens
+    with one needs a surname that is no everyday English word."""
+    return _read_list("names_first_extra.txt") - first_names()
+
+
+@cache
+def given_names() -> frozenset[str]:
+    """Every given name a person's name may open with: ``first_names`` and ``extra_first_names``."""
+    return first_names() | extra_first_names()
+
+
+@cache
 def common_words_strict() -> frozenset[str]:
     """Words that are never first names in captions, though the name table lists them."""
     return frozenset(

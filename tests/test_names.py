@@ -207,6 +207,21 @@ def test_participles_function_words_and_embedded_brands_are_not_surnames() -> No
     assert prefilter(captions) == [False, True, True, False, True, True, True]
 
 
+def test_less_known_given_names_need_a_surname_that_is_no_english_word() -> None:
+    extractor = NameExtractor(NamesConfig(use_prefilter=False))
+    out = extractor(
+        [
+            "Sonam Kapoor Wallpapers HD",  # "Sonam" is missing from gender-guesser's table
+            "Zac Efron: Official Website Coming Soon!",
+            "Keio Line trains are the best way to get to Mt. Takao",  # a less-known name + an English word
+            "Bangla Funny video by Dr.Lony",
+        ]
+    )
+    assert out == [["Sonam Kapoor"], ["Zac Efron"], [], []]
+    assert extractor.drops["weak_first_name"] >= 1
+    assert prefilter(["Sonam Kapoor Wallpapers HD", "Keio Line trains"]) == [True, False]
+
+
 def test_ner_view_keeps_the_words_around_names_and_maps_back() -> None:
     short = "Emma Stone at the premiere"
     assert ner_view(short, 4) == (short, [(0, 0)])
