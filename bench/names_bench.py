@@ -76,7 +76,10 @@ def run(n_captions: int = 100_000, raw_ner_max: int = 10_000) -> dict[str, Any]:
 
     rows = [json.loads(line) for line in LABELLED.read_text(encoding="utf-8").splitlines() if line.strip()]
     texts, labels = [r["caption"] for r in rows], [r["names"] for r in rows]
-    quality = evaluate(NameExtractor(config, nlp=nlp)(texts), labels)
+    predicted = NameExtractor(config, nlp=nlp)(texts)
+    quality = evaluate(predicted, labels)
+    real = [i for i, r in enumerate(rows) if r["source"] == "laion"]
+    real_quality = evaluate([predicted[i] for i in real], [labels[i] for i in real])
     raw_rate = raw_n / raw_s
     stage_rate = n_captions / stage_s
     return {
@@ -92,6 +95,10 @@ def run(n_captions: int = 100_000, raw_ner_max: int = 10_000) -> dict[str, Any]:
         **prefilter_recall(texts, labels),
         "stage_precision": quality["precision"],
         "stage_recall": quality["recall"],
+        "labelled_captions": len(rows),
+        "real_laion_captions": len(real),
+        "real_laion_precision": real_quality["precision"],
+        "real_laion_recall": real_quality["recall"],
         "core_hours_2_3B_raw_ner": LAION_ENGLISH_CAPTIONS / raw_rate / 3600,
         "core_hours_2_3B_stage": LAION_ENGLISH_CAPTIONS / stage_rate / 3600,
     }

@@ -85,6 +85,9 @@ KEEP_CHECKPOINTS = 2
 LOG_EVERY = 10
 EVAL_TRAIN_ROWS = 512
 STATS_SAMPLE_ROWS = 256
+DEVICE_TABLE_FREE_FRACTION = (
+    0.25  # a host table goes to the GPU whole when under this share of its free memory
+)
 
 
 @dataclass(frozen=True)
@@ -220,6 +223,31 @@ def batch_rows(
 # ---------------------------------------------------------------------------------------------- model inputs
 
 
+class RowGatherer:
+    """Rows of a host array as a tensor on the training device, without a pageable copy per step.
+
+    On CUDA the whole array moves to the GPU once when it takes under ``DEVICE_TABLE_FREE_FRACTION`` of the free
+    memory (rows are then gathered there); otherwise each step's rows go through pinned memory with a
+    non-blocking copy. On CPU it is a plain gather. Values are identical either way.
+    """
+
+    def __init__(self, array: np.ndarray, device: torch.device) -> None:
+        self.array, self.device = array, device
+        self.on_device: torch.Tensor | None = None
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            if array.nbytes < DEVICE_TABLE_FREE_FRACTION * free:
+                self.on_device = torch.from_numpy(np.ascontiguousarray(array)).to(device)
+
+    def __call__(self, rows: np.ndarray) -> torch.Tensor:
+        if self.on_device is not None:
+            return self.on_device[torch.from_numpy(np.asarray(rows, dtype=np.int64)).to(self.device)]
+        gathered = torch.from_numpy(self.array[rows])
+        if self.device.type == "cuda":
+            return gathered.pin_memory().to(self.device, non_blocking=True)
+        return gathered.to(self.device)
+
+
 class InputBuilder:
     """Turns example rows into the model's input: cached feature rows, or decoded + cropped + processed images."""
 
@@ -228,14 +256,15 @@ class InputBuilder:
     ) -> None:
         self.examples, self.model, self.tc, self.device = examples, model, tc, device
         self.drops: Counter = Counter()
+        self.feature_rows = RowGatherer(examples.features, device) if examples.features is not None else None
 
     def __call__(
         self, rows: np.ndarray, epoch: int | None = None
     ) -> tuple[torch.Tensor | list[torch.Tensor], np.ndarray]:
         """(input, rows actually used): undecodable images are skipped and counted."""
         ex = self.examples
-        if ex.features is not None:
-            return torch.from_numpy(ex.features[rows]).to(self.device), rows
+        if self.feature_rows is not None:
+            return self.feature_rows(rows), rows
         crops, used = [], []
         for row in rows:
             image = decode_image(ex.images[row])
@@ -479,6 +508,7 @@ def train_loop(
     if wrap_model is not None:
         trained = wrap_model(trained)
     builder = InputBuilder(examples, model, tc, device)
+    target_rows = RowGatherer(examples.identities.targets, device)
     logger = (
         MetricsLogger(Path(paths.output_dir), step if checkpoint is not None else None) if is_main else None
     )
@@ -513,7 +543,7 @@ def train_loop(
             step += 1
             scheduler.step()
             continue
-        targets = torch.from_numpy(examples.identities.targets[examples.identity_index[used]]).to(device)
+        targets = target_rows(examples.identity_index[used])
         with _autocast(device, tc.bf16):
             predictions = trained(inputs)
         loss = torch.nn.functional.mse_loss(predictions.float(), targets)
@@ -619,8 +649,13 @@ def prepare(config: Config, use_ray_for_features: bool) -> tuple[TrainPaths, lis
             concurrency=tc.feature_concurrency,
             num_gpus=tc.feature_num_gpus,
             progress=tc.progress_bars,
+            precision=tc.feature_precision,
+            device=tc.device,
         )
-        print(f"[train] feature cache: {manifest['rows']} images, drops {manifest['drops']}")
+        print(
+            f"[train] feature cache: {manifest['rows']} images ({manifest.get('feature_precision', 'float32')}), "
+            f"drops {manifest['drops']}"
+        )
     return paths, sources, mode
 
 

@@ -23,6 +23,7 @@ from laioncele.names_lexicon import (
     NON_GIVEN_PARTICLES,
     PARTICLES,
     ROYAL_TITLES,
+    SUFFIXES,
     SURNAME_RANK_TRUSTED,
     brand_words,
     common_words,
@@ -55,7 +56,8 @@ _WORD = re.compile(r"[^\W\d_]+(?:[-'’][^\W\d_]+)*")
 _CREDIT = re.compile(
     r"(?:\b(?:photo(?:graph|graphy|s)?|image|picture|pic)\s*(?:by|credit|credits|courtesy)\b\s*:?"
     r"|\b(?:photo(?:graph|graphy|s)?|image|credit|credits)\s*[:;/]|©|\(c\)|\bcourtesy of\b"
-    r"|(?-i:\b[A-Z]{2,10} ?/ ?(?=[A-Z][a-z])))",  # agency credits: "REUTERS/Richard Rowe", "AFP/Jane Doe"
+    r"|(?-i:\b[A-Z]{2,10} ?/ ?(?=[A-Z][a-z]))"  # agency credits: "REUTERS/Richard Rowe", "AFP/Jane Doe"
+    r"|(?-i:\b[A-Z][a-z]+file ?\|))",  # "Golffile | Fran Caffrey"
     re.IGNORECASE,
 )
 # A caption word this frequent ("Will", "May") opening a three-word span is a sentence word, not a given name.
@@ -80,6 +82,10 @@ _RARE_SURNAME_ZIPF = 3.6
 _MIDDLE_NAME_MIN_RANK = 2000
 # "Colgan, Jenny": a capitalised surname and a comma opening the caption or after a separator.
 _INVERTED_SURNAME = re.compile(r"(?:^|[,:;|(\[]\s*|\s[–—-]\s*)([A-Z][^\W\d_]+(?:-[A-Z][^\W\d_]+)?), ")
+# A first name this rare as a census surname, after a surname, opens another person's name ("David", "John").
+_THIRD_GIVEN_MIN_RANK = 300
+# A title word this frequent as a census surname ends a name as its surname ("Stephen King", "Kate Duke").
+_TITLE_SURNAME_MAX_RANK = 5000
 _CREDIT_END = re.compile(r"[)|\[\]]")
 _PAREN_CREDIT = re.compile(r"\(([^()/]{3,60})/[^()]{2,80}\)")
 _SEPARATORS = frozenset(
@@ -392,10 +398,14 @@ def _trim(words: list[str]) -> list[str]:
     common caption words such as "Wedding" or "Dress"."""
     kept: list[str] = []
     common = common_words()
-    for word in words:
+    for position, word in enumerate(words):
         core = word.strip('.,;:!?"()[]')
         folded = fold(core).rstrip(".")
-        if not kept and folded in HONORIFICS | ROYAL_TITLES:
+        if folded in HONORIFICS | ROYAL_TITLES:
+            following = fold(words[position + 1]).strip(".,") if position + 1 < len(words) else ""
+            as_surname = surname_ranks().get(folded, 10**6) <= _TITLE_SURNAME_MAX_RANK
+            if kept and (following not in SUFFIXES if following else not as_surname):
+                break  # "Nancy Queen Rania", "Kate Middleton Duchess": "Stephen King", "King Jr." stay
             kept.append(word)
             continue
         if kept and folded in PARTICLES and not core[:1].isupper():
@@ -416,8 +426,11 @@ def _trim(words: list[str]) -> list[str]:
             after_given = _first_name_ok(middle) and word_zipf(folded) < _THIRD_WORD_MAX_ZIPF
             if folded in common or not (after_initial or after_given or is_trusted_surname(core)):
                 break
+            new_given = _first_name_ok(core) and surname_ranks().get(folded, 10**6) > _THIRD_GIVEN_MIN_RANK
+            if new_given and not (after_initial or _first_name_ok(middle)):
+                break  # "Mark Arminski David Bowie": a second name starts; "Helena Bonham Carter" stays
         kept.append(word)
-    while kept and fold(kept[-1]).strip(".,") in PARTICLES:
+    while kept and fold(kept[-1]).strip(".,;:!?") in PARTICLES:
         kept.pop()
     return kept
 
@@ -580,6 +593,22 @@ class NameExtractor:
         )
         if key is None:
             self.drops[reason] += 1
+            return
+        last = tokens[-1].rstrip(".")
+        roman = re.fullmatch(r"[IVX]+", last) is not None  # "Henry V", "John Paul II"
+        if len(tokens) > 1 and len(last) == 1 and not roman:
+            self.drops["initial_surname"] += (
+                1  # "Richard P." (Feynman), "Jacquie G": a name does not end in an initial
+            )
+            return
+        if (
+            len(tokens) > 1
+            and last.isupper()
+            and len(last) <= 3
+            and not roman
+            and any(c.islower() for c in text)
+        ):
+            self.drops["code_surname"] += 1  # "Austin TX", "Danny Lee NZL": a state or country code
             return
         given = tokens[1] if fold(tokens[0]) in ROYAL_TITLES and len(tokens) == 2 else tokens[0]
         if fold(given) in NON_GIVEN_PARTICLES:

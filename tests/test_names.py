@@ -207,6 +207,24 @@ def test_participles_function_words_and_embedded_brands_are_not_surnames() -> No
     assert prefilter(captions) == [False, True, True, False, True, True, True]
 
 
+def test_spans_end_before_initials_codes_titles_and_second_given_names() -> None:
+    extractor = NameExtractor(NamesConfig(use_prefilter=False))
+    captions = [
+        "The Character of Physical Law (0140175059) by Feynman, Richard P.",  # no name ends in an initial
+        "10216 Banks Ct Austin TX, 78739",  # a state code is no surname
+        "Henry V features on a new range of stamps",  # a regnal number is
+        "Mark Arminski David Bowie Nine Inch Nails Columbus Posters",  # a second given name starts a name
+        "Kate Middleton Duchess of Cambridge",
+        "Martin Luther King Jr. delivering his speech in Washington",
+        "In the Rainforest by Kate Duke",  # a title word that is a census surname ends the name
+    ]
+    out = [[name_key(n) for n in names] for names in extractor(captions)]
+    assert out[0] == [] and out[1] == [] and out[2] == ["henry v"]
+    assert out[3] == ["mark arminski"]
+    assert out[4:] == [["kate middleton"], ["martin luther king"], ["kate duke"]]
+    assert extractor.drops["initial_surname"] >= 1 and extractor.drops["code_surname"] >= 1
+
+
 def test_less_known_given_names_need_a_surname_that_is_no_english_word() -> None:
     extractor = NameExtractor(NamesConfig(use_prefilter=False))
     out = extractor(
@@ -284,7 +302,7 @@ def test_labelled_set_is_large_and_mixed() -> None:
     rows = _rows()
     real = [r for r in rows if r["source"] == "laion"]
     assert len(rows) >= 300 and len(real) >= 150 and len(rows) - len(real) >= 150
-    assert sum(1 for r in real if r["names"]) >= 0.4 * len(real)
+    assert sum(1 for r in real if r["names"]) >= 0.3 * len(real)
 
 
 def test_quality_on_labelled_set() -> None:
@@ -297,15 +315,15 @@ def test_quality_on_labelled_set() -> None:
     real = evaluate([out[i] for i in real_idx], [labels[i] for i in real_idx])
     gate = prefilter_recall(captions, labels)
     print(f"\nnames overall: {overall}\nnames real LAION: {real}\nprefilter: {gate}")
-    # Levels reached with the default (en_core_web_md, rescue rule off): overall P 0.880 / R 0.806; real LAION
-    # captions P 0.875 / R 0.824 (258 captions). The 95 added last were sampled mostly from captions the sm
-    # extractor returned names for: P 0.842 there. A hand-judged sample of predictions on all 9,600 real captions
-    # puts precision on LAION at large lower, ~0.76 (see the issue notes).
-    # The pre-filter passes 70% of this (name-rich) set and 30% of real LAION; the names it misses are ones the
-    # extractor cannot return anyway (single tokens, "LeBron", lower-case names in mixed-case captions).
-    assert overall["precision"] >= 0.86 and overall["recall"] >= 0.79
+    # Levels reached with the default (en_core_web_md, rescue rule off, NER context 4 words): real LAION captions
+    # (518) P 0.858 / R 0.813, written hard cases (182) P 0.930 / R 0.823, overall P 0.884 / R 0.816. The last
+    # 260 real captions were labelled blind (sampled from the 9,600 as 200 pre-filter passes + 60 others) and
+    # scored P 0.70 / R 0.73 before the rules they prompted (participles, catalogue order, brands, given names).
+    # The names the pre-filter misses are ones the extractor cannot return anyway (single tokens, "LeBron",
+    # lower-case names in mixed-case captions).
+    assert overall["precision"] >= 0.87 and overall["recall"] >= 0.80
     assert real["precision"] >= 0.85 and real["recall"] >= 0.80
-    assert gate["prefilter_recall"] >= 0.92 and gate["prefilter_pass_rate"] <= 0.75
+    assert gate["prefilter_recall"] >= 0.94 and gate["prefilter_pass_rate"] <= 0.75
 
 
 def test_default_is_the_vendored_md_model_and_sm_remains_an_alternative() -> None:
