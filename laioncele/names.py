@@ -162,16 +162,19 @@ def prefilter(captions: Iterable[Any]) -> list[bool]:
     return [bool(_name_starts(clean_caption(caption))) for caption in captions]
 
 
-def ner_view(text: str, context_words: int, ner_text: str | None = None) -> tuple[str, list[tuple[int, int]]]:
+def ner_view(
+    text: str, context_words: int, ner_text: str | None = None, starts: list[re.Match[str]] | None = None
+) -> tuple[str, list[tuple[int, int]]]:
     """The parts of a cleaned caption NER has to read: ``context_words`` words either side of each place a
     name may start, joined by " | " (which no entity crosses). The parts are cut from ``ner_text`` (the
     re-cased caption, same length) when given. Returns the view and, per part, (offset in the view, offset in
-    the caption) so entity offsets map back; the whole caption when the parts would cover it."""
+    the caption) so entity offsets map back; the whole caption when the parts would cover it. ``starts`` are
+    ``_name_starts(text)`` when the caller has them already."""
     source = text if ner_text is None else ner_text
     whole = source, [(0, 0)]
     if not context_words or len(source) != len(text) or len(_recase_upper(text)) != len(text):
         return whole
-    starts = _name_starts(text)
+    starts = _name_starts(text) if starts is None else starts
     if not starts:
         return whole
     spans = [m.span() for m in _WORD.finditer(text)]
@@ -441,6 +444,21 @@ def _span_pattern(tokens: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile(r"(?<!\w)" + r"[\W_]+".join(re.escape(t) for t in tokens) + r"(?!\w)", re.IGNORECASE)
 
 
+def _find_tokens(tokens: list[str], text: str) -> tuple[int, int] | None:
+    """Where a name's tokens stand in its caption, any case: a plain search for the usual single-space spelling,
+    else a pattern allowing any separators between the tokens."""
+    lowered, needle = text.lower(), " ".join(tokens).lower()
+    if len(lowered) == len(text):
+        at = lowered.find(needle)
+        while at >= 0:
+            end = at + len(needle)
+            if (at == 0 or not text[at - 1].isalnum()) and (end == len(text) or not text[end].isalnum()):
+                return at, end
+            at = lowered.find(needle, at + 1)
+    match = _span_pattern(tuple(tokens)).search(text)
+    return match.span() if match else None
+
+
 def _context_reason(tokens: list[str], text: str) -> str | None:
     """Why the words around a name make it a product or a business rather than a person, or None.
 
@@ -456,17 +474,18 @@ def _context_reason(tokens: list[str], text: str) -> str | None:
         return "organisation"  # "Natalie Diamonds"; census surnames such as "Hall" or "Lane" stay names
     if not text:
         return None
-    match = _span_pattern(tuple(tokens)).search(text)
-    if match is None:
+    span = _find_tokens(tokens, text)
+    if span is None:
         return None
-    before = _WORD.findall(text[max(0, match.start() - 40) : match.start()])
+    start, end = span
+    before = _WORD.findall(text[max(0, start - 40) : start])
     if before and fold(before[-1]) in brand_words():
         return "brand"
-    after = text[match.end() : match.end() + 40]
+    after = text[end : end + 40]
     after = re.sub(r"^(?:['’]s)?[\s,.]*(?:(?:jr|jnr|sr|snr)\b\.?)?\s*", "", after, flags=re.IGNORECASE)
     following = _WORD.match(after)
     # Organisation names are title-cased in a cased caption: "Lisa Dawn Photography", not "Gates foundation".
-    rest = text[: match.start()] + text[match.end() :]  # a re-cased lower caption has capitals only in names
+    rest = text[:start] + text[end:]  # a re-cased lower caption has capitals only in names
     cased = following is not None and (following.group()[0].isupper() or not any(c.isupper() for c in rest))
     if following and cased and fold(following.group()) in org_words():
         return "organisation"
@@ -504,16 +523,14 @@ class NameExtractor:
                 self.drops[
                     "empty_caption" if raw is None or isinstance(raw, (str, bytes)) else "not_text"
                 ] += 1
-        passes = (
-            [bool(_name_starts(t)) for t in texts] if self.config.use_prefilter else [bool(t) for t in texts]
-        )
+        starts = [_name_starts(t) if t else [] for t in texts]
+        passes = [bool(s) for s in starts] if self.config.use_prefilter else [bool(t) for t in texts]
         self.drops["prefiltered"] += sum(1 for t, p in zip(texts, passes, strict=True) if t and not p)
         todo = [i for i, p in enumerate(passes) if p]
         results: list[list[str]] = [[] for _ in texts]
         ner_texts = [_recase_lower(_recase_upper(texts[i])) for i in todo]
-        views = [
-            ner_view(texts[i], self.config.ner_context_words, t) for i, t in zip(todo, ner_texts, strict=True)
-        ]
+        context = self.config.ner_context_words
+        views = [ner_view(texts[i], context, t, starts[i]) for i, t in zip(todo, ner_texts, strict=True)]
         docs = self.nlp.pipe([view for view, _ in views], batch_size=self.config.batch_size)
         for i, text, (_, offsets), doc in zip(todo, ner_texts, views, docs, strict=True):
             spans = [_to_caption(offsets, e.start_char, e.end_char) for e in doc.ents if e.label_ == "PERSON"]
