@@ -78,6 +78,7 @@ _FUNCTION_WORD_ZIPF = 6.0
 _PARTICIPLE_STEM_ZIPF = 3.5
 # Below this Zipf frequency a word after a less-known given name reads as a surname ("Sonam Kapoor").
 _RARE_SURNAME_ZIPF = 3.6
+_SAINTS = frozenset(["saint", "st", "ste", "sainte"])
 # A given name rarer than this census surname rank is read as a middle name before a third name word.
 _MIDDLE_NAME_MIN_RANK = 2000
 # "Colgan, Jenny": a capitalised surname and a comma opening the caption or after a separator.
@@ -626,6 +627,9 @@ class NameExtractor:
             and any(c.islower() for c in text)
         ):
             self.drops["code_surname"] += 1  # "Austin TX", "Danny Lee NZL": a state or country code
+            return
+        if fold(words[0]).strip(".,") in _SAINTS and len(words) > 1:
+            self.drops["saint_prefix"] += 1  # "Saint Laurent Betty", "St. Louis": a brand or a place
             return
         given = tokens[1] if fold(tokens[0]) in ROYAL_TITLES and len(tokens) == 2 else tokens[0]
         if fold(given) in NON_GIVEN_PARTICLES:
