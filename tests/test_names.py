@@ -316,8 +316,8 @@ def test_quality_on_labelled_set() -> None:
     real = evaluate([out[i] for i in real_idx], [labels[i] for i in real_idx])
     gate = prefilter_recall(captions, labels)
     print(f"\nnames overall: {overall}\nnames real LAION: {real}\nprefilter: {gate}")
-    # Levels reached with the default (en_core_web_md, rescue rule off, NER context 4 words): real LAION captions
-    # (518) P 0.858 / R 0.813, written hard cases (182) P 0.930 / R 0.823, overall P 0.884 / R 0.816. The last
+    # Levels reached with the default (en_core_web_md, rescue rule off, NER context 3 words): real LAION captions
+    # (518) P 0.867 / R 0.817, written hard cases (182) P 0.939 / R 0.823, overall P 0.89 / R 0.82. The last
     # 260 real captions were labelled blind (sampled from the 9,600 as 200 pre-filter passes + 60 others) and
     # scored P 0.70 / R 0.73 before the rules they prompted (participles, catalogue order, brands, given names).
     # The names the pre-filter misses are ones the extractor cannot return anyway (single tokens, "LeBron",
