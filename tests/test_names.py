@@ -180,8 +180,8 @@ def test_extractor_drops_businesses_products_and_run_on_words() -> None:
 
 
 def test_participles_function_words_and_embedded_brands_are_not_surnames() -> None:
-    # Without the pre-filter every caption reaches NER, so the name rules themselves must drop these.
-    extractor = NameExtractor(NamesConfig(use_prefilter=False))
+    # Without the pre-filter every caption reaches NER whole, so the name rules themselves must drop these.
+    extractor = NameExtractor(NamesConfig(use_prefilter=False, ner_context_words=0))
     captions = [
         "Gary Cropped Yoga Pants, Beetle Blue Marl | Sweaty Betty",  # participle after a first name
         "Sid The Seed By Daniel R. Pagan",  # function word; the author stays
