@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from encoder_training.model import SDXL_TOWER_CONFIGS
+
 # Small enough for < 3 min on 2 shared cores: end-to-end also runs the towers over every image for its input
 # statistics and final evaluation, on top of the timed steps.
 BATCH_SIZE = 8
@@ -46,26 +48,6 @@ BENCH_TOWERS = {
         num_hidden_layers=8,
         num_attention_heads=8,
         patch_size=16,
-        image_size=224,
-        projection_dim=1280,
-    ),
-}
-REAL_TOWERS = {
-    "CLIP ViT-L/14 @224": dict(
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        patch_size=14,
-        image_size=224,
-        projection_dim=768,
-    ),
-    "OpenCLIP ViT-bigG/14 @224": dict(
-        hidden_size=1664,
-        intermediate_size=8192,
-        num_hidden_layers=48,
-        num_attention_heads=16,
-        patch_size=14,
         image_size=224,
         projection_dim=1280,
     ),
@@ -168,7 +150,7 @@ def run() -> dict:
     feature_ips = n_images / feature_seconds
 
     bench_flops = sum(vit_forward_flops(**kw) for kw in BENCH_TOWERS.values())
-    real_flops = sum(vit_forward_flops(**kw) for kw in REAL_TOWERS.values())
+    real_flops = sum(vit_forward_flops(**kw) for kw in SDXL_TOWER_CONFIGS.values())
     scale = real_flops / bench_flops
     # Per-sample cost the towers add to a training step (decode, crop, augment, preprocess, forward).
     tower_s_per_sample = max(e2e_step - cached_step, 0.0) / BATCH_SIZE
@@ -197,7 +179,9 @@ def run() -> dict:
         "feature_cache_images_per_s": round(feature_ips, 2),
         "tower_fwd_gflops_per_image": {
             "bench": round(bench_flops / 1e9, 1),
-            "real": {name: round(vit_forward_flops(**kw) / 1e9, 1) for name, kw in REAL_TOWERS.items()},
+            "real": {
+                name: round(vit_forward_flops(**kw) / 1e9, 1) for name, kw in SDXL_TOWER_CONFIGS.items()
+            },
             "real_total": round(real_flops / 1e9, 1),
             "formula": FLOPS_FORMULA,
         },

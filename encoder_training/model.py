@@ -15,6 +15,31 @@ from torch import nn
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
 TINY_PROJECTION_DIMS = (16, 24)
+# The paper's two towers as CLIPVisionConfig kwargs (public architecture numbers of CLIP ViT-L/14 and OpenCLIP
+# ViT-bigG/14 at 224 px): random-weight stand-ins of the real size for benchmarks and GPU checks.
+SDXL_TOWER_CONFIGS = {
+    "CLIP ViT-L/14 @224": dict(
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        patch_size=14,
+        image_size=224,
+        projection_dim=768,
+        hidden_act="quick_gelu",
+    ),
+    "OpenCLIP ViT-bigG/14 @224": dict(
+        hidden_size=1664,
+        intermediate_size=8192,
+        num_hidden_layers=48,
+        num_attention_heads=16,
+        patch_size=14,
+        image_size=224,
+        projection_dim=1280,
+        hidden_act="gelu",
+        layer_norm_eps=1e-5,
+    ),
+}
 
 
 def load_tower(source: str) -> tuple[CLIPVisionModelWithProjection, CLIPImageProcessor]:

@@ -53,49 +53,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SDXL_WIDTHS = (768, 1280)  # projection widths of CLIP ViT-L/14 and OpenCLIP ViT-bigG/14
 NAME_TOKENS, SDXL_DIM = 8, 2048
-# Public architecture numbers of the two towers (vision side of their configs).
-REAL_TOWERS = {
-    "ViT-L/14": dict(
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        patch_size=14,
-        image_size=224,
-        projection_dim=768,
-        hidden_act="quick_gelu",
-    ),
-    "ViT-bigG/14": dict(
-        hidden_size=1664,
-        intermediate_size=8192,
-        num_hidden_layers=48,
-        num_attention_heads=16,
-        patch_size=14,
-        image_size=224,
-        projection_dim=1280,
-        hidden_act="gelu",
-        layer_norm_eps=1e-5,
-    ),
-}
-QUICK_TOWERS = {  # same code path, CPU-sized
-    "tiny-A": dict(
+QUICK_TOWERS = {  # the real towers' code path, CPU-sized
+    f"tiny-{projection_dim}": dict(
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=2,
         patch_size=16,
         image_size=64,
-        projection_dim=768,
-    ),
-    "tiny-B": dict(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        patch_size=16,
-        image_size=64,
-        projection_dim=1280,
-    ),
+        projection_dim=projection_dim,
+    )
+    for projection_dim in SDXL_WIDTHS
 }
 
 
@@ -479,12 +447,12 @@ def check_tower_throughput(work: Path, device: torch.device, quick: bool) -> dic
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
     from encoder_training.features import FeatureExtractor
-    from encoder_training.model import TowerFeatures, set_trainable_blocks
+    from encoder_training.model import SDXL_TOWER_CONFIGS, TowerFeatures, set_trainable_blocks
     from encoder_training.synthetic import write_synthetic_dataset
     from laioncele.config import TrainingConfig
     from laioncele.shards import read_shards
 
-    shapes = QUICK_TOWERS if quick else REAL_TOWERS
+    shapes = QUICK_TOWERS if quick else SDXL_TOWER_CONFIGS
     image_size = next(iter(shapes.values()))["image_size"]
     towers = []
     for name, kwargs in shapes.items():
