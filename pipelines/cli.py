@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         with contextlib.ExitStack() as stack:
-            if config.sample_server.serve_dir:
+            if config.sample_server.serve_dir and "download" in names:  # only downloads read from it
                 url = stack.enter_context(
                     serve_directory(Path(config.sample_server.serve_dir), config.sample_server.port)
                 )

@@ -185,6 +185,32 @@ def test_train_encoder_on_the_built_sample(reference: Path, tmp_path: Path) -> N
     assert mean.shape == (config["num_tokens"], config["embedding_dim"])
 
 
+def test_identity_partitions_on_ray_keep_the_single_task_result(reference: Path, tmp_path: Path) -> None:
+    """identity.partitions = 3: three partition units and a merge on Ray, each partition task reading only its
+    own faces, give the same identities and images as the single-task run."""
+    out = tmp_path / "sample"
+    copy_stages(reference, out, ORDER[: ORDER.index("identities")])
+    old = os.getcwd()
+    os.chdir(REPO)
+    try:
+        args = cli_args(out, "identity.partitions=3")
+        args[1] = "identities"
+        assert cli_main(args) == 0
+    finally:
+        os.chdir(old)
+    from laioncele.shards import read_shards  # noqa: PLC0415
+
+    def kept(directory: Path) -> set[tuple[str, int, str]]:
+        images = read_shards(directory / "identities", columns=["sample_id", "face_index", "identity_id"])
+        table = read_shards(directory / "identities" / "table", columns=["identity_id", "name"])
+        name_of = dict(zip(*(table.column(c).to_pylist() for c in ("identity_id", "name")), strict=True))
+        columns = (images.column(c).to_pylist() for c in ("sample_id", "face_index", "identity_id"))
+        return {(s, f, name_of[i]) for s, f, i in zip(*columns, strict=True)}
+
+    assert kept(out) == kept(reference) and kept(out)
+    assert len(list((out / "identities" / "partitions").glob("part-*"))) == 3
+
+
 def test_two_clean_runs_produce_identical_manifests(reference: Path, tmp_path: Path) -> None:
     out = tmp_path / "sample"
     build(out)

@@ -18,6 +18,7 @@ manifest lists exactly the merged images and the summed drops. A re-run repeats 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,8 @@ MERGED_UNIT = "merged"
 _RESULT_TABLES = ("identities", "images", "names")
 
 
-def load_faces_with_names(config: Config) -> pa.Table:
-    """Faces (status ok) joined with their caption's names (display form) and image hash."""
+def _names_by_sample(config: Config) -> dict[str, tuple[list[str], str]]:
+    """sample_id -> (its caption's names in display form, its image hash), from the download stage."""
     display = {}
     names_table = stage_dir(config, "candidates") / "names_table"
     for row in read_shards(names_table, columns=["name_key", "display_name"]).to_pylist():
@@ -57,14 +58,45 @@ def load_faces_with_names(config: Config) -> pa.Table:
             *(shard.column(c).to_pylist() for c in ("sample_id", "names", "sha256")), strict=True
         ):
             per_sample[sid] = ([display.get(n, n) for n in names or []], sha)
-    faces = read_shards(
-        stage_dir(config, "faces"),
-        columns=["sample_id", "face_index", "bbox", "det_score", "embedding", "backend"],
+    return per_sample
+
+
+def _iter_faces_with_names(config: Config) -> Iterator[pa.Table]:
+    """Faces shards (status ok) one at a time, each joined with its caption's names and image hash."""
+    per_sample = _names_by_sample(config)
+    columns = ["sample_id", "face_index", "bbox", "det_score", "embedding", "backend"]
+    for _, faces in iter_shards(stage_dir(config, "faces"), columns=columns):
+        sample_ids = faces.column("sample_id").to_pylist()
+        names = pa.array([per_sample.get(s, ([], None))[0] for s in sample_ids], pa.list_(pa.string()))
+        hashes = pa.array([per_sample.get(s, ([], None))[1] for s in sample_ids], pa.string())
+        yield faces.append_column("names", names).append_column(config.identity.hash_column, hashes)
+
+
+def load_faces_with_names(config: Config) -> pa.Table:
+    """Faces (status ok) joined with their caption's names (display form) and image hash."""
+    shards = list(_iter_faces_with_names(config))
+    if shards:
+        return pa.concat_tables(shards)
+    return _empty_faces_with_names(config)
+
+
+def load_partition_faces(config: Config, partition: int) -> tuple[pa.Table, int]:
+    """One partition's faces (see ``split_by_partition``) and the number of faces rows read, keeping only that
+    partition's rows of each shard in memory: a partition task holds about 1/P of the embeddings."""
+    kept, total = [], 0
+    for shard in _iter_faces_with_names(config):
+        total += shard.num_rows
+        kept.append(split_by_partition(shard, config.identity.partitions, only=partition)[0])
+    return (pa.concat_tables(kept) if kept else _empty_faces_with_names(config)), total
+
+
+def _empty_faces_with_names(config: Config) -> pa.Table:
+    faces = schema.FACES.empty_table().select(
+        ["sample_id", "face_index", "bbox", "det_score", "embedding", "backend"]
     )
-    sample_ids = faces.column("sample_id").to_pylist()
-    names = pa.array([per_sample.get(s, ([], None))[0] for s in sample_ids], pa.list_(pa.string()))
-    hashes = pa.array([per_sample.get(s, ([], None))[1] for s in sample_ids], pa.string())
-    return faces.append_column("names", names).append_column(config.identity.hash_column, hashes)
+    return faces.append_column("names", pa.array([], pa.list_(pa.string()))).append_column(
+        config.identity.hash_column, pa.array([], pa.string())
+    )
 
 
 def partition_dir(out_dir: Path, partition: int) -> Path:
@@ -132,10 +164,9 @@ class IdentityTask(UnitTask):
     def _process_partition(self, unit_id: str, partition: int) -> UnitRecord:
         """Clean one partition's names into its side directory; its main commit carries no rows (the merge's
         commit does), only this partition's statistics."""
-        faces = load_faces_with_names(self.config)
-        part = split_by_partition(faces, self.config.identity.partitions, only=partition)[0]
+        part, faces_total = load_partition_faces(self.config, partition)
         result = clean_identities(part, self.config.identity)
-        save_partition_result(partition_dir(self.out_dir, partition), result, faces.num_rows)
+        save_partition_result(partition_dir(self.out_dir, partition), result, faces_total)
         stats = {"partition_faces": part.num_rows, "partition_identities": result.identities.num_rows}
         empty = schema.IDENTITY_IMAGES.empty_table()
         return self.write(unit_id, empty, schema.IDENTITY_IMAGES, 0, {}, ["faces"], stats)
