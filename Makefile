@@ -14,7 +14,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export TOKENIZERS_PARALLELISM := false
 export WANDB_MODE := disabled
 
-.PHONY: install test lint build-dataset train-encoder bench report cost-model clean
+.PHONY: install test lint build-dataset train-encoder bench gpu-check report cost-model clean
 
 install: $(STAMP)
 
@@ -52,6 +52,12 @@ train-encoder: install
 
 bench: install
 	$(VPY) -m bench
+
+# One-shot acceptance check of training (bf16, DDP under torchrun), real-size tower throughput and SDXL
+# inference on a CUDA GPU; falls back to the CPU (add GPU_CHECK_ARGS=--quick there). Writes $(GPU_CHECK_OUT).
+GPU_CHECK_OUT ?= output/gpu_check
+gpu-check: install
+	$(VPY) infra/gpu_check.py --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
 
 # Projected CPU/GPU-hours, network and storage of the full build from bench/results.json (+ the sample's
 # manifests when output/sample exists); writes bench/cost_model.json.
