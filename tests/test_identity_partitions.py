@@ -233,7 +233,9 @@ def test_stage_partition_units_and_finish_write_the_merged_result(tmp_path, monk
     write_unit(tmp_path / "faces", "u", empty, schema.IDENTITIES, config_hash="upstream", rows_in=0)
     finalize_stage(tmp_path / "faces", "faces", schema.IDENTITIES, "upstream", ["u"])
     faces = corpus.faces.select(["sample_id", "names", "face_index", "embedding"])
-    monkeypatch.setattr(stage, "load_faces_with_names", lambda _config: faces)
+    # Two faces shards: each partition unit streams them and keeps only its own rows.
+    half = faces.num_rows // 2
+    monkeypatch.setattr(stage, "iter_faces_with_names", lambda _config: iter([faces[:half], faces[half:]]))
     out_dir = tmp_path / "identities"
     config_hash = stage_config_hash(stage.IDENTITY_STAGE, config)
     units = stage.plan(config, None)

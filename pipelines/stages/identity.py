@@ -61,7 +61,7 @@ def _names_by_sample(config: Config) -> dict[str, tuple[list[str], str]]:
     return per_sample
 
 
-def _iter_faces_with_names(config: Config) -> Iterator[pa.Table]:
+def iter_faces_with_names(config: Config) -> Iterator[pa.Table]:
     """Faces shards (status ok) one at a time, each joined with its caption's names and image hash."""
     per_sample = _names_by_sample(config)
     columns = ["sample_id", "face_index", "bbox", "det_score", "embedding", "backend"]
@@ -74,7 +74,7 @@ def _iter_faces_with_names(config: Config) -> Iterator[pa.Table]:
 
 def load_faces_with_names(config: Config) -> pa.Table:
     """Faces (status ok) joined with their caption's names (display form) and image hash."""
-    shards = list(_iter_faces_with_names(config))
+    shards = list(iter_faces_with_names(config))
     if shards:
         return pa.concat_tables(shards)
     return _empty_faces_with_names(config)
@@ -84,7 +84,7 @@ def load_partition_faces(config: Config, partition: int) -> tuple[pa.Table, int]
     """One partition's faces (see ``split_by_partition``) and the number of faces rows read, keeping only that
     partition's rows of each shard in memory: a partition task holds about 1/P of the embeddings."""
     kept, total = [], 0
-    for shard in _iter_faces_with_names(config):
+    for shard in iter_faces_with_names(config):
         total += shard.num_rows
         kept.append(split_by_partition(shard, config.identity.partitions, only=partition)[0])
     return (pa.concat_tables(kept) if kept else _empty_faces_with_names(config)), total
