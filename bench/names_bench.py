@@ -16,6 +16,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO.parent / "shared" / "fixtures" / "laion" / "laion_sample_9600.parquet"
 LABELLED = REPO / "tests" / "data" / "labelled_captions.jsonl"
+# Names the extractor predicted on unlabelled captions of the shared sample, judged right or wrong by hand
+# (batch judged-1 before this session's last rules, judged-2 after them).
+JUDGED = REPO / "tests" / "data" / "judged_predictions.jsonl"
 LAION_ENGLISH_CAPTIONS = 2_320_000_000
 NAMES = [
     "Brad Pitt",
@@ -54,7 +57,13 @@ def run(n_captions: int = 100_000, raw_ner_max: int = 10_000) -> dict[str, Any]:
     import spacy  # noqa: PLC0415
 
     from laioncele.config import NamesConfig  # noqa: PLC0415
-    from laioncele.names import NameExtractor, evaluate, load_ner, prefilter_recall  # noqa: PLC0415
+    from laioncele.names import (  # noqa: PLC0415
+        NameExtractor,
+        evaluate,
+        evaluate_judged,
+        load_ner,
+        prefilter_recall,
+    )
 
     spacy.require_cpu()
     captions = generate_captions(n_captions)
@@ -80,6 +89,13 @@ def run(n_captions: int = 100_000, raw_ner_max: int = 10_000) -> dict[str, Any]:
     quality = evaluate(predicted, labels)
     real = [i for i, r in enumerate(rows) if r["source"] == "laion"]
     real_quality = evaluate([predicted[i] for i in real], [labels[i] for i in real])
+    judged = [json.loads(line) for line in JUDGED.read_text(encoding="utf-8").splitlines() if line.strip()]
+    judged_captions = sorted({r["caption"] for r in judged})
+    judged_out = dict(zip(judged_captions, NameExtractor(config, nlp=nlp)(judged_captions), strict=True))
+    judged_quality = {
+        batch: evaluate_judged(judged_out, [r for r in judged if r["batch"] == batch])
+        for batch in sorted({r["batch"] for r in judged})
+    }
     raw_rate = raw_n / raw_s
     stage_rate = n_captions / stage_s
     return {
@@ -99,6 +115,7 @@ def run(n_captions: int = 100_000, raw_ner_max: int = 10_000) -> dict[str, Any]:
         "real_laion_captions": len(real),
         "real_laion_precision": real_quality["precision"],
         "real_laion_recall": real_quality["recall"],
+        "judged_unlabelled_laion": judged_quality,
         "core_hours_2_3B_raw_ner": LAION_ENGLISH_CAPTIONS / raw_rate / 3600,
         "core_hours_2_3B_stage": LAION_ENGLISH_CAPTIONS / stage_rate / 3600,
     }

@@ -56,6 +56,7 @@ __all__ = [
     "NameExtractor",
     "clean_caption",
     "evaluate",
+    "evaluate_judged",
     "extract_names",
     "match_known_names",
     "name_key",
@@ -379,4 +380,25 @@ def evaluate(extractor_output: Sequence[Sequence[str]], labels: Sequence[Sequenc
         "true_positives": float(hits),
         "predicted": float(len(predicted)),
         "labelled": float(len(truth)),
+    }
+
+
+def evaluate_judged(
+    predicted: dict[str, Sequence[str]], judged: Sequence[dict[str, Any]]
+) -> dict[str, float]:
+    """Against names judged by hand on captions nobody labelled in full (``caption``, ``name``, ``correct``):
+    how many judged-true names are still predicted, how many judged-false ones are, and the precision among
+    those. ``predicted`` maps each caption to the extractor's names for it."""
+    kept = {(c, k) for c, names in predicted.items() for n in names if (k := _plain_key(n))}
+    true = [r for r in judged if r["correct"]]
+    false = [r for r in judged if not r["correct"]]
+    kept_true = sum((r["caption"], _plain_key(r["name"])) in kept for r in true)
+    kept_false = sum((r["caption"], _plain_key(r["name"])) in kept for r in false)
+    return {
+        "judged_true": float(len(true)),
+        "judged_false": float(len(false)),
+        "kept_true": float(kept_true),
+        "kept_false": float(kept_false),
+        "true_kept_share": kept_true / len(true) if true else 1.0,
+        "precision_of_kept": kept_true / (kept_true + kept_false) if kept_true + kept_false else 1.0,
     }
