@@ -190,8 +190,7 @@ def cache_features(
     config_hash = features_hash(sources, normalize, crop_margin, dataset_dir, resolved)
     if (cache_dir / "manifest.json").is_file():
         manifest = load_manifest(cache_dir)
-        same_precision = manifest.get("feature_precision", "float32") == resolved
-        if manifest.get("config_hash") == config_hash and same_precision:
+        if manifest.get("config_hash") == config_hash:  # the hash covers the precision
             return manifest
     records = image_shard_records(dataset_dir)
     items = [{"shard": json.dumps(r)} for r in records]

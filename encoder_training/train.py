@@ -85,9 +85,8 @@ KEEP_CHECKPOINTS = 2
 LOG_EVERY = 10
 EVAL_TRAIN_ROWS = 512
 STATS_SAMPLE_ROWS = 256
-DEVICE_TABLE_FREE_FRACTION = (
-    0.25  # a host table goes to the GPU whole when under this share of its free memory
-)
+# A host table goes to the GPU whole when under this share of its free memory.
+DEVICE_TABLE_FREE_FRACTION = 0.25
 
 
 @dataclass(frozen=True)

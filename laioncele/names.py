@@ -189,10 +189,9 @@ class NameExtractor:
             return
         last = tokens[-1].rstrip(".")
         roman = re.fullmatch(r"[IVX]+", last) is not None  # "Henry V", "John Paul II"
+        # "Richard P." (Feynman), "Jacquie G": a name does not end in an initial.
         if len(tokens) > 1 and len(last) == 1 and not roman:
-            self.drops["initial_surname"] += (
-                1  # "Richard P." (Feynman), "Jacquie G": a name does not end in an initial
-            )
+            self.drops["initial_surname"] += 1
             return
         if (
             len(tokens) > 1
@@ -217,14 +216,13 @@ class NameExtractor:
             if not rare_surname(tokens[-1]):
                 self.drops["weak_first_name"] += 1  # "Keio Line", "Aran Ivory": a less-known given name
                 return  # needs a surname that is no everyday English word
-        if any(is_common_noun(t) for t in tokens[tokens.index(given) + 1 :]):
+        surnames = tokens[tokens.index(given) + 1 :]
+        if any(is_common_noun(t) for t in surnames):
             self.drops["noun_surname"] += (
                 1  # "Gabriel Sofa", "Victoria Secret Dress": a product, not a person
             )
             return
-        everyday = next(
-            (r for t in tokens[tokens.index(given) + 1 :] if (r := everyday_word_reason(t))), None
-        )
+        everyday = next((r for t in surnames if (r := everyday_word_reason(t))), None)
         if everyday:
             self.drops[everyday] += 1
             return

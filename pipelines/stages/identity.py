@@ -61,23 +61,28 @@ def _names_by_sample(config: Config) -> dict[str, tuple[list[str], str]]:
     return per_sample
 
 
+# The faces columns identity cleaning reads.
+FACE_COLUMNS = ["sample_id", "face_index", "bbox", "det_score", "embedding", "backend"]
+
+
+def _join_names(faces: pa.Table, per_sample: dict[str, tuple[list[str], str]], hash_column: str) -> pa.Table:
+    sample_ids = faces.column("sample_id").to_pylist()
+    names = pa.array([per_sample.get(s, ([], None))[0] for s in sample_ids], pa.list_(pa.string()))
+    hashes = pa.array([per_sample.get(s, ([], None))[1] for s in sample_ids], pa.string())
+    return faces.append_column("names", names).append_column(hash_column, hashes)
+
+
 def iter_faces_with_names(config: Config) -> Iterator[pa.Table]:
     """Faces shards (status ok) one at a time, each joined with its caption's names and image hash."""
     per_sample = _names_by_sample(config)
-    columns = ["sample_id", "face_index", "bbox", "det_score", "embedding", "backend"]
-    for _, faces in iter_shards(stage_dir(config, "faces"), columns=columns):
-        sample_ids = faces.column("sample_id").to_pylist()
-        names = pa.array([per_sample.get(s, ([], None))[0] for s in sample_ids], pa.list_(pa.string()))
-        hashes = pa.array([per_sample.get(s, ([], None))[1] for s in sample_ids], pa.string())
-        yield faces.append_column("names", names).append_column(config.identity.hash_column, hashes)
+    for _, faces in iter_shards(stage_dir(config, "faces"), columns=FACE_COLUMNS):
+        yield _join_names(faces, per_sample, config.identity.hash_column)
 
 
 def load_faces_with_names(config: Config) -> pa.Table:
     """Faces (status ok) joined with their caption's names (display form) and image hash."""
     shards = list(iter_faces_with_names(config))
-    if shards:
-        return pa.concat_tables(shards)
-    return _empty_faces_with_names(config)
+    return pa.concat_tables(shards) if shards else _empty_faces_with_names(config)
 
 
 def load_partition_faces(config: Config, partition: int) -> tuple[pa.Table, int]:
@@ -91,12 +96,7 @@ def load_partition_faces(config: Config, partition: int) -> tuple[pa.Table, int]
 
 
 def _empty_faces_with_names(config: Config) -> pa.Table:
-    faces = schema.FACES.empty_table().select(
-        ["sample_id", "face_index", "bbox", "det_score", "embedding", "backend"]
-    )
-    return faces.append_column("names", pa.array([], pa.list_(pa.string()))).append_column(
-        config.identity.hash_column, pa.array([], pa.string())
-    )
+    return _join_names(schema.FACES.empty_table().select(FACE_COLUMNS), {}, config.identity.hash_column)
 
 
 def partition_dir(out_dir: Path, partition: int) -> Path:
