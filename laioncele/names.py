@@ -20,10 +20,14 @@ from collections.abc import Iterable, Sequence
 from functools import cache
 from typing import Any
 
+import numpy as np
+
 from laioncele.config import NamesConfig
+from laioncele.names_confidence import default_scorer, name_features
 from laioncele.names_lexicon import (
     HONORIFICS,
     NON_GIVEN_PARTICLES,
+    PARTICLES,
     ROYAL_TITLES,
     common_words,
     default_blocklist,
@@ -42,6 +46,7 @@ from laioncele.names_rules import (
     everyday_word_reason,
     first_name_ok,
     inverted_name,
+    is_name_like,
     rare_surname,
     recase_lower,
     recase_upper,
@@ -66,6 +71,9 @@ __all__ = [
 ]
 
 _AND_PAIR = re.compile(r"\b([^\W\d_]+) (?:and|&) ([^\W\d_]+) ([^\W\d_]+(?:-[^\W\d_]+)?)\b")
+# Where a list of people splits: " - ", " | ", " / ", " & ", commas, semicolons, "and", "with".
+_LIST_SPLIT = re.compile(r"\s+[-–—|/&]\s+|\s*[,;]\s+|\s+(?:and|with)\s+")
+_PARENTHESIS = re.compile(r"\s*\([^()]*\)")
 _RESCUE = re.compile(
     r"(?<![\w-])([A-Z][^\W\d_A-Z]+(?:-[A-Z][^\W\d_]+)?) "
     r"((?:(?:van|von|de|da|di|du|del|der|le|la) )?[A-Z][^\W\d_]*[a-z][^\W\d_]*(?:-[A-Z][^\W\d_]+)?)(?![\w-])"
@@ -86,6 +94,7 @@ class NameExtractor:
             k for k in (self.key(n, single=True) for n in self.config.blocklist) if k
         )
         self.drops: Counter[str] = Counter()
+        self.scorer = default_scorer() if self.config.min_confidence > 0 else None
 
     def key(self, display: str, single: bool | None = None) -> str | None:
         key, _ = name_key_and_reason(
@@ -108,7 +117,7 @@ class NameExtractor:
         self.drops["prefiltered"] += sum(1 for t, p in zip(texts, passes, strict=True) if t and not p)
         todo = [i for i, p in enumerate(passes) if p]
         results: list[list[str]] = [[] for _ in texts]
-        ner_texts = [recase_lower(recase_upper(texts[i])) for i in todo]
+        ner_texts = [recased(texts[i]) for i in todo]
         context = self.config.ner_context_words
         views = [ner_view(texts[i], context, t, starts[i]) for i, t in zip(todo, ner_texts, strict=True)]
         docs = self.nlp.pipe([view for view, _ in views], batch_size=self.config.batch_size)
@@ -134,6 +143,19 @@ class NameExtractor:
         for words in candidates:
             self._accept(trim_span(words), names, text)
         self._expand_and_pairs(text, names)
+        self._list_neighbours(text, names)
+        if self.config.min_confidence > 0 and names:
+            scores = self.scorer.score(
+                np.stack(
+                    [name_features(text, name_tokens(display), len(names)) for display in names.values()]
+                )
+            )
+            self.drops["low_confidence"] += int((scores < self.config.min_confidence).sum())
+            return [
+                display
+                for display, p in zip(names.values(), scores, strict=True)
+                if p >= self.config.min_confidence
+            ]
         return list(names.values())
 
     def _rescued(
@@ -216,7 +238,7 @@ class NameExtractor:
             if not rare_surname(tokens[-1]):
                 self.drops["weak_first_name"] += 1  # "Keio Line", "Aran Ivory": a less-known given name
                 return  # needs a surname that is no everyday English word
-        surnames = tokens[tokens.index(given) + 1 :]
+        surnames = [t for t in tokens[tokens.index(given) + 1 :] if fold(t) not in PARTICLES]
         if any(is_common_noun(t) for t in surnames):
             self.drops["noun_surname"] += (
                 1  # "Gabriel Sofa", "Victoria Secret Dress": a product, not a person
@@ -228,11 +250,37 @@ class NameExtractor:
             return
         names.setdefault(key, display_form(tokens))
 
+    def _list_neighbours(self, text: str, names: dict[str, str]) -> None:
+        """In a list where one item is a name found ("Maksim Chmerkovskiy - Samantha Harris - Brent Barrett"),
+        the other items that are a whole "Firstname Lastname" go through the name rules too: NER often tags
+        only some people of a list."""
+        if not names:
+            return
+        items = [_PARENTHESIS.sub("", item).strip(" \"'.:") for item in _LIST_SPLIT.split(text)]
+        if not any(item and self.key(item) in names for item in items):
+            return
+        for item in items:
+            words = item.split()
+            if (
+                not 2 <= len(words) <= 3
+                or not all(is_name_like(w) for w in words)
+                or not first_name_ok(words[0])
+            ):
+                continue
+            if (
+                any(fold(w) in common_words() for w in words)
+                or word_zipf(fold(words[0])) >= SENTENCE_WORD_ZIPF
+            ):
+                continue  # "His Knights", "Red Bull Racing": caption words, not a person
+            self._accept(words, names, text)
+
     def _expand_and_pairs(self, text: str, names: dict[str, str]) -> None:
         """ "Barack and Michelle Obama" names two people; NER only tags the second."""
         keys = set(names)
         for match in _AND_PAIR.finditer(text):
             first, second, surname = match.groups()
+            if re.search(r"[A-Z][^\W\d_]*\s+$", text[: match.start()]):
+                continue  # "Martha Stewart and Gwyneth Paltrow": "Stewart" is a surname, not a given name
             if fold(second) in HONORIFICS | ROYAL_TITLES or any(
                 k.split(" ")[-1] == fold(first) for k in keys
             ):
@@ -246,6 +294,11 @@ class NameExtractor:
                 key = self.key(" ".join(tokens))
                 if key:
                     names.setdefault(key, display_form(tokens))
+
+
+def recased(text: str) -> str:
+    """A cleaned caption as the name rules read it: all-capitals title-cased, all-lower names capitalised."""
+    return recase_lower(recase_upper(text))
 
 
 @cache

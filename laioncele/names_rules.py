@@ -299,10 +299,12 @@ def trim_span(words: list[str]) -> list[str]:
             # A caption word after a given-name middle is cut: "Dave Johnson Mix" -> "Dave Johnson".
             after_initial = re.fullmatch(r"[A-Z]\.?", middle)
             after_given = first_name_ok(middle) and word_zipf(folded) < _THIRD_WORD_MAX_ZIPF
-            if folded in common or not (after_initial or after_given or is_trusted_surname(core)):
+            after_particle = fold(middle) in PARTICLES  # "Lee Dos Santos", "Leonardo Da Vinci"
+            surname_follows = after_initial or after_given or after_particle or is_trusted_surname(core)
+            if folded in common or not surname_follows:
                 break
             new_given = first_name_ok(core) and surname_ranks().get(folded, 10**6) > _THIRD_GIVEN_MIN_RANK
-            if new_given and not (after_initial or first_name_ok(middle)):
+            if new_given and not (after_initial or after_particle or first_name_ok(middle)):
                 break  # "Mark Arminski David Bowie": a second name starts; "Helena Bonham Carter" stays
         kept.append(word)
     while kept and fold(kept[-1]).strip(".,;:!?") in PARTICLES:

@@ -1,0 +1,105 @@
+"""The name confidence model: the fitted file, the fitting, the scores, and the filter inside the extractor."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from laioncele.config import NamesConfig
+from laioncele.names import NameExtractor, evaluate, extract_names, recased
+from laioncele.names_confidence import (
+    FEATURES,
+    MODEL_PATH,
+    NameScorer,
+    default_scorer,
+    fit_logistic,
+    name_features,
+)
+
+HOLDOUT = Path(__file__).resolve().parent / "data" / "holdout_captions.jsonl"
+
+
+def _score(caption: str, name: str, n_names: int = 1) -> float:
+    return float(default_scorer().score(name_features(recased(caption), name.split(), n_names))[0])
+
+
+def test_shipped_model_matches_the_features_and_its_cut_off_earns_precision() -> None:
+    data = json.loads(MODEL_PATH.read_text(encoding="utf-8"))
+    assert tuple(data["features"]) == FEATURES
+    scorer = NameScorer.load()
+    assert scorer.weights.shape == (len(FEATURES),) and np.all(scorer.scale > 0)
+    table = {row["cutoff"]: row for row in data["cross_validated"]}
+    chosen = table[NamesConfig().min_confidence]
+    # Cross-validated by caption: the default cut-off lifts precision on judged LAION predictions and keeps
+    # nearly all right names.
+    assert chosen["judged_precision"] > table[0.0]["judged_precision"]
+    assert chosen["judged_right_kept"] >= 0.95 and chosen["labelled_right_kept"] >= 0.95
+
+
+def test_a_model_file_for_other_features_is_refused(tmp_path: Path) -> None:
+    data = json.loads(MODEL_PATH.read_text(encoding="utf-8"))
+    data["features"] = data["features"][:-1]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ValueError, match="features"):
+        NameScorer.load(path)
+
+
+def test_fit_logistic_recovers_a_planted_signal() -> None:
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(2000, 4)) * [1.0, 3.0, 1.0, 0.5] + [0.0, 5.0, 0.0, 0.0]
+    true_w = np.array([2.0, 0.0, -1.0, 0.0])
+    y = (rng.random(2000) < 1 / (1 + np.exp(-((x - [0, 5, 0, 0]) / [1, 3, 1, 0.5]) @ true_w))).astype(float)
+    model = fit_logistic(x, y, l2=0.1)
+    assert model.weights[0] > 1.5 and model.weights[2] < -0.7
+    assert abs(model.weights[1]) < 0.25 and abs(model.weights[3]) < 0.25
+    accuracy = ((model.score(x) >= 0.5) == y).mean()
+    assert accuracy > 0.75
+    with pytest.raises(ValueError, match="both classes"):
+        fit_logistic(x, np.ones(len(x)))
+
+
+def test_people_in_person_context_outscore_product_lines() -> None:
+    person = _score("Kate Middleton arrives at Wimbledon with Prince William", "Kate Middleton", 2)
+    assert person > _score("Piper Velvet Sofa Grey 3 Seater $499", "Piper Velvet")
+    assert person > _score("Selene Pearl Earrings in Sterling Silver", "Selene Pearl")
+    assert 0.0 < person <= 1.0
+
+
+def test_extractor_drops_and_counts_low_confidence_names() -> None:
+    captions = ["Piper Velvet Sofa Grey 3 Seater $499", "Kate Middleton arrives at Wimbledon"]
+    unfiltered = NameExtractor(NamesConfig(min_confidence=0.0))
+    assert unfiltered(captions) == [["Piper Velvet"], ["Kate Middleton"]]
+    assert unfiltered.drops["low_confidence"] == 0
+    strict = NameExtractor(NamesConfig(min_confidence=0.9), nlp=unfiltered.nlp)
+    assert strict(captions) == [[], ["Kate Middleton"]]
+    assert strict.drops["low_confidence"] == 1
+
+
+def test_list_items_beside_a_found_name_are_read_as_names() -> None:
+    out = extract_names(
+        [
+            "Maks & Karina at Chicago - Maksim Chmerkovskiy - Samantha Harris - Brent Barrett (vertical)",
+            "Martha Stewart and Gwyneth Paltrow",
+            "Fruit Store Photos - General Store - vintage - nostalgia by Lee Dos Santos",
+            "The Legends of King Arthur and His Knights | [James Knowles]",
+        ]
+    )
+    assert {"Maksim Chmerkovskiy", "Samantha Harris", "Brent Barrett"} <= set(out[0])
+    assert "Stewart Paltrow" not in out[1] and "Gwyneth Paltrow" in out[1]
+    assert out[2] == ["Lee Dos Santos"]
+    assert "His Knights" not in out[3]
+
+
+def test_quality_on_blind_holdout_captions() -> None:
+    # 300 real captions labelled blind (tests/data/labelling_guidelines.md) and kept out of every fit: the
+    # confidence model never saw them. Before this round: P 0.75 / R 0.65; now P 0.83 / R 0.68. Five of the 65
+    # names are single words (Adele, Neymar), which the default config does not return.
+    rows = [json.loads(line) for line in HOLDOUT.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert len(rows) == 300 and sum(1 for r in rows if r["names"]) >= 50
+    scores = evaluate(extract_names([r["caption"] for r in rows]), [r["names"] for r in rows])
+    print(f"\nholdout: {scores}")
+    assert scores["precision"] >= 0.80 and scores["recall"] >= 0.65
