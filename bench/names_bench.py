@@ -17,8 +17,10 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO.parent / "shared" / "fixtures" / "laion" / "laion_sample_9600.parquet"
 LABELLED = REPO / "tests" / "data" / "labelled_captions.jsonl"
 # Names the extractor predicted on unlabelled captions of the shared sample, judged right or wrong by hand
-# (batch judged-1 before this session's last rules, judged-2 after them).
+# (judged-1 and judged-2 before the confidence model, judged-3 with its first version; all three now train it).
 JUDGED = REPO / "tests" / "data" / "judged_predictions.jsonl"
+# Real captions labelled blind and kept out of every fit (rules and confidence model): the out-of-sample figure.
+HOLDOUT = REPO / "tests" / "data" / "holdout_captions.jsonl"
 LAION_ENGLISH_CAPTIONS = 2_320_000_000
 NAMES = [
     "Brad Pitt",
@@ -96,6 +98,10 @@ def run(n_captions: int = 100_000, raw_ner_max: int = 10_000) -> dict[str, Any]:
         batch: evaluate_judged(judged_out, [r for r in judged if r["batch"] == batch])
         for batch in sorted({r["batch"] for r in judged})
     }
+    holdout = [json.loads(line) for line in HOLDOUT.read_text(encoding="utf-8").splitlines() if line.strip()]
+    holdout_quality = evaluate(
+        NameExtractor(config, nlp=nlp)([r["caption"] for r in holdout]), [r["names"] for r in holdout]
+    )
     raw_rate = raw_n / raw_s
     stage_rate = n_captions / stage_s
     return {
@@ -116,6 +122,10 @@ def run(n_captions: int = 100_000, raw_ner_max: int = 10_000) -> dict[str, Any]:
         "real_laion_precision": real_quality["precision"],
         "real_laion_recall": real_quality["recall"],
         "judged_unlabelled_laion": judged_quality,
+        "min_confidence": config.min_confidence,
+        "holdout_laion_captions": len(holdout),
+        "holdout_laion_precision": holdout_quality["precision"],
+        "holdout_laion_recall": holdout_quality["recall"],
         "core_hours_2_3B_raw_ner": LAION_ENGLISH_CAPTIONS / raw_rate / 3600,
         "core_hours_2_3B_stage": LAION_ENGLISH_CAPTIONS / stage_rate / 3600,
     }

@@ -113,7 +113,7 @@ class NamesConfig(Section):
     rescue_bigrams: bool = False
     # Names the confidence model (names_confidence.py) scores below this are dropped as "low_confidence"
     # (0: off). The cut-off and what it trades are in laioncele/data/name_confidence.json.
-    min_confidence: float = Field(0.4, ge=0, le=1)
+    min_confidence: float = Field(0.35, ge=0, le=1)
     blocklist: list[str] = Field(default_factory=list)
     opt_out_names: list[str] = Field(default_factory=list)
     concurrency: int = Field(2, gt=0)

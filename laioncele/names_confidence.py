@@ -26,6 +26,7 @@ from laioncele.names_lexicon import (
     extra_first_names,
     fold,
     is_common_noun,
+    other_language_zipf,
     surname_ranks,
     word_zipf,
 )
@@ -212,6 +213,8 @@ FEATURES: tuple[str, ...] = (
     "given_log_rank",
     "given_core",
     "given_extra_only",
+    "surname_other_language",
+    "given_other_language",
     "n_tokens",
     "title_share",
     "digit_share",
@@ -253,6 +256,8 @@ def name_features(text: str, tokens: Sequence[str], n_names: int = 1) -> np.ndar
             math.log10(ranks.get(given, 10**6)),
             float(first_name_ok(given)),
             float(not first_name_ok(given) and given in extra_first_names()),
+            max(0.0, other_language_zipf(surname) - word_zipf(surname)),  # "Donna Pelle", "Dia Mundial"
+            max(0.0, other_language_zipf(given) - word_zipf(given)),
             float(len(tokens)),
             sum(w[0].isupper() for w in words) / max(1, len(words)),
             sum(c.isdigit() for c in text) / max(1, len(text)),

@@ -285,6 +285,25 @@ def _word_frequencies() -> dict[str, float]:
     return get_frequency_dict("en", wordlist="large")
 
 
+# Languages of many LAION captions besides English whose everyday words pose as names ("Donna Pelle", "Dia
+# Mundial", "Niña Flor").
+OTHER_CAPTION_LANGUAGES = ("es", "pt", "fr", "it", "de")
+
+
+@cache
+def _other_language_frequencies() -> tuple[dict[str, float], ...]:
+    from wordfreq import get_frequency_dict  # noqa: PLC0415
+
+    return tuple(get_frequency_dict(language, wordlist="small") for language in OTHER_CAPTION_LANGUAGES)
+
+
+@lru_cache(maxsize=1 << 16)
+def other_language_zipf(word: str) -> float:
+    """Highest Zipf frequency of a folded word among ``OTHER_CAPTION_LANGUAGES`` (their ~30k-word lists)."""
+    freq = max(table.get(word, 0.0) for table in _other_language_frequencies())
+    return math.log10(freq) + 9.0 if freq > 0 else 0.0
+
+
 def word_zipf(word: str) -> float:
     """Zipf frequency of a lower-case English word (0.0 when unseen), from wordfreq's bundled tables."""
     freq = _word_frequencies().get(word, 0.0)

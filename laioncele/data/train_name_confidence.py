@@ -23,7 +23,7 @@ from laioncele.names_confidence import FEATURES, MODEL_PATH, fit_logistic, name_
 from laioncele.names_text import clean_caption, name_tokens
 
 REPO = Path(__file__).resolve().parents[2]
-CUTOFFS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7)
+CUTOFFS = (0.0, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7)
 
 
 def examples(labelled: list[Path], judged: list[Path]) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
