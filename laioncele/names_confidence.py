@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -202,6 +202,11 @@ WORK_CUES = frozenset(
     ]
 )
 _PRICE = re.compile(r"[$£€]\s?\d|\d\s?(?:usd|eur|gbp)\b", re.IGNORECASE)
+_PERSON_CUE = re.compile(
+    r"\b(?:" + "|".join(sorted(map(re.escape, PERSON_CUES), key=len, reverse=True)) + r")\b"
+)
+_CAPITALISED = re.compile(r"(?<![\w'’-])[A-Z]")  # the first letter of a capitalised word
+_DIGIT = re.compile(r"\d")
 _BY_WORDS = frozenset(["by", "von", "de", "with", "and", "&", "featuring", "feat", "ft"])
 
 FEATURES: tuple[str, ...] = (
@@ -234,49 +239,66 @@ FEATURES: tuple[str, ...] = (
 )
 
 
+@lru_cache(maxsize=1024)
+def caption_cues(text: str) -> tuple[float, ...]:
+    """The caption-level part of ``FEATURES`` (title_share .. person_cues, price), once per caption."""
+    words = WORD.findall(text)
+    n_words = max(1, len(words))
+    return (
+        len(_CAPITALISED.findall(text)) / n_words,
+        len(_DIGIT.findall(text)) / max(1, len(text)),
+        float(text.lower() == text),
+        math.log1p(len(words)),
+        product_share(words),
+        float(len(_PERSON_CUE.findall(text.lower()))),
+        float(_PRICE.search(text) is not None),
+    )
+
+
 def name_features(text: str, tokens: Sequence[str], n_names: int = 1) -> np.ndarray:
     """The ``FEATURES`` vector of one accepted name (its tokens) in its re-cased caption ``text``."""
+    return np.array(feature_values(text, tokens, n_names), dtype=np.float64)
+
+
+def feature_values(text: str, tokens: Sequence[str], n_names: int = 1) -> list[float]:
+    """``name_features`` as a plain list: what the extractor scores per name, without array overhead."""
     tokens = [t.strip(".,;:!?\"'()[]") or t for t in tokens]
     given, surname = fold(tokens[0]), fold(tokens[-1])
     ranks = surname_ranks()
-    words = WORD.findall(text)
-    folded_words = [fold(w) for w in words]
+    title_share, digit_share, all_lower, log_words, products, person_cues, price = caption_cues(text)
     span = find_tokens(list(tokens), text)
     after = WORD.findall(text[span[1] : span[1] + 40]) if span else []
     before = WORD.findall(text[max(0, span[0] - 20) : span[0]]) if span else []
     nxt = after[0] if after else ""
     next_words = {fold(w) for w in after[:3]}
-    return np.array(
-        [
-            word_zipf(surname),
-            math.log10(ranks.get(surname, 10**6)),
-            float(first_name_ok(surname)),
-            float(surname in common_words() or is_common_noun(surname)),
-            word_zipf(given),
-            math.log10(ranks.get(given, 10**6)),
-            float(first_name_ok(given)),
-            float(not first_name_ok(given) and given in extra_first_names()),
-            max(0.0, other_language_zipf(surname) - word_zipf(surname)),  # "Donna Pelle", "Dia Mundial"
-            max(0.0, other_language_zipf(given) - word_zipf(given)),
-            float(len(tokens)),
-            sum(w[0].isupper() for w in words) / max(1, len(words)),
-            sum(c.isdigit() for c in text) / max(1, len(text)),
-            float(not any(c.isupper() for c in text)),
-            math.log1p(len(words)),
-            product_share(words),
-            float(span is not None and not text[: span[0]].strip(" \"'([")),
-            float(bool(nxt) and nxt[0].isupper()),
-            float(bool(nxt) and nxt[0].islower()),
-            float(not nxt),
-            float(bool(nxt) and (fold(nxt) in common_words() or fold(nxt) in brand_words())),
-            float(bool(next_words & WORK_CUES)),
-            float(bool(before) and fold(before[-1]) in _BY_WORDS),
-            float(sum(w in PERSON_CUES for w in folded_words)),
-            float(_PRICE.search(text) is not None),
-            math.log(max(1, n_names)),
-        ],
-        dtype=np.float64,
-    )
+    return [
+        word_zipf(surname),
+        math.log10(ranks.get(surname, 10**6)),
+        float(first_name_ok(surname)),
+        float(surname in common_words() or is_common_noun(surname)),
+        word_zipf(given),
+        math.log10(ranks.get(given, 10**6)),
+        float(first_name_ok(given)),
+        float(not first_name_ok(given) and given in extra_first_names()),
+        max(0.0, other_language_zipf(surname) - word_zipf(surname)),  # "Donna Pelle", "Dia Mundial"
+        max(0.0, other_language_zipf(given) - word_zipf(given)),
+        float(len(tokens)),
+        title_share,
+        digit_share,
+        all_lower,
+        log_words,
+        products,
+        float(span is not None and not text[: span[0]].strip(" \"'([")),
+        float(bool(nxt) and nxt[0].isupper()),
+        float(bool(nxt) and nxt[0].islower()),
+        float(not nxt),
+        float(bool(nxt) and (fold(nxt) in common_words() or fold(nxt) in brand_words())),
+        float(bool(next_words & WORK_CUES)),
+        float(bool(before) and fold(before[-1]) in _BY_WORDS),
+        person_cues,
+        price,
+        math.log(max(1, n_names)),
+    ]
 
 
 @dataclass(frozen=True)
@@ -299,6 +321,18 @@ class NameScorer:
             weights=np.asarray(data["weights"], dtype=np.float64),
             bias=float(data["bias"]),
         )
+
+    @cached_property
+    def _linear(self) -> tuple[list[float], float]:
+        """Weights and bias folded with the standardisation, for ``probability``."""
+        weights = self.weights / self.scale
+        return weights.tolist(), float(self.bias - (self.mean * weights).sum())
+
+    def probability(self, values: Sequence[float]) -> float:
+        """``score`` of one feature list in plain Python (the extractor's per-name path)."""
+        weights, bias = self._linear
+        z = bias + sum(w * x for w, x in zip(weights, values, strict=True))
+        return 1.0 / (1.0 + math.exp(-z))
 
     def score(self, features: np.ndarray) -> np.ndarray:
         """Probabilities for a (n, len(FEATURES)) matrix or one vector."""

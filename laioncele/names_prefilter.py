@@ -68,17 +68,23 @@ def may_start_name(words: list[str], i: int, lower_case: bool, product_share: fl
 
 def name_starts(text: str) -> list[re.Match[str]]:
     """The words of a cleaned caption where a name the extractor can return may start (see ``prefilter``)."""
+    return words_and_name_starts(text)[1]
+
+
+def words_and_name_starts(text: str) -> tuple[list[re.Match[str]], list[re.Match[str]]]:
+    """Every word of a cleaned caption and those where a name may start: one scan, shared with ``ner_view``."""
     text = recase_upper(text)
     matches = list(WORD.finditer(text))
     words = [m.group() for m in matches]
     lower_case = not any(ch.isupper() for ch in text)
     share = product_share(words) if lower_case else 0.0
     known = given_names()
-    return [
+    starts = [
         matches[i]
         for i, word in enumerate(words)
         if fold(word) in known and may_start_name(words, i, lower_case, share)
     ]
+    return matches, starts
 
 
 def prefilter(captions: Iterable[Any]) -> list[bool]:
@@ -89,13 +95,18 @@ def prefilter(captions: Iterable[Any]) -> list[bool]:
 
 
 def ner_view(
-    text: str, context_words: int, ner_text: str | None = None, starts: list[re.Match[str]] | None = None
+    text: str,
+    context_words: int,
+    ner_text: str | None = None,
+    starts: list[re.Match[str]] | None = None,
+    words: list[re.Match[str]] | None = None,
 ) -> tuple[str, list[tuple[int, int]]]:
     """The parts of a cleaned caption NER has to read: ``context_words`` words either side of each place a
     name may start, joined by " | " (which no entity crosses). The parts are cut from ``ner_text`` (the
     re-cased caption, same length) when given. Returns the view and, per part, (offset in the view, offset in
     the caption) so entity offsets map back; the whole caption when the parts would cover it. ``starts`` are
-    ``name_starts(text)`` when the caller has them already."""
+    ``name_starts(text)`` and ``words`` every word of ``text`` when the caller has them already
+    (``words_and_name_starts``)."""
     source = text if ner_text is None else ner_text
     whole = source, [(0, 0)]
     if not context_words or len(source) != len(text) or len(recase_upper(text)) != len(text):
@@ -103,7 +114,7 @@ def ner_view(
     starts = name_starts(text) if starts is None else starts
     if not starts:
         return whole
-    spans = [m.span() for m in WORD.finditer(text)]
+    spans = [m.span() for m in (WORD.finditer(text) if words is None else words)]
     index = {span[0]: k for k, span in enumerate(spans)}
     ranges: list[list[int]] = []
     for match in starts:

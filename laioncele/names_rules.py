@@ -128,8 +128,17 @@ def surname_like(token: str) -> bool:
 
 def product_share(words: list[str]) -> float:
     """Share of a caption's content words (function words left out) that are common caption/product words."""
-    content = [w for w in (fold(x) for x in words) if word_zipf(w) < 6.0]
-    return sum(w in common_words() for w in content) / len(content) if content else 0.0
+    classes = [_product_word(w) for w in words]
+    content = sum(is_content for is_content, _ in classes)
+    return sum(is_product for _, is_product in classes) / content if content else 0.0
+
+
+@lru_cache(maxsize=1 << 17)
+def _product_word(word: str) -> tuple[bool, bool]:
+    """(a content word, a common caption/product word) for ``product_share``, once per distinct word."""
+    folded = fold(word)
+    content = word_zipf(folded) < 6.0
+    return content, content and folded in common_words()
 
 
 def recasable_surname(word: str, product_share: float = 0.0) -> bool:

