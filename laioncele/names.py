@@ -43,6 +43,7 @@ from laioncele.names_rules import (
     context_reason,
     credit_spans,
     everyday_word_reason,
+    extend_span,
     first_name_ok,
     inverted_name,
     is_name_like,
@@ -148,6 +149,7 @@ class NameExtractor:
             if any(s <= start < e for s, e in credits):
                 self.drops["credit"] += 1
                 continue
+            end = extend_span(text, start, end)
             groups = split_groups(text[start:end].split())
             inverted = inverted_name(text, start, groups[0]) if groups else None
             candidates.extend([inverted, *groups[1:]] if inverted else groups)

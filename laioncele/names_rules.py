@@ -34,7 +34,8 @@ _CREDIT = re.compile(
     r"(?:\b(?:photo(?:graph|graphy|s)?|image|picture|pic)\s*(?:by|credit|credits|courtesy)\b\s*:?"
     r"|\b(?:photo(?:graph|graphy|s)?|image|credit|credits)\s*[:;/]|©|\(c\)|\bcourtesy of\b"
     r"|(?-i:\b[A-Z]{2,10} ?/ ?(?=[A-Z][a-z]))"  # agency credits: "REUTERS/Richard Rowe", "AFP/Jane Doe"
-    r"|(?-i:\b[A-Z][a-z]+file ?\|))",  # "Golffile | Fran Caffrey"
+    r"|(?-i:\b[A-Z][a-z]+file ?\|)"  # "Golffile | Fran Caffrey"
+    r"|\b(?:photo|picture|image)s?\s+(?:taken|shot|captured)\b[^|()]{0,60}?\bby\b)",  # "Photo taken at X by Y"
     re.IGNORECASE,
 )
 
@@ -80,7 +81,14 @@ _TITLE_SURNAME_MAX_RANK = 5000
 _CREDIT_END = re.compile(r"[)|\[\]]")
 
 _PAREN_CREDIT = re.compile(r"\(([^()/]{3,60})/[^()]{2,80}\)")
+# The name before an image host or a staff credit: "(Kim Hansen: Wikimedia Commons)", "JIM DOE/Staff photo".
+_NAME_BEFORE_CREDIT = re.compile(
+    r"\(([^():/]{3,60}):\s*(?:wikimedia|wikipedia|flickr|getty|shutterstock|alamy|unsplash|pixabay|istock)"
+    r"|([A-Z][\w.'’-]*(?: [A-Z][\w.'’-]*){1,3}) ?/ ?(?:staff|file|contributed) (?:photo|image)",
+    re.IGNORECASE,
+)
 
+_NEXT_WORD = re.compile(r" ([A-Z][^\W\d_A-Z]+)(?![\w'’-])")
 _SEPARATORS = frozenset(
     {"and", "&", "|", "/", "-", "–", "—", "x", "vs", "vs.", "with", "feat", "feat.", "ft.", "+"}
 )
@@ -209,7 +217,36 @@ def credit_spans(text: str) -> list[tuple[int, int]]:
         spans.append((match.start(), min(end, match.end() + 80)))
     for match in _PAREN_CREDIT.finditer(text):
         spans.append(match.span(1))
+    for match in _NAME_BEFORE_CREDIT.finditer(text):
+        spans.append(match.span(1) if match.group(1) else match.span(2))
     return spans
+
+
+def _rare_second_surname(token: str) -> bool:
+    """A word that can only be a (second) surname after a name: rare, no given name, no caption, brand or
+    business word."""
+    word = fold(token.strip(".,;:!?\"'()[]"))
+    return not (
+        word_zipf(word) >= _RARE_SURNAME_ZIPF - 0.6
+        or first_name_ok(word)
+        or word in common_words()
+        or word in brand_words()
+        or word in org_words()
+    )
+
+
+def extend_span(text: str, start: int, end: int) -> int:
+    """Where a two-word PERSON span really ends: NER often leaves off a second surname ("Jean Leon Gerome",
+    "Alice Taite Fanner"). The next word joins when it is a rare capitalised word, no given name and no caption,
+    brand or business word, and the phrase stops after it (end, punctuation or a lower-case word)."""
+    if text.count(" ", start, end) != 1:
+        return end
+    match = _NEXT_WORD.match(text, end)
+    if match is None or not _rare_second_surname(match.group(1)):
+        return end
+    after = text[match.end() : match.end() + 2]
+    stops = not after or after[0] in ",.;:)!?|(]" or (after[0] == " " and not after[1:].isupper())
+    return match.end() if stops else end
 
 
 def split_groups(words: list[str]) -> list[list[str]]:
@@ -309,7 +346,11 @@ def trim_span(words: list[str]) -> list[str]:
             after_initial = re.fullmatch(r"[A-Z]\.?", middle)
             after_given = first_name_ok(middle) and word_zipf(folded) < _THIRD_WORD_MAX_ZIPF
             after_particle = fold(middle) in PARTICLES  # "Lee Dos Santos", "Leonardo Da Vinci"
-            surname_follows = after_initial or after_given or after_particle or is_trusted_surname(core)
+            # A span ending on a rare word that is no given name ends on a second surname ("Mario Vargas Llosa").
+            rare_last = position == len(words) - 1 and _rare_second_surname(core)
+            surname_follows = (
+                after_initial or after_given or after_particle or rare_last or is_trusted_surname(core)
+            )
             if folded in common or not surname_follows:
                 break
             new_given = first_name_ok(core) and surname_ranks().get(folded, 10**6) > _THIRD_GIVEN_MIN_RANK

@@ -385,3 +385,29 @@ def test_warm_up_loads_the_tables_and_freezes_them_out_of_garbage_collection() -
         assert extractor(["Emma Stone at the Oscars"]) == before == [["Emma Stone"]]
     finally:
         gc.unfreeze()
+
+
+def test_second_surnames_ner_leaves_off_are_kept() -> None:
+    out = extract_names(
+        [
+            "The Perpetual Orgy by Mario Vargas Llosa",
+            "Spring in Hyde Park Framed Print by Alice Taite Fanner",
+            "L arte di fare strategia Strategy ICT New Business models Pier Franco Camussone",
+            "Kate Middleton Wedding Dress",
+        ]
+    )
+    assert out[:3] == [["Mario Vargas Llosa"], ["Alice Taite Fanner"], ["Pier Franco Camussone"]]
+    assert out[3] == ["Kate Middleton"]  # a caption word after the surname stays out
+
+
+def test_credits_after_taken_by_image_hosts_and_staff_photos_are_dropped() -> None:
+    out = extract_names(
+        [
+            "Photo taken at New Belgium Brewing Hub by Rick Vance on 12/18/2011",
+            "Greenland air-dried Capelin - ammasat. (Kim Hansen: Wikimedia Commons).",
+            "JIM VAIKNORAS/Staff photo Scene of a devastating fire at 35 farm Lane in Seabrook",
+            "Emma Stone at the Oscars / Getty Images",
+        ]
+    )
+    assert out[:3] == [[], [], []]
+    assert out[3] == ["Emma Stone"]
