@@ -111,6 +111,9 @@ class NamesConfig(Section):
     # Add title-cased "Firstname Lastname" pairs that NER missed: helps sm (+recall), hurts md (which tags most
     # of them already; the rest are mostly places and brands).
     rescue_bigrams: bool = False
+    # Read a caption part that is only "Firstname Lastname" (between dashes, bars, commas, after "by") as a
+    # candidate even where NER tagged nothing; the name rules and the confidence model still decide.
+    rescue_segments: bool = True
     # Names the confidence model (names_confidence.py) scores below this are dropped as "low_confidence"
     # (0: off). The cut-off and what it trades are in laioncele/data/name_confidence.json.
     min_confidence: float = Field(0.35, ge=0, le=1)

@@ -73,6 +73,8 @@ __all__ = [
 _AND_PAIR = re.compile(r"\b([^\W\d_]+) (?:and|&) ([^\W\d_]+) ([^\W\d_]+(?:-[^\W\d_]+)?)\b")
 # Where a list of people splits: " - ", " | ", " / ", " & ", commas, semicolons, "and", "with".
 _LIST_SPLIT = re.compile(r"\s+[-–—|/&]\s+|\s*[,;]\s+|\s+(?:and|with)\s+")
+# Where a web caption's parts (title, maker, shop) meet: dashes, bars, slashes, colons, commas, "by", brackets.
+_SEGMENT_SPLIT = re.compile(r"\s+[-–—|/]\s+|\s*[|;]\s*|:\s+|,\s+|\s+by\s+|[()\[\]]")
 _PARENTHESIS = re.compile(r"\s*\([^()]*\)")
 _RESCUE = re.compile(
     r"(?<![\w-])([A-Z][^\W\d_A-Z]+(?:-[A-Z][^\W\d_]+)?) "
@@ -160,6 +162,8 @@ class NameExtractor:
             self._accept(trim_span(words), names, text)
         self._expand_and_pairs(text, names)
         self._list_neighbours(text, names)
+        if self.config.rescue_segments:
+            self._segment_names(text, names, credits)
         if self.config.min_confidence > 0 and names:
             kept = [
                 display
@@ -263,6 +267,30 @@ class NameExtractor:
             return
         names.setdefault(key, display_form(tokens))
 
+    def _segment_names(self, text: str, names: dict[str, str], credits: list[tuple[int, int]]) -> None:
+        """A caption part that is nothing but "Firstname Lastname" ("Loud Voluntary - Caleb Simper - Berlin
+        Reed Organ", "Greek Vocabulary - Jonathan T Pennington") goes through the name rules even when NER
+        did not tag it: web captions join title, maker and shop with separators, and NER misses many makers."""
+        position = 0
+        for part in _SEGMENT_SPLIT.split(text):
+            start = text.find(part, position)
+            position = start + len(part)
+            words = part.strip(" \"'.:!?").split()
+            if not 2 <= len(words) <= 3 or not self._could_be_name(words) or not surname_like(words[-1]):
+                continue  # the last word a census surname or too rare for a caption word: not "Autumn Wreath"
+            if any(s <= start < e or s < position <= e for s, e in credits):
+                continue  # "Photo by Burak Cingi", "Photo: Jason Merritt, Getty Images"
+            self._accept(trim_span(words), names, text)
+
+    def _could_be_name(self, words: list[str]) -> bool:
+        """Capitalised words opening with a known given name, none of them a caption or sentence word."""
+        return (
+            all(is_name_like(w) for w in words)
+            and first_name_ok(words[0])
+            and not any(fold(w) in common_words() for w in words)
+            and word_zipf(fold(words[0])) < SENTENCE_WORD_ZIPF
+        )
+
     def _list_neighbours(self, text: str, names: dict[str, str]) -> None:
         """In a list where one item is a name found ("Maksim Chmerkovskiy - Samantha Harris - Brent Barrett"),
         the other items that are a whole "Firstname Lastname" go through the name rules too: NER often tags
@@ -280,18 +308,8 @@ class NameExtractor:
             return
         for item in items:
             words = item.split()
-            if (
-                not 2 <= len(words) <= 3
-                or not all(is_name_like(w) for w in words)
-                or not first_name_ok(words[0])
-            ):
-                continue
-            if (
-                any(fold(w) in common_words() for w in words)
-                or word_zipf(fold(words[0])) >= SENTENCE_WORD_ZIPF
-            ):
-                continue  # "His Knights", "Red Bull Racing": caption words, not a person
-            self._accept(words, names, text)
+            if 2 <= len(words) <= 3 and self._could_be_name(words):  # not "His Knights", "Red Bull Racing"
+                self._accept(words, names, text)
 
     def _expand_and_pairs(self, text: str, names: dict[str, str]) -> None:
         """ "Barack and Michelle Obama" names two people; NER only tags the second."""

@@ -228,6 +228,7 @@ def _rare_second_surname(token: str) -> bool:
     word = fold(token.strip(".,;:!?\"'()[]"))
     return not (
         word_zipf(word) >= _RARE_SURNAME_ZIPF - 0.6
+        or everyday_word_reason(word) is not None  # "John Flanagan Narrated"
         or first_name_ok(word)
         or word in common_words()
         or word in brand_words()
