@@ -32,7 +32,8 @@ WORD = re.compile(r"[^\W\d_]+(?:[-'’][^\W\d_]+)*")
 
 _CREDIT = re.compile(
     r"(?:\b(?:photo(?:graph|graphy|s)?|image|picture|pic)\s*(?:by|credit|credits|courtesy)\b\s*:?"
-    r"|\b(?:photo(?:graph|graphy|s)?|image|credit|credits)\s*[:;/]|©|\(c\)|\bcourtesy of\b"
+    # "Photo: X", "Credit: X"; plural "Photos:" opens a gallery headline ("Photos: Kate and William visit ...").
+    r"|\b(?:photo(?:graph|graphy)?|image|credit|credits)\s*[:;/]|\bphotos\s*[;/]|©|\(c\)|\bcourtesy of\b"
     r"|(?-i:\b[A-Z]{2,10} ?/ ?(?=[A-Z][a-z]))"  # agency credits: "REUTERS/Richard Rowe", "AFP/Jane Doe"
     r"|(?-i:\b[A-Z][a-z]+file ?\|)"  # "Golffile | Fran Caffrey"
     r"|\b(?:photo|picture|image)s?\s+(?:taken|shot|captured)\b[^|()]{0,60}?\bby\b)",  # "Photo taken at X by Y"

@@ -408,10 +408,12 @@ def test_credits_after_taken_by_image_hosts_and_staff_photos_are_dropped() -> No
             "Greenland air-dried Capelin - ammasat. (Kim Hansen: Wikimedia Commons).",
             "JIM VAIKNORAS/Staff photo Scene of a devastating fire at 35 farm Lane in Seabrook",
             "Emma Stone at the Oscars / Getty Images",
+            "Photos: Kate Middleton and Prince William visit Canada",
         ]
     )
     assert out[:3] == [[], [], []]
     assert out[3] == ["Emma Stone"]
+    assert out[4] == ["Kate Middleton", "Prince William"]  # a gallery headline, not a credit
 
 
 def test_caption_parts_that_are_only_a_name_are_read_even_where_ner_misses_them() -> None:
