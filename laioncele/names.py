@@ -75,6 +75,7 @@ _AND_PAIR = re.compile(r"\b([^\W\d_]+) (?:and|&) ([^\W\d_]+) ([^\W\d_]+(?:-[^\W\
 _LIST_SPLIT = re.compile(r"\s+[-–—|/&]\s+|\s*[,;]\s+|\s+(?:and|with)\s+")
 # Where a web caption's parts (title, maker, shop) meet: dashes, bars, slashes, colons, commas, "by", brackets.
 _SEGMENT_SPLIT = re.compile(r"\s+[-–—|/]\s+|\s*[|;]\s*|:\s+|,\s+|\s+by\s+|[()\[\]]")
+_CAPITALISED_WORD_BEFORE = re.compile(r"[A-Z][^\W\d_]*\s+$")
 _PARENTHESIS = re.compile(r"\s*\([^()]*\)")
 _RESCUE = re.compile(
     r"(?<![\w-])([A-Z][^\W\d_A-Z]+(?:-[A-Z][^\W\d_]+)?) "
@@ -164,16 +165,20 @@ class NameExtractor:
         self._list_neighbours(text, names)
         if self.config.rescue_segments:
             self._segment_names(text, names, credits)
-        if self.config.min_confidence > 0 and names:
-            kept = [
-                display
-                for display in names.values()
-                if self.scorer.probability(feature_values(text, name_tokens(display), len(names)))
-                >= self.config.min_confidence
-            ]
-            self.drops["low_confidence"] += len(names) - len(kept)
-            return kept
-        return list(names.values())
+        return self._confident(text, list(names.values()))
+
+    def _confident(self, text: str, names: list[str]) -> list[str]:
+        """The names the confidence model scores at or above ``min_confidence`` (all when it is off)."""
+        if self.scorer is None or not names:
+            return names
+        kept = [
+            display
+            for display in names
+            if self.scorer.probability(feature_values(text, name_tokens(display), len(names)))
+            >= self.config.min_confidence
+        ]
+        self.drops["low_confidence"] += len(names) - len(kept)
+        return kept
 
     def _rescued(
         self, text: str, credits: list[tuple[int, int]], covered: list[tuple[int, int]]
@@ -276,8 +281,9 @@ class NameExtractor:
             start = text.find(part, position)
             position = start + len(part)
             words = part.strip(" \"'.:!?").split()
+            # The last word must be a census surname or too rare for a caption word: not "Autumn Wreath".
             if not 2 <= len(words) <= 3 or not self._could_be_name(words) or not surname_like(words[-1]):
-                continue  # the last word a census surname or too rare for a caption word: not "Autumn Wreath"
+                continue
             if any(s <= start < e or s < position <= e for s, e in credits):
                 continue  # "Photo by Burak Cingi", "Photo: Jason Merritt, Getty Images"
             self._accept(trim_span(words), names, text)
@@ -316,7 +322,7 @@ class NameExtractor:
         keys = set(names)
         for match in _AND_PAIR.finditer(text):
             first, second, surname = match.groups()
-            if re.search(r"[A-Z][^\W\d_]*\s+$", text[: match.start()]):
+            if _CAPITALISED_WORD_BEFORE.search(text, 0, match.start()):
                 continue  # "Martha Stewart and Gwyneth Paltrow": "Stewart" is a surname, not a given name
             if fold(second) in HONORIFICS | ROYAL_TITLES or any(
                 k.split(" ")[-1] == fold(first) for k in keys

@@ -157,7 +157,8 @@ def fold(text: str) -> str:
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 
-def _read_list(name: str) -> frozenset[str]:
+def read_word_list(name: str) -> frozenset[str]:
+    """A folded word list from ``laioncele/data`` (one entry a line, "#" comments)."""
     lines = (DATA_DIR / name).read_text(encoding="utf-8").splitlines()
     return frozenset(fold(line.strip()) for line in lines if line.strip() and not line.startswith("#"))
 
@@ -185,7 +186,7 @@ def extra_first_names() -> frozenset[str]:
     """Given names gender-guesser lacks ("Sonam", "Zac", "Armie"), from names-dataset's per-country ranks
     (``data/names_first_extra.txt``; see its builder). Weaker evidence than ``first_names``: a name that opens
     with one needs a surname that is no everyday English word."""
-    return _read_list("names_first_extra.txt") - first_names()
+    return read_word_list("names_first_extra.txt") - first_names()
 
 
 @cache
@@ -226,19 +227,19 @@ NON_GIVEN_PARTICLES = frozenset(
 @cache
 def org_words() -> frozenset[str]:
     """Words that turn a preceding name into a business, place or product line ("... Photography")."""
-    return _read_list("names_org_words.txt")
+    return read_word_list("names_org_words.txt")
 
 
 @cache
 def brand_words() -> frozenset[str]:
     """Product brands spelled like names or standing next to eponymous products ("Nike Airmax")."""
-    return _read_list("names_brand_words.txt")
+    return read_word_list("names_brand_words.txt")
 
 
 @cache
 def common_words() -> frozenset[str]:
     """Lower-case words common in captions (see the data file's header for how it was built)."""
-    return _read_list("names_common_words.txt")
+    return read_word_list("names_common_words.txt")
 
 
 @cache
