@@ -25,6 +25,7 @@ from laioncele.names_lexicon import (
     common_words,
     extra_first_names,
     fold,
+    given_name_popularity,
     is_common_noun,
     other_language_zipf,
     read_word_list,
@@ -56,6 +57,8 @@ FEATURES: tuple[str, ...] = (
     "given_log_rank",
     "given_core",
     "given_extra_only",
+    "given_popularity_max",
+    "given_popularity_log_sum",
     "surname_other_language",
     "given_other_language",
     "n_tokens",
@@ -103,6 +106,7 @@ def feature_values(text: str, tokens: Sequence[str], n_names: int = 1) -> list[f
     tokens = [t.strip(".,;:!?\"'()[]") or t for t in tokens]
     given, surname = fold(tokens[0]), fold(tokens[-1])
     ranks = surname_ranks()
+    popularity = given_name_popularity().get(given, (0, 0))
     title_share, digit_share, all_lower, log_words, products, person_cues, price = caption_cues(text)
     span = find_tokens(list(tokens), text)
     after = WORD.findall(text[span[1] : span[1] + 40]) if span else []
@@ -118,6 +122,8 @@ def feature_values(text: str, tokens: Sequence[str], n_names: int = 1) -> list[f
         math.log10(ranks.get(given, 10**6)),
         float(first_name_ok(given)),
         float(not first_name_ok(given) and given in extra_first_names()),
+        float(popularity[0]),  # "Emma" 7, "Piper" 1: how common a given name it is where it is most common
+        math.log1p(popularity[1]),
         max(0.0, other_language_zipf(surname) - word_zipf(surname)),  # "Donna Pelle", "Dia Mundial"
         max(0.0, other_language_zipf(given) - word_zipf(given)),
         float(len(tokens)),

@@ -166,19 +166,30 @@ def read_word_list(name: str) -> frozenset[str]:
 @cache
 def first_names() -> frozenset[str]:
     """Known first names (folded) from gender-guesser's nam_dict.txt, which ships inside its wheel."""
+    return frozenset(given_name_popularity()) - common_words_strict()
+
+
+@cache
+def given_name_popularity() -> dict[str, tuple[int, int]]:
+    """Per folded given name in gender-guesser's nam_dict.txt: (highest, summed) frequency class over its
+    ~55 countries. A class runs 1 (rare) to 13 (very common) on a log scale; "Emma" is (7, 65), "Piper" (1, 1)."""
     spec = importlib.util.find_spec("gender_guesser")
     if spec is None or spec.origin is None:
         raise RuntimeError("gender-guesser is not installed; it ships the first-name table name mining needs")
     path = Path(spec.origin).parent / "data" / "nam_dict.txt"
-    names: set[str] = set()
+    popularity: dict[str, tuple[int, int]] = {}
     with path.open(encoding="utf-8") as handle:
         for line in handle:
             if line.startswith("#") or len(line) < 30:
                 continue
             name = line[3:29].strip()
-            if name and "+" not in name and " " not in name and len(name) > 1:
-                names.add(fold(name))
-    return frozenset(names - common_words_strict())
+            if not name or "+" in name or " " in name or len(name) < 2:
+                continue
+            classes = [int(ch, 16) for ch in line[30:85] if ch in "123456789ABCDabcd"]
+            key = fold(name)
+            best, total = popularity.get(key, (0, 0))
+            popularity[key] = (max([best, *classes]), max(total, sum(classes)))
+    return popularity
 
 
 @cache
