@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO.parent / "shared" / "fixtures" / "laion" / "laion_sample_9600.parquet"
 LABELLED = REPO / "tests" / "data" / "labelled_captions.jsonl"
 # Names the extractor predicted on unlabelled captions of the shared sample, judged right or wrong by hand
-# (judged-1 and judged-2 before the confidence model, judged-3 with its first version; all three now train it).
+# (judged-1/2 before the confidence model, judged-3/4 with earlier versions of it; all four now train it).
 JUDGED = REPO / "tests" / "data" / "judged_predictions.jsonl"
 # Real captions labelled blind and kept out of every fit (rules and confidence model): the out-of-sample figure.
 HOLDOUT = REPO / "tests" / "data" / "holdout_captions.jsonl"

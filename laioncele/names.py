@@ -32,6 +32,7 @@ from laioncele.names_lexicon import (
     default_blocklist,
     extra_first_names,
     fold,
+    given_name_popularity,
     is_common_noun,
     word_zipf,
 )
@@ -75,6 +76,8 @@ _AND_PAIR = re.compile(r"\b([^\W\d_]+) (?:and|&) ([^\W\d_]+) ([^\W\d_]+(?:-[^\W\
 _LIST_SPLIT = re.compile(r"\s+[-–—|/&]\s+|\s*[,;]\s+|\s+(?:and|with)\s+")
 # Where a web caption's parts (title, maker, shop) meet: dashes, bars, slashes, colons, commas, "by", brackets.
 _SEGMENT_SPLIT = re.compile(r"\s+[-–—|/]\s+|\s*[|;]\s*|:\s+|,\s+|\s+by\s+|[()\[\]]")
+# gender-guesser frequency class (1-13) a given name needs somewhere for a caption part to be read as a name.
+_SEGMENT_MIN_GIVEN_CLASS = 4
 _CAPITALISED_WORD_BEFORE = re.compile(r"[A-Z][^\W\d_]*\s+$")
 _PARENTHESIS = re.compile(r"\s*\([^()]*\)")
 _RESCUE = re.compile(
@@ -281,8 +284,12 @@ class NameExtractor:
             start = text.find(part, position)
             position = start + len(part)
             words = part.strip(" \"'.:!?").split()
-            # The last word must be a census surname or too rare for a caption word: not "Autumn Wreath".
+            # Without NER's word for it, a part needs a well-attested given name ("Liberty Nickels", "Aspen
+            # Casebook" are no people) and a last word that is a census surname or too rare for a caption word
+            # (not "Autumn Wreath").
             if not 2 <= len(words) <= 3 or not self._could_be_name(words) or not surname_like(words[-1]):
+                continue
+            if given_name_popularity().get(fold(words[0]), (0, 0))[0] < _SEGMENT_MIN_GIVEN_CLASS:
                 continue
             if any(s <= start < e or s < position <= e for s, e in credits):
                 continue  # "Photo by Burak Cingi", "Photo: Jason Merritt, Getty Images"

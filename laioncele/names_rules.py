@@ -46,6 +46,7 @@ SENTENCE_WORD_ZIPF = 5.8
 # A third name word after a given-name middle ("Jorge Luis Borges") must be rarer than this; "Dave Johnson Mix"
 # is a surname followed by a caption word.
 _THIRD_WORD_MAX_ZIPF = 3.5
+_THIRD_WORD_MAX_SURNAME_RANK = 5000
 
 # In an all-lower caption, an everyday English word after a first name is only read as a surname where
 # fewer than this share of the caption's content words are product vocabulary ("elon musk spacex launch",
@@ -346,7 +347,11 @@ def trim_span(words: list[str]) -> list[str]:
             # A frequent census surname extends a name too ("Helena Bonham Carter", "Kim Kardashian West").
             # A caption word after a given-name middle is cut: "Dave Johnson Mix" -> "Dave Johnson".
             after_initial = re.fullmatch(r"[A-Z]\.?", middle)
-            after_given = first_name_ok(middle) and word_zipf(folded) < _THIRD_WORD_MAX_ZIPF
+            # ... or a census surname that is no caption word ("Edgar Allan Poe", "Charles Frederick Worth").
+            third_surname = surname_ranks().get(folded, 10**6) <= _THIRD_WORD_MAX_SURNAME_RANK
+            after_given = first_name_ok(middle) and (
+                word_zipf(folded) < _THIRD_WORD_MAX_ZIPF or third_surname
+            )
             after_particle = fold(middle) in PARTICLES  # "Lee Dos Santos", "Leonardo Da Vinci"
             # A span ending on a rare word that is no given name ends on a second surname ("Mario Vargas Llosa").
             rare_last = position == len(words) - 1 and _rare_second_surname(core)

@@ -333,8 +333,9 @@ def test_quality_on_labelled_set() -> None:
 def test_names_judged_right_on_unlabelled_captions_are_still_found() -> None:
     # 400 names predicted on unlabelled captions of the shared sample, judged by hand (tests/data). No rule may
     # drop the real people among them; precision among what is still predicted was 0.78 / 0.73 per batch
-    # before the confidence model, and batch judged-3 (drawn with the model at 0.4) was 0.745 right; the model is
-    # now fitted on all three batches, so the 0.79 here is in-sample.
+    # before the confidence model; judged-3 (drawn with its first version) was 0.745 right and judged-4 (drawn
+    # with the version reading given-name frequency) 0.76. The model is now fitted on all four batches, so the
+    # ~0.82 here is in-sample.
     path = Path(__file__).resolve().parent / "data" / "judged_predictions.jsonl"
     judged = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     captions = sorted({r["caption"] for r in judged})
@@ -343,7 +344,7 @@ def test_names_judged_right_on_unlabelled_captions_are_still_found() -> None:
     print(f"\njudged predictions: {scores}")
     assert scores["judged_true"] >= 250 and scores["judged_false"] >= 80
     assert scores["true_kept_share"] >= 0.97
-    assert scores["precision_of_kept"] >= 0.72
+    assert scores["precision_of_kept"] >= 0.80
 
 
 def test_default_is_the_vendored_md_model_and_sm_remains_an_alternative() -> None:
@@ -395,10 +396,12 @@ def test_second_surnames_ner_leaves_off_are_kept() -> None:
             "Spring in Hyde Park Framed Print by Alice Taite Fanner",
             "L arte di fare strategia Strategy ICT New Business models Pier Franco Camussone",
             "Kate Middleton Wedding Dress",
+            "TOP-30. Aphorism by Edgar Allan Poe (1809 - 1849) - American writer",
         ]
     )
     assert out[:3] == [["Mario Vargas Llosa"], ["Alice Taite Fanner"], ["Pier Franco Camussone"]]
     assert out[3] == ["Kate Middleton"]  # a caption word after the surname stays out
+    assert out[4] == ["Edgar Allan Poe"]  # a census surname after a middle name
 
 
 def test_credits_after_taken_by_image_hosts_and_staff_photos_are_dropped() -> None:
@@ -423,8 +426,10 @@ def test_caption_parts_that_are_only_a_name_are_read_even_where_ner_misses_them(
             "New Testament Greek Vocabulary - Jonathan T Pennington",
             "Julia Holter - London 04/08/15 | Photo by Burak Cingi",
             "Fall Door Wreath, Fall / Autumn Wreath, Wild Harvest Flower Wreath",
+            "Liberty Nickels, 1892 5C MS66 PCGS",
         ]
     )
+    assert out[4] == []  # "Liberty" is seldom a given name
     assert out[0] == ["Caleb Simper"] and out[1] == ["Jonathan T Pennington"]
     assert out[2] == ["Julia Holter"]  # the credit is no maker
     assert out[3] == []
