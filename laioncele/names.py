@@ -280,10 +280,13 @@ class NameExtractor:
         Reed Organ", "Greek Vocabulary - Jonathan T Pennington") goes through the name rules even when NER
         did not tag it: web captions join title, maker and shop with separators, and NER misses many makers."""
         position = 0
+        found = {fold(display) for display in names.values()}
         for part in _SEGMENT_SPLIT.split(text):
             start = text.find(part, position)
             position = start + len(part)
             words = part.strip(" \"'.:!?").split()
+            if fold(" ".join(words)) in found:
+                continue  # NER found it already
             # Without NER's word for it, a part needs a well-attested given name ("Liberty Nickels", "Aspen
             # Casebook" are no people) and a last word that is a census surname or too rare for a caption word
             # (not "Autumn Wreath").
@@ -321,6 +324,8 @@ class NameExtractor:
             return
         for item in items:
             words = item.split()
+            if fold(item) in found:
+                continue
             if 2 <= len(words) <= 3 and self._could_be_name(words):  # not "His Knights", "Red Bull Racing"
                 self._accept(words, names, text)
 

@@ -316,8 +316,10 @@ def other_language_zipf(word: str) -> float:
     return math.log10(freq) + 9.0 if freq > 0 else 0.0
 
 
+@lru_cache(maxsize=1 << 18)
 def word_zipf(word: str) -> float:
-    """Zipf frequency of a lower-case English word (0.0 when unseen), from wordfreq's bundled tables."""
+    """Zipf frequency of a lower-case English word (0.0 when unseen), from wordfreq's bundled tables (cached:
+    the rules ask about the same caption words many times)."""
     freq = _word_frequencies().get(word, 0.0)
     return math.log10(freq) + 9.0 if freq > 0 else 0.0
 

@@ -122,7 +122,7 @@ def ner_view(
         if k is None:
             return whole
         lo = text.rfind(" ", 0, spans[max(0, k - context_words)][0]) + 1
-        hi = text.find(" ", spans[min(len(spans) - 1, k + 1 + context_words)][1])
+        hi = text.find(" ", spans[min(len(spans) - 1, k + context_words)][1])  # given name, surname and more
         hi = len(text) if hi < 0 else hi  # the whole last word, punctuation included
         if ranges and lo <= ranges[-1][1] + 1:
             ranges[-1][1] = max(ranges[-1][1], hi)

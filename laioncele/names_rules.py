@@ -84,12 +84,12 @@ _CREDIT_END = re.compile(r"[)|\[\]]")
 
 _PAREN_CREDIT = re.compile(r"\(([^()/]{3,60})/[^()]{2,80}\)")
 # The name before an image host or a staff credit: "(Kim Hansen: Wikimedia Commons)", "JIM DOE/Staff photo".
-_NAME_BEFORE_CREDIT = re.compile(
-    r"\(([^():/]{3,60}):\s*(?:wikimedia|wikipedia|flickr|getty|shutterstock|alamy|unsplash|pixabay|istock)"
-    r"|([A-Z][\w.'’-]*(?: [A-Z][\w.'’-]*){1,3}) ?/ ?(?:staff|file|contributed) (?:photo|image)",
+_HOST_CREDIT = re.compile(
+    r"\(([^():/]{3,60}):\s*(?:wikimedia|wikipedia|flickr|getty|shutterstock|alamy|unsplash|pixabay|istock)",
     re.IGNORECASE,
 )
-
+_STAFF_CREDIT = re.compile(r" ?/ ?(?:staff|file|contributed) (?:photo|image)", re.IGNORECASE)
+_NAME_AT_END = re.compile(r"[A-Z][\w.'’-]*(?: [A-Z][\w.'’-]*){1,3}$")
 _NEXT_WORD = re.compile(r" ([A-Z][^\W\d_A-Z]+)(?![\w'’-])")
 _SEPARATORS = frozenset(
     {"and", "&", "|", "/", "-", "–", "—", "x", "vs", "vs.", "with", "feat", "feat.", "ft.", "+"}
@@ -219,8 +219,12 @@ def credit_spans(text: str) -> list[tuple[int, int]]:
         spans.append((match.start(), min(end, match.end() + 80)))
     for match in _PAREN_CREDIT.finditer(text):
         spans.append(match.span(1))
-    for match in _NAME_BEFORE_CREDIT.finditer(text):
-        spans.append(match.span(1) if match.group(1) else match.span(2))
+    for match in _HOST_CREDIT.finditer(text):
+        spans.append(match.span(1))
+    for match in _STAFF_CREDIT.finditer(text):
+        name = _NAME_AT_END.search(text, max(0, match.start() - 60), match.start())
+        if name:
+            spans.append(name.span())
     return spans
 
 

@@ -318,7 +318,7 @@ def test_quality_on_labelled_set() -> None:
     gate = prefilter_recall(captions, labels)
     print(f"\nnames overall: {overall}\nnames real LAION: {real}\nprefilter: {gate}")
     # Levels reached with the default (en_core_web_md, rescue rule off, NER context 3 words, confidence cut-off
-    # 0.35, list and segment reading): real LAION captions (518) P 0.893 / R 0.821, overall P 0.91 / R 0.82 (the
+    # 0.35, list and segment reading): real LAION captions (518) P 0.888 / R 0.817, overall P 0.91 / R 0.81 (the
     # confidence model was fitted
     # on these captions among others; tests/test_names_confidence.py holds the out-of-sample check). The last
     # 260 real captions were labelled blind (sampled from the 9,600 as 200 pre-filter passes + 60 others) and
