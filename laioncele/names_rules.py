@@ -34,7 +34,6 @@ _CREDIT = re.compile(
     r"(?:\b(?:photo(?:graph|graphy|s)?|image|picture|pic)\s*(?:by|credit|credits|courtesy)\b\s*:?"
     # "Photo: X", "Credit: X"; plural "Photos:" opens a gallery headline ("Photos: Kate and William visit ...").
     r"|\b(?:photo(?:graph|graphy)?|image|credit|credits)\s*[:;/]|\bphotos\s*[;/]|©|\(c\)|\bcourtesy of\b"
-    r"|(?-i:\b[A-Z]{2,10} ?/ ?(?=[A-Z][a-z]))"  # agency credits: "REUTERS/Richard Rowe", "AFP/Jane Doe"
     r"|(?-i:\b[A-Z][a-z]+file ?\|)"  # "Golffile | Fran Caffrey"
     r"|\b(?:photo|picture|image)s?\s+(?:taken|shot|captured)\b[^|()]{0,60}?\bby\b)",  # "Photo taken at X by Y"
     re.IGNORECASE,
@@ -88,6 +87,9 @@ _HOST_CREDIT = re.compile(
     r"\(([^():/]{3,60}):\s*(?:wikimedia|wikipedia|flickr|getty|shutterstock|alamy|unsplash|pixabay|istock)",
     re.IGNORECASE,
 )
+# Agency credits: "REUTERS/Richard Rowe", "AFP/Jane Doe": the credit is the name after the slash.
+_AGENCY_CREDIT = re.compile(r"\b[A-Z]{2,10} ?/ ?(?=[A-Z][a-z])")
+_NAME_AT_START = re.compile(r"[A-Z][\w.'’-]*(?: [A-Z][\w.'’-]*){0,3}")
 _STAFF_CREDIT = re.compile(r" ?/ ?(?:staff|file|contributed) (?:photo|image)", re.IGNORECASE)
 _NAME_AT_END = re.compile(r"[A-Z][\w.'’-]*(?: [A-Z][\w.'’-]*){1,3}$")
 _NEXT_WORD = re.compile(r" ([A-Z][^\W\d_A-Z]+)(?![\w'’-])")
@@ -219,6 +221,10 @@ def credit_spans(text: str) -> list[tuple[int, int]]:
         spans.append((match.start(), min(end, match.end() + 80)))
     for match in _PAREN_CREDIT.finditer(text):
         spans.append(match.span(1))
+    for match in _AGENCY_CREDIT.finditer(text):
+        name = _NAME_AT_START.match(text, match.end())
+        if name:
+            spans.append((match.start(), name.end()))
     for match in _HOST_CREDIT.finditer(text):
         spans.append(match.span(1))
     for match in _STAFF_CREDIT.finditer(text):

@@ -412,8 +412,11 @@ def test_credits_after_taken_by_image_hosts_and_staff_photos_are_dropped() -> No
             "JIM VAIKNORAS/Staff photo Scene of a devastating fire at 35 farm Lane in Seabrook",
             "Emma Stone at the Oscars / Getty Images",
             "Photos: Kate Middleton and Prince William visit Canada",
+            "KEN YUSZKUS/Staff photo.   Swampscott's singles player Vivien Gere makes contact with the ball",
+            "Brad Pitt arrives at the premiere. REUTERS/Richard Rowe TPX IMAGES OF THE DAY",
         ]
     )
+    assert out[5] == ["Vivien Gere"] and out[6] == ["Brad Pitt"]  # a credit covers its own name only
     assert out[:3] == [[], [], []]
     assert out[3] == ["Emma Stone"]
     assert out[4] == ["Kate Middleton", "Prince William"]  # a gallery headline, not a credit
