@@ -123,3 +123,17 @@ def test_quality_on_blind_holdout_captions() -> None:
     scores = evaluate(extract_names([r["caption"] for r in rows]), [r["names"] for r in rows])
     print(f"\nholdout: {scores}")
     assert scores["precision"] >= 0.80 and scores["recall"] >= 0.46
+
+
+def test_shipped_model_is_the_fit_of_todays_rules_and_data() -> None:
+    """The model file is refitted whenever the rules or the judged data change (``python -m
+    laioncele.data.train_name_confidence``): refitting here must give the shipped weights."""
+    from laioncele.data.train_name_confidence import REPO, examples
+
+    x, y, _, _ = examples(
+        [REPO / "tests/data/labelled_captions.jsonl"], [REPO / "tests/data/judged_predictions.jsonl"]
+    )
+    shipped = NameScorer.load()
+    refit = fit_logistic(x, y)
+    np.testing.assert_allclose(refit.weights, shipped.weights, atol=1e-4)
+    assert abs(refit.bias - shipped.bias) < 1e-4

@@ -78,17 +78,31 @@ def cutoff_table(scores: np.ndarray, y: np.ndarray, sources: list[str]) -> list[
     return table
 
 
+def _shown(path: Path) -> str:
+    """A data file's path as the model file records it: relative to the repository when inside it."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else str(resolved)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--labelled", type=Path, nargs="*", default=[REPO / "tests/data/labelled_captions.jsonl"]
+        "--labelled",
+        type=Path,
+        nargs="*",
+        default=[REPO / "tests/data/labelled_captions.jsonl"],
+        help="JSONL files of {caption, names}: every real person each caption names",
     )
     parser.add_argument(
-        "--judged", type=Path, nargs="*", default=[REPO / "tests/data/judged_predictions.jsonl"]
+        "--judged",
+        type=Path,
+        nargs="*",
+        default=[REPO / "tests/data/judged_predictions.jsonl"],
+        help="JSONL files of {caption, name, correct}: predicted names judged by hand",
     )
-    parser.add_argument("--out", type=Path, default=MODEL_PATH)
+    parser.add_argument("--out", type=Path, default=MODEL_PATH, help="where the model JSON goes")
     args = parser.parse_args()
     x, y, groups, sources = examples(args.labelled, args.judged)
     table = cutoff_table(cross_validated_scores(x, y, groups), y, sources)
@@ -100,8 +114,8 @@ def main() -> None:
         "weights": model.weights.round(6).tolist(),
         "bias": round(model.bias, 6),
         "trained_on": {
-            "labelled": [str(p.relative_to(REPO)) for p in args.labelled],
-            "judged": [str(p.relative_to(REPO)) for p in args.judged],
+            "labelled": [_shown(p) for p in args.labelled],
+            "judged": [_shown(p) for p in args.judged],
             "examples": len(y),
             "right": int(y.sum()),
         },
