@@ -88,20 +88,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--labelled",
-        type=Path,
-        nargs="*",
-        default=[REPO / "tests/data/labelled_captions.jsonl"],
-        help="JSONL files of {caption, names}: every real person each caption names",
-    )
-    parser.add_argument(
-        "--judged",
-        type=Path,
-        nargs="*",
-        default=[REPO / "tests/data/judged_predictions.jsonl"],
-        help="JSONL files of {caption, name, correct}: predicted names judged by hand",
-    )
+    for flag, default, what in (
+        ("--labelled", "labelled_captions.jsonl", "{caption, names}: every real person each caption names"),
+        ("--judged", "judged_predictions.jsonl", "{caption, name, correct}: predicted names judged by hand"),
+    ):
+        data = [REPO / "tests" / "data" / default]
+        parser.add_argument(flag, type=Path, nargs="*", default=data, help=f"JSONL files of {what}")
     parser.add_argument("--out", type=Path, default=MODEL_PATH, help="where the model JSON goes")
     args = parser.parse_args()
     x, y, groups, sources = examples(args.labelled, args.judged)
