@@ -46,7 +46,7 @@ _PERSON_CUE = re.compile(
 )
 _CAPITALISED = re.compile(r"(?<![\w'’-])[A-Z]")  # the first letter of a capitalised word
 _DIGIT = re.compile(r"\d")
-_BY_WORDS = frozenset(["by", "von", "de", "with", "and", "&", "featuring", "feat", "ft"])
+_BY_WORDS = frozenset(["by", "von", "de", "with", "and", "featuring", "feat", "ft"])
 
 FEATURES: tuple[str, ...] = (
     "surname_zipf",

@@ -172,7 +172,7 @@ def first_names() -> frozenset[str]:
 @cache
 def given_name_popularity() -> dict[str, tuple[int, int]]:
     """Per folded given name in gender-guesser's nam_dict.txt: (highest, summed) frequency class over its
-    ~55 countries. A class runs 1 (rare) to 13 (very common) on a log scale; "Emma" is (7, 65), "Piper" (1, 1)."""
+    ~55 countries. A class runs 1 (rare) to 13 (very common) on a log scale; "Emma" is (7, 96), "Piper" (1, 1)."""
     spec = importlib.util.find_spec("gender_guesser")
     if spec is None or spec.origin is None:
         raise RuntimeError("gender-guesser is not installed; it ships the first-name table name mining needs")
