@@ -114,9 +114,13 @@ class NamesConfig(Section):
     # Read a caption part that is only "Firstname Lastname" (between dashes, bars, commas, after "by") as a
     # candidate even where NER tagged nothing; the name rules and the confidence model still decide.
     rescue_segments: bool = True
+    # Read ORG spans from their first known given name on as candidates too: NER labels many people in
+    # title-cased web captions as organisations ("Photo - Brooks Koepka", "SALMA HAYEK"). The confidence model
+    # knows each name's origin and weighs these lower.
+    org_span_candidates: bool = True
     # Names the confidence model (names_confidence.py) scores below this are dropped as "low_confidence"
     # (0: off). The cut-off and what it trades are in laioncele/data/name_confidence.json.
-    min_confidence: float = Field(0.35, ge=0, le=1)
+    min_confidence: float = Field(0.4, ge=0, le=1)
     blocklist: list[str] = Field(default_factory=list)
     opt_out_names: list[str] = Field(default_factory=list)
     concurrency: int = Field(2, gt=0)

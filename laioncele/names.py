@@ -22,7 +22,13 @@ from functools import cache
 from typing import Any
 
 from laioncele.config import NamesConfig
-from laioncele.names_confidence import default_scorer, feature_values
+from laioncele.names_confidence import (
+    FROM_ORG,
+    FROM_PERSON,
+    FROM_RULES,
+    default_scorer,
+    feature_values,
+)
 from laioncele.names_lexicon import (
     HONORIFICS,
     NON_GIVEN_PARTICLES,
@@ -78,6 +84,10 @@ _LIST_SPLIT = re.compile(r"\s+[-–—|/&]\s+|\s*[,;]\s+|\s+(?:and|with)\s+")
 _SEGMENT_SPLIT = re.compile(r"\s+[-–—|/]\s+|\s*[|;]\s*|:\s+|,\s+|\s+by\s+|[()\[\]]")
 # gender-guesser frequency class (1-13) a given name needs somewhere for a caption part to be read as a name.
 _SEGMENT_MIN_GIVEN_CLASS = 4
+# The entity type whose spans still hold people NER mislabelled ("Photo - Brooks Koepka", "SALMA HAYEK"): on
+# the labelled captions ORG spans held 38 right names (and 359 wrong ones); GPE, FAC, LOC, EVENT, PRODUCT and
+# WORK_OF_ART spans together 2 (and 106 wrong ones: "Beverly Hills").
+_MISLABELLED_PEOPLE = "ORG"
 _CAPITALISED_WORD_BEFORE = re.compile(r"[A-Z][^\W\d_]*\s+$")
 _PARENTHESIS = re.compile(r"\s*\([^()]*\)")
 _RESCUE = re.compile(
@@ -120,6 +130,15 @@ class NameExtractor:
         return key
 
     def __call__(self, captions: Sequence[Any]) -> list[list[str]]:
+        return [self._confident(text, found) for text, found in self._scan(captions)]
+
+    def candidates(self, captions: Sequence[Any]) -> list[list[tuple[str, list[float]]]]:
+        """Per caption, every name the rules accept with its confidence ``FEATURES``, before the cut-off: what
+        the confidence model is fitted on."""
+        return [self._scored(text, found) for text, found in self._scan(captions)]
+
+    def _scan(self, captions: Sequence[Any]) -> list[tuple[str, list[tuple[str, str, tuple[float, float]]]]]:
+        """Per caption, its re-cased text and the names the rules accept (see ``_names_in``)."""
         texts = [clean_caption(c) for c in captions]
         for raw, text in zip(captions, texts, strict=True):
             if not text:
@@ -140,18 +159,57 @@ class NameExtractor:
             todo.append(i)
             ner_texts.append(recased(text))
             views.append(ner_view(text, context, ner_texts[-1], starts, words))
-        results: list[list[str]] = [[] for _ in texts]
+        results: list[tuple[str, list[tuple[str, str, tuple[float, float]]]]] = [(text, []) for text in texts]
         docs = self.nlp.pipe([view for view, _ in views], batch_size=self.config.batch_size)
         for i, text, (_, offsets), doc in zip(todo, ner_texts, views, docs, strict=True):
-            spans = [to_caption(offsets, e.start_char, e.end_char) for e in doc.ents if e.label_ == "PERSON"]
-            results[i] = self._names_in(text, [span for span in spans if span])
+            people, organisations = [], []
+            for entity in doc.ents:
+                span = to_caption(offsets, entity.start_char, entity.end_char)
+                if span and entity.label_ == "PERSON":
+                    people.append(span)
+                elif span and entity.label_ == _MISLABELLED_PEOPLE:
+                    organisations.append(span)
+            results[i] = (text, self._names_in(text, people, organisations))
         return results
 
-    def _names_in(self, text: str, people: list[tuple[int, int]]) -> list[str]:
-        """Names in a (re-cased) caption, given the character spans NER tagged PERSON."""
+    def _names_in(
+        self, text: str, people: list[tuple[int, int]], organisations: Sequence[tuple[int, int]] = ()
+    ) -> list[tuple[str, str, tuple[float, float]]]:
+        """Names in a (re-cased) caption, given the character spans NER tagged PERSON and ORG:
+        (name, the name it is scored as, where it came from). A name read from an "and" pair is scored as its
+        partner ("Barack" in "Barack and Michelle Obama" stands or falls with "Michelle Obama")."""
         credits = credit_spans(text)
+        names: dict[str, str] = {}
+        for words in self._span_candidates(text, people, credits):
+            self._accept(trim_span(words), names, text)
+        partners = self._expand_and_pairs(text, names)
+        from_person = set(names)
+        if self.config.org_span_candidates:
+            for words in self._span_candidates(text, organisations, credits):
+                self._accept(trim_span(words[self._given_name_at(words) :]), names, text)
+        from_org = set(names) - from_person
+        if self.config.rescue_bigrams:
+            for words in self._rescued(text, credits, people):
+                self._accept(trim_span(words), names, text)
+        self._list_neighbours(text, names)
+        if self.config.rescue_segments:
+            self._segment_names(text, names, credits)
+        return [
+            (
+                display,
+                partners.get(display, display),
+                FROM_PERSON if k in from_person else FROM_ORG if k in from_org else FROM_RULES,
+            )
+            for k, display in names.items()
+        ]
+
+    def _span_candidates(
+        self, text: str, spans: Sequence[tuple[int, int]], credits: list[tuple[int, int]]
+    ) -> list[list[str]]:
+        """The word groups of entity spans: credits skipped, spans extended over second surnames, split at
+        separators and where a second name starts, catalogue order ("Colgan, Jenny") read back."""
         candidates: list[list[str]] = []
-        for start, end in people:
+        for start, end in spans:
             if any(s <= start < e for s, e in credits):
                 self.drops["credit"] += 1
                 continue
@@ -159,28 +217,33 @@ class NameExtractor:
             groups = split_groups(text[start:end].split())
             inverted = inverted_name(text, start, groups[0]) if groups else None
             candidates.extend([inverted, *groups[1:]] if inverted else groups)
-        if self.config.rescue_bigrams:
-            candidates.extend(self._rescued(text, credits, people))
-        names: dict[str, str] = {}
-        for words in candidates:
-            self._accept(trim_span(words), names, text)
-        self._expand_and_pairs(text, names)
-        self._list_neighbours(text, names)
-        if self.config.rescue_segments:
-            self._segment_names(text, names, credits)
-        return self._confident(text, list(names.values()))
+        return candidates
 
-    def _confident(self, text: str, names: list[str]) -> list[str]:
+    @staticmethod
+    def _given_name_at(words: list[str]) -> int:
+        """Where a name can start in an ORG span ("Photo Brooks Koepka", "Replogle Globes Frank Lloyd
+        Wright"): the first known given name, else the first word."""
+        return next((i for i, w in enumerate(words) if first_name_ok(w.strip(".,"))), 0)
+
+    def _scored(
+        self, text: str, found: list[tuple[str, str, tuple[float, float]]]
+    ) -> list[tuple[str, list[float]]]:
+        """Each name with its confidence ``FEATURES`` (an "and"-pair name with its partner's)."""
+        return [
+            (display, feature_values(text, name_tokens(scored_as), len(found), origin))
+            for display, scored_as, origin in found
+        ]
+
+    def _confident(self, text: str, found: list[tuple[str, str, tuple[float, float]]]) -> list[str]:
         """The names the confidence model scores at or above ``min_confidence`` (all when it is off)."""
-        if self.scorer is None or not names:
-            return names
+        if self.scorer is None or not found:
+            return [display for display, _, _ in found]
         kept = [
             display
-            for display in names
-            if self.scorer.probability(feature_values(text, name_tokens(display), len(names)))
-            >= self.config.min_confidence
+            for display, values in self._scored(text, found)
+            if self.scorer.probability(values) >= self.config.min_confidence
         ]
-        self.drops["low_confidence"] += len(names) - len(kept)
+        self.drops["low_confidence"] += len(found) - len(kept)
         return kept
 
     def _rescued(
@@ -329,8 +392,10 @@ class NameExtractor:
             if 2 <= len(words) <= 3 and self._could_be_name(words):  # not "His Knights", "Red Bull Racing"
                 self._accept(words, names, text)
 
-    def _expand_and_pairs(self, text: str, names: dict[str, str]) -> None:
-        """ "Barack and Michelle Obama" names two people; NER only tags the second."""
+    def _expand_and_pairs(self, text: str, names: dict[str, str]) -> dict[str, str]:
+        """ "Barack and Michelle Obama" names two people; NER only tags the second. Returns each name added
+        with the name it was read from."""
+        partners: dict[str, str] = {}
         keys = set(names)
         for match in _AND_PAIR.finditer(text):
             first, second, surname = match.groups()
@@ -347,8 +412,10 @@ class NameExtractor:
             ):
                 tokens = [first, surname]
                 key = self.key(" ".join(tokens))
-                if key:
-                    names.setdefault(key, display_form(tokens))
+                if key and key not in names:
+                    names[key] = display_form(tokens)
+                    partners[names[key]] = names[fold(f"{second} {surname}")]
+        return partners
 
 
 def recased(text: str) -> str:

@@ -77,6 +77,8 @@ FEATURES: tuple[str, ...] = (
     "person_cues",
     "price",
     "log_names",
+    "ner_person",
+    "ner_org",
 )
 
 
@@ -96,12 +98,23 @@ def caption_cues(text: str) -> tuple[float, ...]:
     )
 
 
-def name_features(text: str, tokens: Sequence[str], n_names: int = 1) -> np.ndarray:
+# Where a name came from: NER's PERSON span (or an "and" pair read from one), an ORG span, or neither (the
+# caption rules: list items, caption segments).
+FROM_PERSON: tuple[float, float] = (1.0, 0.0)
+FROM_ORG: tuple[float, float] = (0.0, 1.0)
+FROM_RULES: tuple[float, float] = (0.0, 0.0)
+
+
+def name_features(
+    text: str, tokens: Sequence[str], n_names: int = 1, origin: tuple[float, float] = FROM_PERSON
+) -> np.ndarray:
     """The ``FEATURES`` vector of one accepted name (its tokens) in its re-cased caption ``text``."""
-    return np.array(feature_values(text, tokens, n_names), dtype=np.float64)
+    return np.array(feature_values(text, tokens, n_names, origin), dtype=np.float64)
 
 
-def feature_values(text: str, tokens: Sequence[str], n_names: int = 1) -> list[float]:
+def feature_values(
+    text: str, tokens: Sequence[str], n_names: int = 1, origin: tuple[float, float] = FROM_PERSON
+) -> list[float]:
     """``name_features`` as a plain list: what the extractor scores per name, without array overhead."""
     tokens = [t.strip(".,;:!?\"'()[]") or t for t in tokens]
     given, surname = fold(tokens[0]), fold(tokens[-1])
@@ -142,6 +155,7 @@ def feature_values(text: str, tokens: Sequence[str], n_names: int = 1) -> list[f
         person_cues,
         price,
         math.log(max(1, n_names)),
+        *origin,
     ]
 
 

@@ -92,6 +92,9 @@ _AGENCY_CREDIT = re.compile(r"\b[A-Z]{2,10} ?/ ?(?=[A-Z][a-z])")
 _NAME_AT_START = re.compile(r"[A-Z][\w.'’-]*(?: [A-Z][\w.'’-]*){0,3}")
 _STAFF_CREDIT = re.compile(r" ?/ ?(?:staff|file|contributed) (?:photo|image)", re.IGNORECASE)
 _NAME_AT_END = re.compile(r"[A-Z][\w.'’-]*(?: [A-Z][\w.'’-]*){1,3}$")
+# A lone given name NER tagged takes the next capitalised word as surname when it is at least this common a
+# US-census surname ("Theresa May", "Emma Stone").
+_LONE_GIVEN_SURNAME_RANK = 20_000
 _NEXT_WORD = re.compile(r" ([A-Z][^\W\d_A-Z]+)(?![\w'’-])")
 _SEPARATORS = frozenset(
     {"and", "&", "|", "/", "-", "–", "—", "x", "vs", "vs.", "with", "feat", "feat.", "ft.", "+"}
@@ -249,13 +252,23 @@ def _rare_second_surname(token: str) -> bool:
 
 
 def extend_span(text: str, start: int, end: int) -> int:
-    """Where a two-word PERSON span really ends: NER often leaves off a second surname ("Jean Leon Gerome",
-    "Alice Taite Fanner"). The next word joins when it is a rare capitalised word, no given name and no caption,
-    brand or business word, and the phrase stops after it (end, punctuation or a lower-case word)."""
-    if text.count(" ", start, end) != 1:
+    """Where a PERSON span really ends: NER often leaves off a second surname ("Jean Leon Gerome", "Alice Taite
+    Fanner"), or tags only the given name when the surname is an everyday word ("Theresa May wants ...").
+
+    After two words, the next word joins when it is a rare capitalised word, no given name and no caption,
+    brand or business word; after a lone given name, when it is a capitalised census surname. Either way the
+    phrase must stop after it (end, punctuation or a lower-case word)."""
+    spaces = text.count(" ", start, end)
+    if spaces == 0:
+        match = _NEXT_WORD.match(text, end)
+        surname = match is not None and first_name_ok(text[start:end])
+        if not surname or surname_ranks().get(fold(match.group(1)), 10**6) > _LONE_GIVEN_SURNAME_RANK:
+            return end
+    elif spaces == 1:
+        match = _NEXT_WORD.match(text, end)
+    else:
         return end
-    match = _NEXT_WORD.match(text, end)
-    if match is None or not _rare_second_surname(match.group(1)):
+    if match is None or (spaces == 1 and not _rare_second_surname(match.group(1))):
         return end
     after = text[match.end() : match.end() + 2]
     stops = not after or after[0] in ",.;:)!?|(]" or (after[0] == " " and not after[1:].isupper())

@@ -14,6 +14,10 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\uf
 _SPACE = re.compile(r"\s+")
 # Trademark signs glue to words under NFKC ("Design™" -> "DesignTM"); they are separators, not letters.
 _MARKS = re.compile("[\u2122\u00ae\u2120]")
+# File-name captions ("neil_patrick_harris_smiling", "Mary Schenley.jpg"): underscores between letters are
+# spaces, an image extension at the end is no part of the text.
+_UNDERSCORE = re.compile(r"(?<=[^\W\d_])_+(?=[^\W\d_])")
+_IMAGE_EXTENSION = re.compile(r"\.(?:jpe?g|png|gif|webp|tiff?)$", re.IGNORECASE)
 _URL = re.compile(r"(https?://|www\.|\.com\b|\.org\b|\.net\b|@|#|\.jpe?g\b|\.png\b)", re.IGNORECASE)
 _DIGIT = re.compile(r"\d")
 _POSSESSIVE = re.compile(r"['’`]s?$", re.IGNORECASE)
@@ -34,7 +38,9 @@ def clean_caption(value: Any) -> str:
     text = _MARKS.sub(" ", text)
     text = unicodedata.normalize("NFKC", text).replace("\ufffd", " ")
     text = _CONTROL.sub(" ", text)
-    return _SPACE.sub(" ", text).strip()
+    if "_" in text:
+        text = _UNDERSCORE.sub(" ", text)
+    return _IMAGE_EXTENSION.sub("", _SPACE.sub(" ", text).strip())
 
 
 def name_tokens(display: str) -> list[str]:

@@ -34,10 +34,12 @@ def test_shipped_model_matches_the_features_and_its_cut_off_earns_precision() ->
     assert scorer.weights.shape == (len(FEATURES),) and np.all(scorer.scale > 0)
     table = {row["cutoff"]: row for row in data["cross_validated"]}
     chosen = table[NamesConfig().min_confidence]
-    # Cross-validated by caption: the default cut-off lifts precision on judged LAION predictions and keeps
-    # nearly all right names.
+    # Cross-validated by caption: the default cut-off lifts precision on judged and labelled LAION captions and
+    # keeps nearly all judged-right names. On the labelled captions it keeps ~90%: their candidates include the
+    # names read from ORG and other entity spans, most of them products, where right names score lower too.
     assert chosen["judged_precision"] > table[0.0]["judged_precision"]
-    assert chosen["judged_right_kept"] >= 0.95 and chosen["labelled_right_kept"] >= 0.95
+    assert chosen["labelled_precision"] >= table[0.0]["labelled_precision"] + 0.3
+    assert chosen["judged_right_kept"] >= 0.95 and chosen["labelled_right_kept"] >= 0.88
 
 
 def test_a_model_file_for_other_features_is_refused(tmp_path: Path) -> None:
@@ -113,26 +115,25 @@ def test_list_items_beside_a_found_name_are_read_as_names() -> None:
 
 def test_quality_on_blind_holdout_captions() -> None:
     # 900 real captions labelled blind (tests/data/labelling_guidelines.md) in three batches of 300, kept out of
-    # every fit. holdout-1: P 0.75 / R 0.65 before the confidence model, list and segment reading; now
-    # P 0.85 / R 0.69. holdout-2 (its misses prompted the segment rule): P 0.64 / R 0.27 before, P 0.79 / R 0.33
-    # now. holdout-3 (labelled last, scored once): 1 of 20 names found, none wrong; its names sit in title-cased
-    # product and catalogue lines spaCy md does not tag. Together P 0.84 / R 0.48. Of the 118 names, 10 are
-    # single words ("Adele", "Sia"), which the default config does not return.
+    # every fit. holdout-1: P 0.75 / R 0.65 before the confidence model, list and segment reading, P 0.85 / R 0.69
+    # after. holdout-2 (its misses prompted the segment rule): P 0.64 / R 0.27 before, P 0.79 / R 0.33 after.
+    # holdout-3 (labelled last, scored once): 1 of 20 names found, none wrong; its names sit in title-cased
+    # product and catalogue lines spaCy md does not tag. Together P 0.84 / R 0.48 at the end of session 3;
+    # P 0.84 / R 0.50 with ORG-span candidates, file-name captions and the 971 training captions. Of the 118
+    # names, 10 are single words ("Adele", "Sia"), which the default config does not return.
     rows = [json.loads(line) for line in HOLDOUT.read_text(encoding="utf-8").splitlines() if line.strip()]
     assert len(rows) == 900 and sum(1 for r in rows if r["names"]) >= 90
     scores = evaluate(extract_names([r["caption"] for r in rows]), [r["names"] for r in rows])
     print(f"\nholdout: {scores}")
-    assert scores["precision"] >= 0.80 and scores["recall"] >= 0.46
+    assert scores["precision"] >= 0.82 and scores["recall"] >= 0.48
 
 
 def test_shipped_model_is_the_fit_of_todays_rules_and_data() -> None:
     """The model file is refitted whenever the rules or the judged data change (``python -m
     laioncele.data.train_name_confidence``): refitting here must give the shipped weights."""
-    from laioncele.data.train_name_confidence import REPO, examples
+    from laioncele.data.train_name_confidence import JUDGED, LABELLED, examples
 
-    x, y, _, _ = examples(
-        [REPO / "tests/data/labelled_captions.jsonl"], [REPO / "tests/data/judged_predictions.jsonl"]
-    )
+    x, y, _, _ = examples(list(LABELLED), list(JUDGED))
     shipped = NameScorer.load()
     refit = fit_logistic(x, y)
     np.testing.assert_allclose(refit.weights, shipped.weights, atol=1e-4)

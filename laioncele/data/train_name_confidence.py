@@ -18,37 +18,43 @@ from pathlib import Path
 import numpy as np
 
 from laioncele.config import NamesConfig
-from laioncele.names import NameExtractor, _plain_key, recased
-from laioncele.names_confidence import FEATURES, MODEL_PATH, fit_logistic, name_features
-from laioncele.names_text import clean_caption, name_tokens
+from laioncele.names import NameExtractor, _plain_key
+from laioncele.names_confidence import FEATURES, MODEL_PATH, fit_logistic
 
 REPO = Path(__file__).resolve().parents[2]
+# The fit's data: captions labelled in full ({caption, names}) and predicted names judged by hand.
+LABELLED = (REPO / "tests/data/labelled_captions.jsonl", REPO / "tests/data/training_captions.jsonl")
+JUDGED = (REPO / "tests/data/judged_predictions.jsonl",)
 CUTOFFS = (0.0, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7)
 
 
-def examples(labelled: list[Path], judged: list[Path]) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
-    """(features, labels, caption of each example, source of each example: "labelled" or "judged")."""
-    extractor = NameExtractor(NamesConfig(min_confidence=0.0))
+def examples(
+    labelled: list[Path], judged: list[Path], config: NamesConfig | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """(features, labels, caption of each example, source of each example: "labelled" or "judged"), from the
+    candidates an extractor with ``config`` (default: the default config) finds."""
+    config = (config or NamesConfig()).model_copy(update={"min_confidence": 0.0})
+    extractor = NameExtractor(config)
     rows = [(json.loads(line), "labelled") for f in labelled for line in f.read_text().splitlines() if line]
     rows += [(json.loads(line), "judged") for f in judged for line in f.read_text().splitlines() if line]
     captions = sorted({row["caption"] for row, _ in rows})
-    predicted = dict(zip(captions, extractor(captions), strict=True))
+    predicted = dict(zip(captions, extractor.candidates(captions), strict=True))
     feats, labels, groups, sources = [], [], [], []
     for row, source in rows:
-        names = predicted[row["caption"]]
-        text = recased(clean_caption(row["caption"]))
+        found = dict(predicted[row["caption"]])
         if source == "labelled":
             truth = {_plain_key(n) for n in row["names"]}
-            chosen = [(n, _plain_key(n) in truth) for n in names]
+            chosen = [(values, _plain_key(n) in truth) for n, values in found.items()]
         else:
-            keys = {_plain_key(n) for n in names}
-            chosen = [(row["name"], bool(row["correct"]))] if _plain_key(row["name"]) in keys else []
-        for name, right in chosen:
-            feats.append(name_features(text, name_tokens(name), len(names)))
+            by_key = {_plain_key(n): values for n, values in found.items()}
+            values = by_key.get(_plain_key(row["name"]))
+            chosen = [(values, bool(row["correct"]))] if values is not None else []
+        for values, right in chosen:
+            feats.append(values)
             labels.append(float(right))
             groups.append(row["caption"])
             sources.append(source)
-    return np.array(feats), np.array(labels), groups, sources
+    return np.array(feats, dtype=np.float64), np.array(labels), groups, sources
 
 
 def cross_validated_scores(x: np.ndarray, y: np.ndarray, groups: list[str], folds: int = 5) -> np.ndarray:
@@ -88,12 +94,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    for flag, default, what in (
-        ("--labelled", "labelled_captions.jsonl", "{caption, names}: every real person each caption names"),
-        ("--judged", "judged_predictions.jsonl", "{caption, name, correct}: predicted names judged by hand"),
+    for flag, defaults, what in (
+        ("--labelled", LABELLED, "{caption, names}: every real person each caption names"),
+        ("--judged", JUDGED, "{caption, name, correct}: predicted names judged by hand"),
     ):
-        data = [REPO / "tests" / "data" / default]
-        parser.add_argument(flag, type=Path, nargs="*", default=data, help=f"JSONL files of {what}")
+        parser.add_argument(flag, type=Path, nargs="*", default=list(defaults), help=f"JSONL files of {what}")
     parser.add_argument("--out", type=Path, default=MODEL_PATH, help="where the model JSON goes")
     args = parser.parse_args()
     x, y, groups, sources = examples(args.labelled, args.judged)
