@@ -506,20 +506,29 @@ class KnownNameMatcher:
                 self.automaton.add_word(key, (key, display_form(name_tokens(name))))
                 count += 1
         self.size = count
+        self.credited = 0  # matches dropped as photo credits
         if count:
             self.automaton.make_automaton()
 
     def __call__(self, caption: Any) -> list[str]:
         if not self.size:
             return []
-        text = " ".join(fold(clean_caption(caption)).replace("’", "'").split())
+        cased = clean_caption(caption).replace("’", "'")
+        text = fold(cased)
+        # Photo credits ("Photo by X", "(AP Photo/X)") name no one pictured, as in the first pass; their
+        # positions carry over where folding kept the length (always for ASCII captions).
+        credits = credit_spans(cased) if len(text) == len(cased) else []
         hits: list[tuple[int, int, str]] = []
         for end, (key, display) in self.automaton.iter(text):
             start = end - len(key) + 1
             before = text[start - 1] if start > 0 else " "
             after = text[end + 1] if end + 1 < len(text) else " "
-            if not (before.isalnum() or before in "-_") and not (after.isalnum() or after in "-_"):
-                hits.append((start, end, display))
+            if before.isalnum() or before in "-_" or after.isalnum() or after in "-_":
+                continue
+            if any(s <= start < e for s, e in credits):
+                self.credited += 1
+                continue
+            hits.append((start, end, display))
         hits.sort(key=lambda h: (h[0], -(h[1] - h[0])))
         names: list[str] = []
         last_end = -1

@@ -131,6 +131,15 @@ def test_known_name_matcher_finds_lower_case_mentions_on_word_boundaries() -> No
     ]
 
 
+def test_known_name_matcher_skips_photo_credits_like_the_first_pass() -> None:
+    matcher = KnownNameMatcher(["Elton John", "Chris Pizzello", "Jürgen Klopp"])
+    assert matcher("Elton John performs. (AP Photo/Chris Pizzello)") == ["Elton John"]
+    assert matcher("elton john at the piano, photo by chris pizzello") == ["Elton John"]
+    assert matcher.credited == 2
+    assert matcher("Chris Pizzello and Elton John backstage") == ["Chris Pizzello", "Elton John"]
+    assert matcher("JURGEN KLOPP celebrates") == ["Jürgen Klopp"]
+
+
 def test_extractor_trims_splits_and_drops_credits() -> None:
     extractor = NameExtractor(NamesConfig())
     out = extractor(
