@@ -73,6 +73,7 @@ FEATURES: tuple[str, ...] = (
     "next_none",
     "next_common",
     "next_work",
+    "next_person_cue",
     "prev_by",
     "person_cues",
     "price",
@@ -151,6 +152,7 @@ def feature_values(
         float(not nxt),
         float(bool(nxt) and (fold(nxt) in common_words() or fold(nxt) in brand_words())),
         float(bool(next_words & WORK_CUES)),
+        float(fold(nxt) in PERSON_CUES),  # "Barack Obama throws ...", "Brooks Koepka measures ...": a subject
         float(bool(before) and fold(before[-1]) in _BY_WORDS),
         person_cues,
         price,

@@ -1,8 +1,10 @@
 """Fit the name confidence model (``laioncele/names_confidence.py``) and write ``name_confidence.json``.
 
-Examples are the names the extractor (confidence filter off) predicts on
-- the labelled captions (a name is right when the caption's label lists it), and
-- the hand-judged predictions on unlabelled LAION captions (right when judged so), where still predicted.
+Examples are the candidate names the extractor finds (``NameExtractor.candidates``: every name the rules accept,
+with its features) on
+- the captions labelled in full, ``tests/data/labelled_captions.jsonl`` and ``training_captions.jsonl`` (a name
+  is right when the caption's label lists it), and
+- the hand-judged predictions on other LAION captions (right when judged so), where still found.
 Folds are drawn by caption, so a caption's names never sit on both sides; the cross-validated precision and
 recall at each cut-off are written to the model file for the choice of ``names.min_confidence``.
 
