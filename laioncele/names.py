@@ -140,11 +140,15 @@ class NameExtractor:
     def _scan(self, captions: Sequence[Any]) -> list[tuple[str, list[tuple[str, str, tuple[float, float]]]]]:
         """Per caption, its re-cased text and the names the rules accept (see ``_names_in``)."""
         texts = [clean_caption(c) for c in captions]
-        for raw, text in zip(captions, texts, strict=True):
+        limit = self.config.max_caption_chars
+        for i, (raw, text) in enumerate(zip(captions, texts, strict=True)):
             if not text:
                 self.drops[
                     "empty_caption" if raw is None or isinstance(raw, (str, bytes)) else "not_text"
                 ] += 1
+            elif len(text) > limit:
+                texts[i] = text[:limit]
+                self.drops["caption_cut"] += 1
         context = self.config.ner_context_words
         todo: list[int] = []
         ner_texts: list[str] = []
@@ -210,6 +214,8 @@ class NameExtractor:
         separators and where a second name starts, catalogue order ("Colgan, Jenny") read back."""
         candidates: list[list[str]] = []
         for start, end in spans:
+            if credits is None:
+                credits = credit_spans(cased) if len(text) == len(cased) else []
             if any(s <= start < e for s, e in credits):
                 self.drops["credit"] += 1
                 continue
@@ -517,7 +523,7 @@ class KnownNameMatcher:
         text = fold(cased)
         # Photo credits ("Photo by X", "(AP Photo/X)") name no one pictured, as in the first pass; their
         # positions carry over where folding kept the length (always for ASCII captions).
-        credits = credit_spans(cased) if len(text) == len(cased) else []
+        credits: list[tuple[int, int]] | None = None
         hits: list[tuple[int, int, str]] = []
         for end, (key, display) in self.automaton.iter(text):
             start = end - len(key) + 1
@@ -525,6 +531,8 @@ class KnownNameMatcher:
             after = text[end + 1] if end + 1 < len(text) else " "
             if before.isalnum() or before in "-_" or after.isalnum() or after in "-_":
                 continue
+            if credits is None:
+                credits = credit_spans(cased) if len(text) == len(cased) else []
             if any(s <= start < e for s, e in credits):
                 self.credited += 1
                 continue

@@ -219,9 +219,8 @@ def credit_spans(text: str) -> list[tuple[int, int]]:
     """Character ranges holding photographer credits ("Photo by X", "(AP Photo/X)", "(X/Agency)", "© X")."""
     spans = []
     for match in _CREDIT.finditer(text):
-        end_match = _CREDIT_END.search(text, match.end())
-        end = end_match.start() if end_match else len(text)
-        spans.append((match.start(), min(end, match.end() + 80)))
+        end_match = _CREDIT_END.search(text, match.end(), match.end() + 80)
+        spans.append((match.start(), end_match.start() if end_match else min(len(text), match.end() + 80)))
     for match in _PAREN_CREDIT.finditer(text):
         spans.append(match.span(1))
     for match in _AGENCY_CREDIT.finditer(text):

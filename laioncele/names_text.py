@@ -18,6 +18,11 @@ _MARKS = re.compile("[\u2122\u00ae\u2120]")
 # spaces, an image extension at the end is no part of the text.
 _UNDERSCORE = re.compile(r"(?<=[^\W\d_])_+(?=[^\W\d_])")
 _IMAGE_EXTENSION = re.compile(r"\.(?:jpe?g|png|gif|webp|tiff?)$", re.IGNORECASE)
+# A run of non-space characters this long is no word, URL or name ("((((...", "!?!?!?..."): its marks become
+# spaces. spaCy's tokenizer splits affixes off a chunk one at a time, in time quadratic in the chunk's length:
+# 50k brackets took minutes.
+_LONG_CHUNK = re.compile(r"\S{256,}")
+_MARK = re.compile(r"[^\w\s]")
 _URL = re.compile(r"(https?://|www\.|\.com\b|\.org\b|\.net\b|@|#|\.jpe?g\b|\.png\b)", re.IGNORECASE)
 _DIGIT = re.compile(r"\d")
 _POSSESSIVE = re.compile(r"['’`]s?$", re.IGNORECASE)
@@ -40,6 +45,8 @@ def clean_caption(value: Any) -> str:
     text = _CONTROL.sub(" ", text)
     if "_" in text:
         text = _UNDERSCORE.sub(" ", text)
+    if len(text) >= 256:
+        text = _LONG_CHUNK.sub(lambda chunk: _MARK.sub(" ", chunk.group()), text)
     return _IMAGE_EXTENSION.sub("", _SPACE.sub(" ", text).strip())
 
 

@@ -488,3 +488,16 @@ def test_a_lone_given_name_takes_a_census_surname_that_ends_the_phrase() -> None
     title = "Emma Stone Age Tools"  # the phrase goes on: no surname
     assert extend_span(title, 0, len("Emma")) == len("Emma")
     assert extend_span("Theresa Qwzx wants", 0, len("Theresa")) == len("Theresa")  # no census surname
+
+
+def test_broken_giant_captions_are_cut_and_split_not_fed_whole_to_spacy() -> None:
+    # spaCy's tokenizer is quadratic in a chunk's length (50k brackets ran for minutes): long chunks lose
+    # their marks, and captions are cut at names.max_caption_chars.
+    assert clean_caption("(" * 300 + "Brad Pitt") == "Brad Pitt"
+    assert clean_caption("see http://example.com/a/b") == "see http://example.com/a/b"  # short chunks stay
+    assert extract_names(["(" * 50_000 + "Brad Pitt at the Oscars"]) == [["Brad Pitt"]]
+    extractor = NameExtractor(NamesConfig(max_caption_chars=60))
+    late = "Red velvet sofa with oak legs and two cushions, free delivery - Brad Pitt"
+    assert extractor([late, "Brad Pitt at the Oscars"]) == [[], ["Brad Pitt"]]
+    assert extractor.drops["caption_cut"] == 1
+    assert match_known_names(["Photo by " * 5_000 + "Brad Pitt"], ["Brad Pitt"]) == [[]]
