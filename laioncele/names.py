@@ -214,8 +214,6 @@ class NameExtractor:
         separators and where a second name starts, catalogue order ("Colgan, Jenny") read back."""
         candidates: list[list[str]] = []
         for start, end in spans:
-            if credits is None:
-                credits = credit_spans(cased) if len(text) == len(cased) else []
             if any(s <= start < e for s, e in credits):
                 self.drops["credit"] += 1
                 continue
