@@ -152,6 +152,7 @@ def run(n_captions: int = 100_000, raw_ner_max: int = 10_000, repeats: int = 3) 
         "holdout_laion_captions": len(holdout),
         "holdout_laion_precision": holdout_quality["precision"],
         "holdout_laion_recall": holdout_quality["recall"],
+        "holdout_prefilter_recall": prefilter_recall(holdout_texts, holdout_labels)["prefilter_recall"],
         "holdout_two_pass": two_pass,
         "core_hours_2_3B_raw_ner": LAION_ENGLISH_CAPTIONS / raw_rate / 3600,
         "core_hours_2_3B_stage": LAION_ENGLISH_CAPTIONS / stage_rate / 3600,

@@ -190,7 +190,9 @@ class NameExtractor:
         from_person = set(names)
         if self.config.org_span_candidates:
             for words in self._span_candidates(text, organisations, credits):
-                self._accept(trim_span(words[self._given_name_at(words) :]), names, text)
+                given = self._given_name_at(words)
+                if given is not None:
+                    self._accept(trim_span(words[given:]), names, text)
         from_org = set(names) - from_person
         if self.config.rescue_bigrams:
             for words in self._rescued(text, credits, people):
@@ -224,10 +226,10 @@ class NameExtractor:
         return candidates
 
     @staticmethod
-    def _given_name_at(words: list[str]) -> int:
+    def _given_name_at(words: list[str]) -> int | None:
         """Where a name can start in an ORG span ("Photo Brooks Koepka", "Replogle Globes Frank Lloyd
-        Wright"): the first known given name, else the first word."""
-        return next((i for i, w in enumerate(words) if first_name_ok(w.strip(".,"))), 0)
+        Wright"): the first known given name; None when the span has none ("Apple Inc")."""
+        return next((i for i, w in enumerate(words) if first_name_ok(w.strip(".,"))), None)
 
     def _scored(
         self, text: str, found: list[tuple[str, str, tuple[float, float]]]
