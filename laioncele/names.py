@@ -38,6 +38,7 @@ from laioncele.names_lexicon import (
     default_blocklist,
     extra_first_names,
     fold,
+    fold_text,
     given_name_popularity,
     is_common_noun,
     word_zipf,
@@ -520,7 +521,7 @@ class KnownNameMatcher:
         if not self.size:
             return []
         cased = clean_caption(caption).replace("’", "'")
-        text = fold(cased)
+        text = fold_text(cased)
         # Photo credits ("Photo by X", "(AP Photo/X)") name no one pictured, as in the first pass; their
         # positions carry over where folding kept the length (always for ASCII captions).
         credits: list[tuple[int, int]] | None = None

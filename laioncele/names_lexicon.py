@@ -148,13 +148,16 @@ PARTICLES = frozenset(
 )
 
 
-@lru_cache(maxsize=1 << 18)
-def fold(text: str) -> str:
-    """Lower-case and strip accents, so "Jürgen" and "Jurgen" compare equal (cached: caption words repeat)."""
+def fold_text(text: str) -> str:
+    """Lower-case and strip accents, so "Jürgen" and "Jurgen" compare equal."""
     if text.isascii():
         return text.lower()
     decomposed = unicodedata.normalize("NFKD", text.casefold())
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+# ``fold_text`` for words and names, cached: caption words repeat (whole captions, which do not, use fold_text).
+fold = lru_cache(maxsize=1 << 18)(fold_text)
 
 
 def read_word_list(name: str) -> frozenset[str]:
