@@ -258,16 +258,16 @@ def extend_span(text: str, start: int, end: int) -> int:
     brand or business word; after a lone given name, when it is a capitalised census surname. Either way the
     phrase must stop after it (end, punctuation or a lower-case word)."""
     spaces = text.count(" ", start, end)
-    if spaces == 0:
-        match = _NEXT_WORD.match(text, end)
-        surname = match is not None and first_name_ok(text[start:end])
-        if not surname or surname_ranks().get(fold(match.group(1)), 10**6) > _LONE_GIVEN_SURNAME_RANK:
-            return end
-    elif spaces == 1:
-        match = _NEXT_WORD.match(text, end)
-    else:
+    match = _NEXT_WORD.match(text, end) if spaces <= 1 else None
+    if match is None:
         return end
-    if match is None or (spaces == 1 and not _rare_second_surname(match.group(1))):
+    if spaces == 0:
+        joins = first_name_ok(text[start:end]) and (
+            surname_ranks().get(fold(match.group(1)), 10**6) <= _LONE_GIVEN_SURNAME_RANK
+        )
+    else:
+        joins = _rare_second_surname(match.group(1))
+    if not joins:
         return end
     after = text[match.end() : match.end() + 2]
     stops = not after or after[0] in ",.;:)!?|(]" or (after[0] == " " and not after[1:].isupper())

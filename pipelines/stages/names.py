@@ -156,7 +156,7 @@ class SecondPassTask(UnitTask):
         rows = read_shard(self.ingest_dir, payload["shard"])
         ner = self._ner_names(unit_id)
         drops: Counter[str] = Counter()
-        credited = self.matcher.credited
+        self.matcher.credited = 0
         keep, keys_out, forms_out = [], [], []
         for i, (sid, caption) in enumerate(
             zip(rows.column("sample_id").to_pylist(), rows.column("caption").to_pylist(), strict=True)
@@ -173,8 +173,8 @@ class SecondPassTask(UnitTask):
                 keys_out.append(keys)
                 forms_out.append(forms)
         drops["no_name"] += rows.num_rows - len(keep)
-        if self.matcher.credited > credited:
-            drops["second_pass_credit"] += self.matcher.credited - credited
+        if self.matcher.credited:
+            drops["second_pass_credit"] = self.matcher.credited
         taken = rows.take(pa.array(keep, pa.int64()))
         table = pa.table(
             {
