@@ -302,7 +302,7 @@ def _word_frequencies() -> dict[str, float]:
 
 # Languages of many LAION captions besides English whose everyday words pose as names ("Donna Pelle", "Dia
 # Mundial", "Niña Flor").
-OTHER_CAPTION_LANGUAGES = ("es", "pt", "fr", "it", "de")
+OTHER_CAPTION_LANGUAGES = ("es", "pt", "fr", "it", "de", "id", "ms")
 
 
 @cache
