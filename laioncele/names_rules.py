@@ -66,6 +66,11 @@ _PARTICIPLE_STEM_ZIPF = 3.5
 _RARE_SURNAME_ZIPF = 3.6
 
 SAINTS = frozenset(["saint", "st", "ste", "sainte"])
+# Words that head place names, so a given name right after one is part of a place ("Los Angeles Lakers",
+# "Santa Monica Pier", "El Salvador", "Port Elizabeth"), not a person. Saints are people: not listed.
+PLACE_HEADS = frozenset(
+    ["los", "las", "san", "santa", "sao", "el", "fort", "port", "puerto", "lake", "mount", "cape"]
+)
 
 # A given name rarer than this census surname rank is read as a middle name before a third name word.
 _MIDDLE_NAME_MIN_RANK = 2000
@@ -434,6 +439,8 @@ def context_reason(tokens: list[str], text: str) -> str | None:
     before = WORD.findall(text[max(0, start - 40) : start])
     if before and fold(before[-1]) in brand_words():
         return "brand"
+    if before and fold(before[-1]) in PLACE_HEADS and before[-1][0].isupper() and text[start - 1] == " ":
+        return "place"
     after = text[end : end + 40]
     after = re.sub(r"^(?:['’]s)?[\s,.]*(?:(?:jr|jnr|sr|snr)\b\.?)?\s*", "", after, flags=re.IGNORECASE)
     following = WORD.match(after)

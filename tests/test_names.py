@@ -23,7 +23,7 @@ from laioncele.names import (
     prefilter_recall,
 )
 from laioncele.names_confidence import FROM_ORG, FROM_PERSON
-from laioncele.names_rules import extend_span
+from laioncele.names_rules import context_reason, extend_span
 from laioncele.names_text import clean_caption
 
 LABELLED = Path(__file__).resolve().parent / "data" / "labelled_captions.jsonl"
@@ -503,3 +503,21 @@ def test_broken_giant_captions_are_cut_and_split_not_fed_whole_to_spacy() -> Non
     assert extractor([late, "Brad Pitt at the Oscars"]) == [[], ["Brad Pitt"]]
     assert extractor.drops["caption_cut"] == 1
     assert match_known_names(["Photo by " * 5_000 + "Brad Pitt"], ["Brad Pitt"]) == [[]]
+
+
+def test_colours_and_places_shaped_like_names_are_no_people() -> None:
+    # xkcd colour names ("Kelly Green") and a given name opening a place ("Los Angeles Lakers") pose as people.
+    assert name_rejection_reason("Kelly Green") == "blocklist"
+    assert name_rejection_reason("Eva Green") == "ok"  # the actress is no colour
+    assert extract_names(
+        [
+            "Kelly Green snapback hat with embroidered visor",
+            "Olive Green Prints - Autumn Leaves Print by Mindy Newman",
+        ]
+    ) == [[], ["Mindy Newman"]]
+    assert context_reason(["Angeles", "Lakers"], "Guard Kobe Bryant of the Los Angeles Lakers") == "place"
+    assert context_reason(["Monica", "Pier"], "Sunset at the Santa Monica Pier") == "place"
+    assert (
+        context_reason(["Sebastian", "of", "Jackson"], "Slava of St. Sebastian of Jackson") is None
+    )  # a saint
+    assert context_reason(["Angeles", "Smith"], "photos by los Angeles Smith") is None  # "los" is lower-case
