@@ -99,6 +99,11 @@ class NamesConfig(Section):
     batch_size: int = Field(1000, gt=0)
     min_candidates: int = Field(5, ge=1)
     second_pass_min_count: int = Field(3, ge=1)
+    # A known name NER named itself in under this share of the samples that mention it keeps only those samples
+    # (the candidates stage): the second pass would otherwise give a phrase NER took for a name a few times
+    # ("Teddy Bear", "Olive Green") every caption that contains it. A person's lower-case mentions stay: NER
+    # names most people in most cased captions that mention them.
+    second_pass_min_ner_share: float = Field(0.1, ge=0, le=1)
     max_rows_per_name: int = Field(1000, gt=0)
     allow_single_token: bool = False
     max_tokens: int = Field(4, ge=1)

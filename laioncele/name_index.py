@@ -24,12 +24,14 @@ MENTIONS = pa.schema(
         pa.field("surface_form", pa.string()),
         pa.field("sample_id", pa.string()),
         pa.field("similarity", pa.float32()),
+        pa.field("second_pass", pa.bool_()),  # only the corpus-wide second pass found it in this sample
     ]
 )
 
 
 def explode_mentions(samples: pa.Table) -> pa.Table:
-    """One row per (sample, name): ``samples`` needs sample_id, names, surface_forms and (optionally) similarity."""
+    """One row per (sample, name): ``samples`` needs sample_id, names, surface_forms and (optionally) similarity
+    and second_pass_names (absent: NER found every name)."""
     if samples.num_rows == 0:
         return MENTIONS.empty_table()
     names = samples.column("names").combine_chunks()
@@ -39,12 +41,22 @@ def explode_mentions(samples: pa.Table) -> pa.Table:
         if "similarity" in samples.column_names
         else pa.nulls(samples.num_rows, pa.float32())
     )
+    if "second_pass_names" in samples.column_names:
+        added = samples.column("second_pass_names").to_pylist()
+        second_pass = [
+            name in row_added
+            for names_of_row, row_added in zip(names.to_pylist(), added, strict=True)
+            for name in names_of_row
+        ]
+    else:
+        second_pass = [False] * len(parent)
     return pa.table(
         {
             "name_key": pc.list_flatten(names),
             "surface_form": pc.list_flatten(samples.column("surface_forms").combine_chunks()),
             "sample_id": pc.take(samples.column("sample_id"), parent),
             "similarity": pc.take(similarity, parent),
+            "second_pass": pa.array(second_pass, pa.bool_()),
         },
         schema=MENTIONS,
     )
@@ -62,13 +74,17 @@ def count_names(mentions: pa.Table, min_count: int = 1) -> dict[str, int]:
 
 
 def aggregate_names(
-    mentions: pa.Table, min_candidates: int, max_rows_per_name: int
+    mentions: pa.Table, min_candidates: int, max_rows_per_name: int, min_ner_share: float = 0.0
 ) -> tuple[pa.Table, pa.Table]:
     """Names with at least ``min_candidates`` distinct samples, and their kept (name_key, sample_id) pairs.
 
     Returns (names table with the ``names_table`` schema, kept pairs). Per name, at most ``max_rows_per_name``
     samples are kept: those with the highest LAION CLIP similarity (ties broken by sample_id, so the choice is
     deterministic). The display name is the most frequent surface form (ties: alphabetical).
+
+    A name NER named itself in under ``min_ner_share`` of the samples that mention it keeps only those samples:
+    the second pass matches a known name wherever its words occur, so a phrase NER took for a name a few times
+    ("Teddy Bear" on a greeting card) would otherwise collect every product that mentions it.
     """
     if mentions.num_rows == 0:
         return NAMES_TABLE.empty_table(), pairs_table([], [])
@@ -84,16 +100,23 @@ def aggregate_names(
     keys = mentions.column("name_key").to_numpy(zero_copy_only=False)[order]
     ids = mentions.column("sample_id").to_numpy(zero_copy_only=False)[order]
     forms = mentions.column("surface_form").to_numpy(zero_copy_only=False)[order]
+    second = mentions.column("second_pass").fill_null(False).to_numpy(zero_copy_only=False)[order]
     bounds = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1], True])
 
-    rows: dict[str, list] = {"name_key": [], "display_name": [], "surface_forms": [], "n_candidates": []}
+    rows: dict[str, list] = {name: [] for name in NAMES_TABLE.names}
     kept_keys: list[str] = []
     kept_ids: list[str] = []
     for start, end in zip(bounds[:-1], bounds[1:], strict=True):
-        # Rows of one name, best similarity first; a sample named twice counts once.
-        _, first = np.unique(ids[start:end], return_index=True)
-        first.sort()
-        distinct_ids = ids[start:end][first]
+        # Rows of one name, best similarity first; a sample named twice counts once, as NER's if NER named it.
+        group_ids = ids[start:end]
+        distinct, first, inverse = np.unique(group_ids, return_index=True, return_inverse=True)
+        by_ner = np.zeros(len(distinct), dtype=bool)
+        np.logical_or.at(by_ner, inverse, ~second[start:end])
+        ner_share = float(by_ner.mean())
+        order_in_group = np.argsort(first)
+        distinct_ids, by_ner = distinct[order_in_group], by_ner[order_in_group]
+        if ner_share < min_ner_share:
+            distinct_ids, by_ner = distinct_ids[by_ner], by_ner[by_ner]
         if len(distinct_ids) < min_candidates:
             continue
         surface = Counter(forms[start:end].tolist())
@@ -102,6 +125,8 @@ def aggregate_names(
         rows["display_name"].append(display)
         rows["surface_forms"].append(sorted(surface))
         rows["n_candidates"].append(len(distinct_ids))
+        rows["n_second_pass"].append(int((~by_ner).sum()))
+        rows["ner_share"].append(ner_share)
         chosen = distinct_ids[:max_rows_per_name].tolist()
         kept_keys += [keys[start]] * len(chosen)
         kept_ids += chosen

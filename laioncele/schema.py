@@ -47,7 +47,7 @@ NAMES_NER = _versioned(
 
 NAMES_FOUND = _versioned(
     "names_found",
-    1,
+    2,
     [
         pa.field("sample_id", pa.string(), nullable=False),
         pa.field("url", pa.string(), nullable=False),
@@ -57,6 +57,8 @@ NAMES_FOUND = _versioned(
         pa.field("surface_forms", pa.list_(pa.string()), nullable=False),
         pa.field("n_names", pa.int32(), nullable=False),
         pa.field("language", pa.string()),
+        # the keys in names that only the second pass found (NER did not name them in this caption)
+        pa.field("second_pass_names", pa.list_(pa.string()), nullable=False),
     ],
 )
 
@@ -76,12 +78,15 @@ NAMES_SAMPLES = _versioned(
 
 NAMES_TABLE = _versioned(
     "names_table",
-    1,
+    2,
     [
         pa.field("name_key", pa.string(), nullable=False),
         pa.field("display_name", pa.string(), nullable=False),
         pa.field("surface_forms", pa.list_(pa.string()), nullable=False),
-        pa.field("n_candidates", pa.int64(), nullable=False),
+        pa.field("n_candidates", pa.int64(), nullable=False),  # distinct samples naming it (after the filter)
+        pa.field("n_second_pass", pa.int64(), nullable=False),  # of those, samples only the second pass found
+        # of all samples that mention it, the share NER named it in itself (before names.second_pass_min_ner_share)
+        pa.field("ner_share", pa.float32(), nullable=False),
     ],
 )
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import pyarrow as pa
+import pytest
 
 from laioncele import schema
 from laioncele.name_index import aggregate_names, count_names, explode_mentions, select_kept
 
 
-def samples(rows: list[tuple[str, list[str], float]]) -> pa.Table:
+def samples(
+    rows: list[tuple[str, list[str], float]], second_pass: dict[str, list[str]] | None = None
+) -> pa.Table:
+    """NAMES_FOUND rows; ``second_pass`` maps a sample id to the names only the second pass found there."""
+    second_pass = second_pass or {}
     return pa.table(
         {
             "sample_id": [r[0] for r in rows],
@@ -19,6 +24,7 @@ def samples(rows: list[tuple[str, list[str], float]]) -> pa.Table:
             "surface_forms": [[n.title() for n in r[1]] for r in rows],
             "n_names": pa.array([len(r[1]) for r in rows], pa.int32()),
             "language": pa.nulls(len(rows), pa.string()),
+            "second_pass_names": [second_pass.get(r[0], []) for r in rows],
         },
         schema=schema.NAMES_FOUND,
     )
@@ -63,3 +69,30 @@ def test_select_kept_filters_names_and_honours_opt_out() -> None:
     assert result == {"a4": ["brad pitt"], "a5": ["brad pitt"], "b1": ["brad pitt"]}
     assert out.column("n_names").to_pylist() == [1, 1, 1]
     assert drops["opted_out_name"] == 2 and drops["no_kept_name"] == TABLE.num_rows - 3
+
+
+def test_names_ner_seldom_confirmed_keep_only_their_ner_samples() -> None:
+    # "teddy bear": NER took it for a name in 1 of 10 samples, the second pass matched the other 9;
+    # "brad pitt": NER named him in 6 of 8, the second pass found the 2 lower-case mentions.
+    rows = [(f"t{i}", ["teddy bear"], 0.3) for i in range(10)] + [
+        (f"p{i}", ["brad pitt"], 0.3) for i in range(8)
+    ]
+    added = {f"t{i}": ["teddy bear"] for i in range(1, 10)} | {"p6": ["brad pitt"], "p7": ["brad pitt"]}
+    table = samples(rows, added)
+    names, kept = aggregate_names(
+        explode_mentions(table), min_candidates=1, max_rows_per_name=50, min_ner_share=0.2
+    )
+    by_key = {r["name_key"]: r for r in names.to_pylist()}
+    assert by_key["teddy bear"]["n_candidates"] == 1 and by_key["teddy bear"]["n_second_pass"] == 0
+    assert by_key["teddy bear"]["ner_share"] == pytest.approx(0.1)
+    assert by_key["brad pitt"]["n_candidates"] == 8 and by_key["brad pitt"]["n_second_pass"] == 2
+    assert by_key["brad pitt"]["ner_share"] == pytest.approx(0.75)
+    teddy = [sid for key, sid in zip(*kept.to_pydict().values(), strict=True) if key == "teddy bear"]
+    assert teddy == ["t0"]
+    # Off (the default 0.0 here): every mention counts; a sample NER named in a duplicate row counts as NER's.
+    dup = samples([("t0", ["teddy bear"], 0.3), ("t0", ["teddy bear"], 0.3)], {"t0": ["teddy bear"]})
+    dup = pa.concat_tables([dup, samples([("t0", ["teddy bear"], 0.3)])])
+    names, _ = aggregate_names(explode_mentions(dup), min_candidates=1, max_rows_per_name=50)
+    assert names.to_pylist()[0]["n_second_pass"] == 0 and names.to_pylist()[0]["ner_share"] == 1.0
+    names, _ = aggregate_names(explode_mentions(table), min_candidates=1, max_rows_per_name=50)
+    assert {r["name_key"]: r["n_candidates"] for r in names.to_pylist()} == {"teddy bear": 10, "brad pitt": 8}

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from laioncele.shards import load_manifest, read_shards
 from pipelines.cli import main as cli_main
@@ -13,6 +14,7 @@ from pipelines.cli import main as cli_main
 CAPTIONS = (
     [f"Brad Pitt at the {place} premiere" for place in ("Paris", "Berlin", "Venice", "London", "Tokyo")]
     + ["brad pitt on the red carpet", "new photos of brad pitt and his car", "BRAD PITT SIGNED POSTER"]
+    + ["Fight Club DVD cover with brad pitt"]  # a mixed-case caption: NER misses the lower-case name
     + [f"Angelina Jolie arrives in {city}" for city in ("Cannes", "Rome", "Madrid", "Oslo", "Vienna")]
     + ["Angelina Jolie and Brad Pitt in Cannes"]
     + [f"Kate Middleton Wedding Reception Dress {i}" for i in range(5)]
@@ -60,7 +62,12 @@ def test_names_stages_find_lower_case_mentions_and_aggregate(tmp_path: Path) -> 
 
     names_table = {r["name_key"]: r for r in read_shards(out / "candidates" / "names_table").to_pylist()}
     assert set(names_table) == {"brad pitt", "angelina jolie", "kate middleton"}
-    assert names_table["brad pitt"]["n_candidates"] == 9
+    assert names_table["brad pitt"]["n_candidates"] == 10
+    # All-lower and all-caps captions are re-cased for NER; the mixed-case one only the second pass reads.
+    assert by_caption["Fight Club DVD cover with brad pitt"] == ["brad pitt"]
+    assert names_table["brad pitt"]["n_second_pass"] == 1
+    assert names_table["brad pitt"]["ner_share"] == pytest.approx(9 / 10)
+    assert load_manifest(out / "candidates")["names_second_pass_unconfirmed"] == 0
     assert names_table["brad pitt"]["display_name"] == "Brad Pitt"
 
     candidates = read_shards(out / "candidates").to_pylist()

@@ -25,6 +25,7 @@ from laioncele.shards import (
     atomic_write_json,
     load_manifest,
     read_shard,
+    read_shards,
     write_shards,
 )
 from pipelines.aggregate import group_apply
@@ -157,21 +158,24 @@ class SecondPassTask(UnitTask):
         ner = self._ner_names(unit_id)
         drops: Counter[str] = Counter()
         self.matcher.credited = 0
-        keep, keys_out, forms_out = [], [], []
+        keep, keys_out, forms_out, added_out = [], [], [], []
         for i, (sid, caption) in enumerate(
             zip(rows.column("sample_id").to_pylist(), rows.column("caption").to_pylist(), strict=True)
         ):
             keys, forms = (list(x) for x in ner.get(sid, ([], [])))
+            added = []
             for display in self.matcher(caption):
                 key = name_key(display, self.config.names)
                 if key and key not in keys:
                     keys.append(key)
                     forms.append(display)
-                    drops["second_pass_added"] += 1
+                    added.append(key)
+            drops["second_pass_added"] += len(added)
             if keys:
                 keep.append(i)
                 keys_out.append(keys)
                 forms_out.append(forms)
+                added_out.append(added)
         drops["no_name"] += rows.num_rows - len(keep)
         if self.matcher.credited:
             drops["second_pass_credit"] = self.matcher.credited
@@ -186,6 +190,7 @@ class SecondPassTask(UnitTask):
                 "surface_forms": pa.array(forms_out, pa.list_(pa.string())),
                 "n_names": pa.array([len(k) for k in keys_out], pa.int32()),
                 "language": taken.column("language"),
+                "second_pass_names": pa.array(added_out, pa.list_(pa.string())),
             },
             schema=schema.NAMES_FOUND,
         )
@@ -210,8 +215,8 @@ NAMES_STAGE = Stage(
 # ---------------------------------------------------------------------------------------------- candidates
 
 
-def _aggregate(mentions: pa.Table, min_candidates: int, max_rows: int) -> pa.Table:
-    names, kept = name_index.aggregate_names(mentions, min_candidates, max_rows)
+def _aggregate(mentions: pa.Table, min_candidates: int, max_rows: int, min_ner_share: float) -> pa.Table:
+    names, kept = name_index.aggregate_names(mentions, min_candidates, max_rows, min_ner_share)
     if names.num_rows == 0:
         return pa.table({})
     ids = {k: [] for k in names.column("name_key").to_pylist()}
@@ -228,12 +233,15 @@ def plan_candidates(config: Config, upstream_dir: Path | None) -> list[Unit]:
     """Aggregate names across the corpus (Ray Data groupby), write the names table, then filter per shard."""
     assert upstream_dir is not None
     per_name = partial(
-        _aggregate, min_candidates=config.names.min_candidates, max_rows=config.names.max_rows_per_name
+        _aggregate,
+        min_candidates=config.names.min_candidates,
+        max_rows=config.names.max_rows_per_name,
+        min_ner_share=config.names.second_pass_min_ner_share,
     )
     result = group_apply(
         config,
         upstream_dir,
-        ["sample_id", "similarity", "names", "surface_forms"],
+        ["sample_id", "similarity", "names", "surface_forms", "second_pass_names"],
         name_index.explode_mentions,
         "name_key",
         per_name,
@@ -282,7 +290,13 @@ class CandidatesTask(UnitTask):
 
 def candidates_summary(config: Config, out_dir: Path) -> dict[str, Any]:
     manifest = load_manifest(out_dir / "names_table")
-    return {"names_kept": manifest["rows"], "names_table": "names_table/manifest.json"}
+    shares = read_shards(out_dir / "names_table", columns=["ner_share"]).column("ner_share").to_numpy()
+    return {
+        "names_kept": manifest["rows"],
+        # kept on NER's samples alone: NER named them in under names.second_pass_min_ner_share of their mentions
+        "names_second_pass_unconfirmed": int((shares < config.names.second_pass_min_ner_share).sum()),
+        "names_table": "names_table/manifest.json",
+    }
 
 
 CANDIDATES_STAGE = Stage(
