@@ -17,7 +17,8 @@ import importlib
 import importlib.util
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
@@ -106,7 +107,7 @@ class NameExtractor:
 
     def __init__(self, config: NamesConfig | None = None, nlp: Any = None) -> None:
         self.config = config or NamesConfig()
-        self.nlp = nlp if nlp is not None else load_ner(self.config.spacy_model)
+        self.nlp = nlp if nlp is not None else load_ner(self.config.spacy_model, self.config.ner_matmul)
         self.blocklist = default_blocklist() | frozenset(
             k for k in (self.key(n, single=True) for n in self.config.blocklist) if k
         )
@@ -165,14 +166,20 @@ class NameExtractor:
             ner_texts.append(recased(text))
             views.append(ner_view(text, context, ner_texts[-1], starts, words))
         results: list[tuple[str, list[tuple[str, str, tuple[float, float]]]]] = [(text, []) for text in texts]
-        docs = self.nlp.pipe([view for view, _ in views], batch_size=self.config.batch_size)
-        for i, text, (_, offsets), doc in zip(todo, ner_texts, views, docs, strict=True):
+        # A memory zone frees the strings and lexemes the batch added to spaCy's vocab when it closes: without
+        # it a worker's vocab grows with every new word (product codes, hashes) for as long as it runs.
+        with self.nlp.memory_zone(), blas_threads(self.config.ner_blas_threads):
+            entities = [
+                [(e.start_char, e.end_char, e.label_) for e in doc.ents]
+                for doc in self.nlp.pipe([view for view, _ in views], batch_size=self.config.batch_size)
+            ]
+        for i, text, (_, offsets), found in zip(todo, ner_texts, views, entities, strict=True):
             people, organisations = [], []
-            for entity in doc.ents:
-                span = to_caption(offsets, entity.start_char, entity.end_char)
-                if span and entity.label_ == "PERSON":
+            for start, end, label in found:
+                span = to_caption(offsets, start, end)
+                if span and label == "PERSON":
                     people.append(span)
-                elif span and entity.label_ == _MISLABELLED_PEOPLE:
+                elif span and label == _MISLABELLED_PEOPLE:
                     organisations.append(span)
             results[i] = (text, self._names_in(text, people, organisations))
         return results
@@ -431,19 +438,42 @@ def recased(text: str) -> str:
 
 
 @cache
-def load_ner(model: str) -> Any:
+def load_ner(model: str, matmul: str = "numpy") -> Any:
     """The spaCy pipeline with only what NER needs, loaded once per process and model.
 
     In the en_core_web pipelines the ``ner`` component embeds its own tok2vec; the shared ``tok2vec`` component
     only feeds tagger/parser. It is kept only when ``ner`` listens to it, which roughly doubles throughput with
-    the same entities (measured on LAION captions with sm and md)."""
+    the same entities (measured on LAION captions with sm and md). ``matmul`` picks thinc's matrix multiply:
+    "numpy" (numpy's OpenBLAS) or "blis" (thinc's default); see ``NamesConfig.ner_matmul``."""
     import spacy  # noqa: PLC0415 - heavy import, only where NER runs
+    from thinc.api import use_ops  # noqa: PLC0415
 
-    nlp = spacy.load(_model_location(model))
+    if matmul not in ("numpy", "blis"):
+        raise ValueError(f"names.ner_matmul must be 'numpy' or 'blis', not {matmul!r}")
+    with use_ops("numpy", use_blis=matmul == "blis"):
+        nlp = spacy.load(_model_location(model))
     listens = any("listener" in layer.name.lower() for layer in nlp.get_pipe("ner").model.walk())
     keep = {"ner", "tok2vec"} if listens else {"ner"}
     nlp.select_pipes(disable=[name for name in nlp.pipe_names if name not in keep])
     return nlp
+
+
+@contextmanager
+def blas_threads(n: int) -> Iterator[None]:
+    """At most ``n`` BLAS threads inside the block (0: leave as is). NER batches are small matrices: one
+    thread per worker core beats a pool that oversubscribes the cores other workers use."""
+    if n <= 0:
+        yield
+        return
+    with _blas_controller().limit(limits=n, user_api="blas"):
+        yield
+
+
+@cache
+def _blas_controller() -> Any:
+    from threadpoolctl import ThreadpoolController  # noqa: PLC0415
+
+    return ThreadpoolController()
 
 
 def _model_location(model: str) -> str:

