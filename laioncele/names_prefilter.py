@@ -72,19 +72,22 @@ def name_starts(text: str) -> list[re.Match[str]]:
 
 
 def words_and_name_starts(text: str) -> tuple[list[re.Match[str]], list[re.Match[str]]]:
-    """Every word of a cleaned caption and those where a name may start: one scan, shared with ``ner_view``."""
+    """Every word of a cleaned caption (as match objects) and those where a name may start, shared with
+    ``ner_view``; ([], []) when no name can start, as for most captions."""
     text = recase_upper(text)
-    matches = list(WORD.finditer(text))
-    words = [m.group() for m in matches]
-    lower_case = not any(ch.isupper() for ch in text)
+    words = WORD.findall(text)
+    lower_case = text.lower() == text  # no capital anywhere
     share = product_share(words) if lower_case else 0.0
     known = given_names()
-    starts = [
-        matches[i]
+    at = [
+        i
         for i, word in enumerate(words)
         if fold(word) in known and may_start_name(words, i, lower_case, share)
     ]
-    return matches, starts
+    if not at:  # most captions: no match objects needed
+        return [], []
+    matches = list(WORD.finditer(text))
+    return matches, [matches[i] for i in at]
 
 
 def prefilter(captions: Iterable[Any]) -> list[bool]:
