@@ -166,13 +166,7 @@ class NameExtractor:
             ner_texts.append(recased(text))
             views.append(ner_view(text, context, ner_texts[-1], starts, words))
         results: list[tuple[str, list[tuple[str, str, tuple[float, float]]]]] = [(text, []) for text in texts]
-        # A memory zone frees the strings and lexemes the batch added to spaCy's vocab when it closes: without
-        # it a worker's vocab grows with every new word (product codes, hashes) for as long as it runs.
-        with self.nlp.memory_zone(), blas_threads(self.config.ner_blas_threads):
-            entities = [
-                [(e.start_char, e.end_char, e.label_) for e in doc.ents]
-                for doc in self.nlp.pipe([view for view, _ in views], batch_size=self.config.batch_size)
-            ]
+        entities = self._entities([view for view, _ in views])
         for i, text, (_, offsets), found in zip(todo, ner_texts, views, entities, strict=True):
             people, organisations = [], []
             for start, end, label in found:
@@ -183,6 +177,16 @@ class NameExtractor:
                     organisations.append(span)
             results[i] = (text, self._names_in(text, people, organisations))
         return results
+
+    def _entities(self, texts: list[str]) -> list[list[tuple[int, int, str]]]:
+        """NER's entities per text: (start char, end char, label)."""
+        # A memory zone frees the strings and lexemes the batch added to spaCy's vocab when it closes: without
+        # it a worker's vocab grows with every new word (product codes, hashes) for as long as it runs.
+        with self.nlp.memory_zone(), blas_threads(self.config.ner_blas_threads):
+            return [
+                [(e.start_char, e.end_char, e.label_) for e in doc.ents]
+                for doc in self.nlp.pipe(texts, batch_size=self.config.batch_size)
+            ]
 
     def _names_in(
         self, text: str, people: list[tuple[int, int]], organisations: Sequence[tuple[int, int]] = ()
