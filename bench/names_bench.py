@@ -56,6 +56,29 @@ def generate_captions(n: int, seed: int = 0) -> list[str]:
     return out
 
 
+def vocab_growth(extractor: Any, n_captions: int = 20_000, batch: int = 1_000) -> dict[str, Any]:
+    """What a worker's spaCy vocab gains over ``n_captions`` captions that each bring new words (product codes,
+    as LAION's do): nothing with the stage's memory zones, against plain ``nlp.pipe`` on the same captions."""
+    rng = random.Random(7)
+    captions = [
+        f"Kate Middleton in {rng.getrandbits(40):x} dress by Zq{rng.getrandbits(30):x} at Vb{rng.getrandbits(30):x}"
+        for _ in range(n_captions)
+    ]
+    strings = extractor.nlp.vocab.strings
+    before = len(strings)
+    for i in range(0, n_captions, batch):
+        extractor(captions[i : i + batch])
+    stage_added = len(strings) - before
+    for _ in extractor.nlp.pipe(captions[:batch]):
+        pass
+    plain_added = len(strings) - before - stage_added
+    return {
+        "captions": n_captions,
+        "stage_vocab_strings_added": stage_added,
+        "plain_pipe_vocab_strings_added_per_caption": plain_added / batch,
+    }
+
+
 def run(n_captions: int = 100_000, raw_ner_max: int = 10_000, repeats: int = 3) -> dict[str, Any]:
     """Captions/s on one core for (a) raw NER on every caption and (b) the extractor, plus quality figures.
 
@@ -138,6 +161,7 @@ def run(n_captions: int = 100_000, raw_ner_max: int = 10_000, repeats: int = 3) 
         matched = match_known_names(holdout_texts, known)
         merged = [[*first, *second] for first, second in zip(holdout_found, matched, strict=True)]
         two_pass[known_list] = {"known_names": len(known), **evaluate(merged, holdout_labels)}
+    memory = vocab_growth(NameExtractor(config, nlp=nlp))
     raw_rate = raw_n / raw_s
     raw_same_ops_rate = raw_n / raw_same_ops_s
     stage_rate = n_captions / stage_s
@@ -169,6 +193,7 @@ def run(n_captions: int = 100_000, raw_ner_max: int = 10_000, repeats: int = 3) 
         "holdout_laion_recall": holdout_quality["recall"],
         "holdout_prefilter_recall": prefilter_recall(holdout_texts, holdout_labels)["prefilter_recall"],
         "holdout_two_pass": two_pass,
+        "vocab_growth": memory,
         "core_hours_2_3B_raw_ner": LAION_ENGLISH_CAPTIONS / raw_rate / 3600,
         "core_hours_2_3B_stage": LAION_ENGLISH_CAPTIONS / stage_rate / 3600,
     }
