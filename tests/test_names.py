@@ -217,7 +217,8 @@ def test_participles_function_words_and_embedded_brands_are_not_surnames() -> No
     assert extractor.drops["participle_surname"] >= 1 and extractor.drops["function_word_surname"] >= 1
     # The pre-filter applies the same rules to the pair after a first name: the same names, less NER.
     assert extract_names(captions) == out
-    assert prefilter(captions) == [False, True, True, False, True, True, True]
+    # "Marl ... Sweaty" passes: "Marl" is a given name in names-dataset's ranks, so NER reads it (and finds none).
+    assert prefilter(captions) == [True, True, True, False, True, True, True]
 
 
 def test_spans_end_before_initials_codes_titles_and_second_given_names() -> None:
@@ -552,3 +553,10 @@ def test_colours_and_places_shaped_like_names_are_no_people() -> None:
         context_reason(["Sebastian", "of", "Jackson"], "Slava of St. Sebastian of Jackson") is None
     )  # a saint
     assert context_reason(["Angeles", "Smith"], "photos by los Angeles Smith") is None  # "los" is lower-case
+
+
+def test_famous_people_with_given_names_rare_in_name_lists_are_found() -> None:
+    # names-dataset's per-country ranks down to 5,000 hold these given names; at 1,000 none of them was known.
+    assert extract_names(
+        ["Oprah Winfrey interviews Prince Harry", "Hrithik Roshan and Aishwarya Rai in Dhoom 2 stills"]
+    ) == [["Oprah Winfrey", "Prince Harry"], ["Hrithik Roshan", "Aishwarya Rai"]]

@@ -1,5 +1,6 @@
 """Rebuild ``names_first_extra.txt``: given names the gender-guesser table lacks (South Asian, African, East
-Asian, recent ones such as "Zac", "Armie", "Sonam"), taken from the names-dataset package's per-country ranks.
+Asian, recent ones such as "Zac", "Armie", "Sonam", and famous people's: "Oprah", "Hrithik", "Aishwarya"), taken
+from the names-dataset package's per-country ranks.
 
 Run once by hand (``pip install names-dataset==3.3.1``; its 56 MB of tables are not a runtime dependency):
 ``python -m laioncele.data.build_first_names_extra``. A name is kept when it is among the ``MAX_RANK`` most
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from laioncele.names_lexicon import brand_words, common_words, first_names, fold, surname_ranks, word_zipf
 
-MAX_RANK = 1000
+MAX_RANK = 5000  # 1000 (27k names) left out Oprah Winfrey, Hrithik Roshan, Aishwarya Rai
 MAX_ZIPF = 3.5
 MIN_SURNAME_RANK = 20_000
 OUT = Path(__file__).resolve().parent / "names_first_extra.txt"
