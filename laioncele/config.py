@@ -103,6 +103,10 @@ class NamesConfig(Section):
     batch_size: int = Field(1000, gt=0)
     min_candidates: int = Field(5, ge=1)
     second_pass_min_count: int = Field(3, ge=1)
+    # A PERSON span held back only because no list knows its given name ("Kanye West", "LeBron James") joins the
+    # known names once NER tags it in this many samples (0: never). Famous people are tagged thousands of times
+    # across LAION; the identity stage drops a phrase that is no person (its images share no face).
+    gated_min_count: int = Field(50, ge=0)
     # A known name NER named itself in under this share of the samples that mention it keeps only those samples
     # (the candidates stage): the second pass would otherwise give a phrase NER took for a name a few times
     # ("Teddy Bear", "Olive Green") every caption that contains it. A person's lower-case mentions stay: NER

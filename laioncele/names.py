@@ -132,15 +132,26 @@ class NameExtractor:
         return key
 
     def __call__(self, captions: Sequence[Any]) -> list[list[str]]:
-        return [self._confident(text, found) for text, found in self._scan(captions)]
+        return self.extract(captions)[0]
+
+    def extract(self, captions: Sequence[Any]) -> tuple[list[list[str]], list[list[str]]]:
+        """Per caption, the names (as ``__call__``) and the gated names: PERSON spans the rules accept but for a
+        given name no list knows ("Kanye West"). These are no names here; the corpus-wide stages make one of a
+        gated name that NER tags often enough across the corpus (``names.gated_min_count``)."""
+        scanned = self._scan(captions)
+        return [self._confident(text, found) for text, found, _ in scanned], [
+            gated for _, _, gated in scanned
+        ]
 
     def candidates(self, captions: Sequence[Any]) -> list[list[tuple[str, list[float]]]]:
         """Per caption, every name the rules accept with its confidence ``FEATURES``, before the cut-off: what
         the confidence model is fitted on."""
-        return [self._scored(text, found) for text, found in self._scan(captions)]
+        return [self._scored(text, found) for text, found, _ in self._scan(captions)]
 
-    def _scan(self, captions: Sequence[Any]) -> list[tuple[str, list[tuple[str, str, tuple[float, float]]]]]:
-        """Per caption, its re-cased text and the names the rules accept (see ``_names_in``)."""
+    def _scan(
+        self, captions: Sequence[Any]
+    ) -> list[tuple[str, list[tuple[str, str, tuple[float, float]]], list[str]]]:
+        """Per caption, its re-cased text, the names the rules accept and the gated ones (see ``_names_in``)."""
         texts = [clean_caption(c) for c in captions]
         limit = self.config.max_caption_chars
         for i, (raw, text) in enumerate(zip(captions, texts, strict=True)):
@@ -165,7 +176,9 @@ class NameExtractor:
             todo.append(i)
             ner_texts.append(recased(text))
             views.append(ner_view(text, context, ner_texts[-1], starts, words))
-        results: list[tuple[str, list[tuple[str, str, tuple[float, float]]]]] = [(text, []) for text in texts]
+        results: list[tuple[str, list[tuple[str, str, tuple[float, float]]], list[str]]] = [
+            (text, [], []) for text in texts
+        ]
         entities = self._entities([view for view, _ in views])
         for i, text, (_, offsets), found in zip(todo, ner_texts, views, entities, strict=True):
             people, organisations = [], []
@@ -175,7 +188,13 @@ class NameExtractor:
                     people.append(span)
                 elif span and label == _MISLABELLED_PEOPLE:
                     organisations.append(span)
-            results[i] = (text, self._names_in(text, people, organisations))
+            gated: dict[str, str] = {}
+            found = self._names_in(text, people, organisations, gated)
+            results[i] = (
+                text,
+                found,
+                [d for k, d in gated.items() if k not in {self.key(n) for n, _, _ in found}],
+            )
         return results
 
     def _entities(self, texts: list[str]) -> list[list[tuple[int, int, str]]]:
@@ -189,15 +208,20 @@ class NameExtractor:
             ]
 
     def _names_in(
-        self, text: str, people: list[tuple[int, int]], organisations: Sequence[tuple[int, int]] = ()
+        self,
+        text: str,
+        people: list[tuple[int, int]],
+        organisations: Sequence[tuple[int, int]] = (),
+        gated: dict[str, str] | None = None,
     ) -> list[tuple[str, str, tuple[float, float]]]:
         """Names in a (re-cased) caption, given the character spans NER tagged PERSON and ORG:
         (name, the name it is scored as, where it came from). A name read from an "and" pair is scored as its
-        partner ("Barack" in "Barack and Michelle Obama" stands or falls with "Michelle Obama")."""
+        partner ("Barack" in "Barack and Michelle Obama" stands or falls with "Michelle Obama"). PERSON spans
+        that fail only for an unknown given name go into ``gated`` (key -> display) when it is given."""
         credits = credit_spans(text)
         names: dict[str, str] = {}
         for words in self._span_candidates(text, people, credits):
-            self._accept(trim_span(words), names, text)
+            self._accept(trim_span(words), names, text, gated)
         partners = self._expand_and_pairs(text, names)
         from_person = set(names)
         if self.config.org_span_candidates:
@@ -295,7 +319,9 @@ class NameExtractor:
             found.append(match.group(0).split(" "))
         return found
 
-    def _accept(self, words: list[str], names: dict[str, str], text: str = "") -> None:
+    def _accept(
+        self, words: list[str], names: dict[str, str], text: str = "", gated: dict[str, str] | None = None
+    ) -> None:
         if not words:
             self.drops["empty_span"] += 1
             return
@@ -340,7 +366,9 @@ class NameExtractor:
         if self.config.first_name_gate and not first_name_ok(given):
             if fold(given) not in extra_first_names():
                 self.drops["unknown_first_name"] += 1
-                return
+                if gated is None or not given.isalpha():
+                    return
+                names = gated  # the surname tests below still apply
             if not rare_surname(tokens[-1]):
                 self.drops["weak_first_name"] += 1  # "Keio Line", "Aran Ivory": a less-known given name
                 return  # needs a surname that is no everyday English word

@@ -37,11 +37,14 @@ INGEST = _versioned(
 
 NAMES_NER = _versioned(
     "names_ner",
-    1,
+    2,
     [
         pa.field("sample_id", pa.string(), nullable=False),
         pa.field("names", pa.list_(pa.string()), nullable=False),  # canonical name keys found by NER
         pa.field("surface_forms", pa.list_(pa.string()), nullable=False),  # display form of each, aligned
+        # PERSON spans held back only for a given name no list knows ("Kanye West"): keys and display forms
+        pa.field("gated_names", pa.list_(pa.string()), nullable=False),
+        pa.field("gated_forms", pa.list_(pa.string()), nullable=False),
     ],
 )
 

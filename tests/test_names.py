@@ -560,3 +560,12 @@ def test_famous_people_with_given_names_rare_in_name_lists_are_found() -> None:
     assert extract_names(
         ["Oprah Winfrey interviews Prince Harry", "Hrithik Roshan and Aishwarya Rai in Dhoom 2 stills"]
     ) == [["Oprah Winfrey", "Prince Harry"], ["Hrithik Roshan", "Aishwarya Rai"]]
+
+
+def test_person_spans_held_back_only_for_an_unknown_given_name_are_reported_as_gated() -> None:
+    extractor = NameExtractor(NamesConfig())
+    captions = ["Kanye West and Kim Kardashian at the Met Gala", "Kim Kardashian at the Met Gala"]
+    names, gated = extractor.extract(captions)
+    assert names == [["Kim Kardashian"], ["Kim Kardashian"]] == extractor(captions)
+    assert gated == [["Kanye West"], []]  # no name per caption; the corpus-wide stages decide on it
+    assert NameExtractor(NamesConfig(first_name_gate=False)).extract(captions[:1])[1] == [[]]

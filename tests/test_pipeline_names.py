@@ -15,6 +15,12 @@ CAPTIONS = (
     [f"Brad Pitt at the {place} premiere" for place in ("Paris", "Berlin", "Venice", "London", "Tokyo")]
     + ["brad pitt on the red carpet", "new photos of brad pitt and his car", "BRAD PITT SIGNED POSTER"]
     + ["Fight Club DVD cover with brad pitt"]  # a mixed-case caption: NER misses the lower-case name
+    # No list knows "Kanye": NER's tags are held back per caption, but three make him a known name.
+    + [f"Kanye West and Kim Kardashian at the {event}" for event in ("Met Gala", "Grammys", "BET Awards")]
+    + [
+        "Kanye West performs in Paris",
+        "kanye west sneakers",
+    ]  # pre-filtered: only the second pass reads these
     + [f"Angelina Jolie arrives in {city}" for city in ("Cannes", "Rome", "Madrid", "Oslo", "Vienna")]
     + ["Angelina Jolie and Brad Pitt in Cannes"]
     + [f"Kate Middleton Wedding Reception Dress {i}" for i in range(5)]
@@ -42,6 +48,7 @@ def test_names_stages_find_lower_case_mentions_and_aggregate(tmp_path: Path) -> 
         "ray.progress_bars=false",
         "names.min_candidates=5",
         "names.second_pass_min_count=3",
+        "names.gated_min_count=3",
         "names.max_rows_per_name=6",
         "names.opt_out_names=[Kate Middleton]",
     ]
@@ -61,7 +68,14 @@ def test_names_stages_find_lower_case_mentions_and_aggregate(tmp_path: Path) -> 
     assert load_manifest(out / "names")["stats"].get("second_pass_added", 0) == added
 
     names_table = {r["name_key"]: r for r in read_shards(out / "candidates" / "names_table").to_pylist()}
-    assert set(names_table) == {"brad pitt", "angelina jolie", "kate middleton"}
+    assert set(names_table) == {"brad pitt", "angelina jolie", "kate middleton", "kanye west"}
+    # NER tagged him (held back) in the 3 captions with Kim; the second pass added the 2 pre-filtered ones.
+    assert by_caption["Kanye West performs in Paris"] == ["kanye west"]
+    assert names_table["kanye west"]["n_candidates"] == 5 and names_table["kanye west"]["n_second_pass"] == 2
+    ner_rows = read_shards(out / "ner").to_pylist()
+    assert sum(r["gated_names"] == ["kanye west"] for r in ner_rows) == 3
+    assert all("kanye west" not in r["names"] for r in ner_rows)  # held back per caption, never a NER name
+    assert load_manifest(out / "names")["stats"]["second_pass_gated"] == 3
     assert names_table["brad pitt"]["n_candidates"] == 10
     # All-lower and all-caps captions are re-cased for NER; the mixed-case one only the second pass reads.
     assert by_caption["Fight Club DVD cover with brad pitt"] == ["brad pitt"]

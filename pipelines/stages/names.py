@@ -1,8 +1,9 @@
 """Name mining, three stages:
 
 - ``ner``:        spaCy NER + filters per caption (``laioncele.names.NameExtractor`` in each actor).
-- ``names``:      the corpus-wide second pass: every caption matched against the names NER found often enough
-                  (``KnownNameMatcher``), so lower-case mentions count too; NER and matcher names merged.
+- ``names``:      the corpus-wide second pass: every caption matched against the names NER found often enough,
+                  and the gated names NER tagged often enough (``KnownNameMatcher``), so lower-case mentions
+                  count too; NER and matcher names merged.
 - ``candidates``: per name across the corpus: distinct samples, surface forms; rare names dropped before any
                   download, each name capped at its best rows, opted-out people removed.
 """
@@ -51,20 +52,22 @@ class NerTask(UnitTask):
     def process(self, unit_id: str, payload: dict[str, Any]) -> UnitRecord:
         rows = read_shard(self.ingest_dir, payload["shard"]).select(["sample_id", "caption"])
         self.extractor.drops.clear()
-        found = self.extractor(rows.column("caption").to_pylist())
-        keep, keys, forms = [], [], []
-        for i, displays in enumerate(found):
+        found, gated = self.extractor.extract(rows.column("caption").to_pylist())
+        keep, columns = [], {c: [] for c in ("names", "surface_forms", "gated_names", "gated_forms")}
+        for i, (displays, held) in enumerate(zip(found, gated, strict=True)):
             pairs = {k: d for d in displays if (k := self.extractor.key(d))}
-            if pairs:
+            held_pairs = {k: d for d in held if (k := self.extractor.key(d)) and k not in pairs}
+            if pairs or held_pairs:
                 keep.append(i)
-                keys.append(list(pairs))
-                forms.append(list(pairs.values()))
+                columns["names"].append(list(pairs))
+                columns["surface_forms"].append(list(pairs.values()))
+                columns["gated_names"].append(list(held_pairs))
+                columns["gated_forms"].append(list(held_pairs.values()))
         drops = Counter({"no_name": rows.num_rows - len(keep)})
         table = pa.table(
             {
                 "sample_id": rows.column("sample_id").take(pa.array(keep, pa.int64())),
-                "names": pa.array(keys, pa.list_(pa.string())),
-                "surface_forms": pa.array(forms, pa.list_(pa.string())),
+                **{name: pa.array(values, pa.list_(pa.string())) for name, values in columns.items()},
             },
             schema=schema.NAMES_NER,
         )
@@ -104,30 +107,43 @@ def _count_per_name(mentions: pa.Table) -> pa.Table:
     )
 
 
-def plan_second_pass(config: Config, upstream_dir: Path | None) -> list[Unit]:
-    """Units are the ingest shards again; first, the corpus-wide list of names NER found often enough."""
-    ner_dir = stage_dir(config, "ner")
-    counts = group_apply(
-        config,
-        ner_dir,
-        ["sample_id", "names", "surface_forms"],
-        name_index.explode_mentions,
-        "name_key",
-        _count_per_name,
+def _gated_mentions(ner_rows: pa.Table) -> pa.Table:
+    """The gated names of NER rows as mentions (``explode_mentions`` reads names/surface_forms)."""
+    return name_index.explode_mentions(
+        ner_rows.select(["sample_id", "gated_names", "gated_forms"]).rename_columns(
+            ["sample_id", "names", "surface_forms"]
+        )
     )
-    known = []
-    if counts.num_rows:
+
+
+def plan_second_pass(config: Config, upstream_dir: Path | None) -> list[Unit]:
+    """Units are the ingest shards again; first, the corpus-wide list of names NER found often enough, and of
+    gated names (see ``NameExtractor.extract``) NER tagged in at least ``names.gated_min_count`` samples."""
+    ner_dir = stage_dir(config, "ner")
+    known: dict[str, dict[str, Any]] = {}
+    for explode, min_count, gated in (
+        (name_index.explode_mentions, config.names.second_pass_min_count, False),
+        (_gated_mentions, config.names.gated_min_count, True),
+    ):
+        if min_count == 0:
+            continue
+        columns = (
+            ["sample_id", "gated_names", "gated_forms"] if gated else ["sample_id", "names", "surface_forms"]
+        )
+        counts = group_apply(config, ner_dir, columns, explode, "name_key", _count_per_name)
+        if not counts.num_rows:
+            continue
         for key, n, display in zip(
             counts.column("name_key").to_pylist(),
             counts.column("n_samples").to_pylist(),
             counts.column("display").to_pylist(),
             strict=True,
         ):
-            if n >= config.names.second_pass_min_count:
-                known.append({"name_key": key, "display": display, "n_samples": n})
+            if n >= min_count and key not in known:
+                known[key] = {"name_key": key, "display": display, "n_samples": n, "gated": gated}
     out = stage_dir(config, "names")
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / KNOWN_NAMES_FILE, known)
+    atomic_write_json(out / KNOWN_NAMES_FILE, list(known.values()))
     return units_per_shard(upstream_dir)
 
 
@@ -142,15 +158,20 @@ class SecondPassTask(UnitTask):
         self.ner_dir = stage_dir(self.config, "ner")
         self.ner_manifest = load_manifest(self.ner_dir)
 
-    def _ner_names(self, unit_id: str) -> dict[str, tuple[list[str], list[str]]]:
-        found: dict[str, tuple[list[str], list[str]]] = {}
+    def _ner_names(self, unit_id: str) -> dict[str, tuple[list[str], list[str], list[str]]]:
+        """Per sample of this unit: NER's name keys, their display forms, and its gated name keys."""
+        found: dict[str, tuple[list[str], list[str], list[str]]] = {}
         for record in self.ner_manifest["shards"]:
             if record["unit"] == unit_id:
                 table = read_shard(self.ner_dir, record)
-                for sid, keys, forms in zip(
-                    *(table.column(c).to_pylist() for c in table.column_names), strict=True
+                for sid, keys, forms, gated in zip(
+                    *(
+                        table.column(c).to_pylist()
+                        for c in ("sample_id", "names", "surface_forms", "gated_names")
+                    ),
+                    strict=True,
                 ):
-                    found[sid] = (keys, forms)
+                    found[sid] = (keys, forms, gated)
         return found
 
     def process(self, unit_id: str, payload: dict[str, Any]) -> UnitRecord:
@@ -162,15 +183,18 @@ class SecondPassTask(UnitTask):
         for i, (sid, caption) in enumerate(
             zip(rows.column("sample_id").to_pylist(), rows.column("caption").to_pylist(), strict=True)
         ):
-            keys, forms = (list(x) for x in ner.get(sid, ([], [])))
+            keys, forms, gated = (list(x) for x in ner.get(sid, ([], [], [])))
             added = []
             for display in self.matcher(caption):
                 key = name_key(display, self.config.names)
                 if key and key not in keys:
                     keys.append(key)
                     forms.append(display)
-                    added.append(key)
-            drops["second_pass_added"] += len(added)
+                    drops["second_pass_added"] += 1
+                    if key in gated:  # a known gated name NER tagged here counts as NER's
+                        drops["second_pass_gated"] += 1
+                    else:
+                        added.append(key)
             if keys:
                 keep.append(i)
                 keys_out.append(keys)
@@ -194,7 +218,7 @@ class SecondPassTask(UnitTask):
             },
             schema=schema.NAMES_FOUND,
         )
-        stats = {"second_pass_added": drops.pop("second_pass_added", 0)}
+        stats = {key: drops.pop(key, 0) for key in ("second_pass_added", "second_pass_gated")}
         return self.write(
             unit_id, table, schema.NAMES_FOUND, rows.num_rows, drops, [payload["shard"]["name"]], stats
         )
