@@ -56,7 +56,7 @@ class NerTask(UnitTask):
         keep, columns = [], {c: [] for c in ("names", "surface_forms", "gated_names", "gated_forms")}
         for i, (displays, held) in enumerate(zip(found, gated, strict=True)):
             pairs = {k: d for d in displays if (k := self.extractor.key(d))}
-            held_pairs = {k: d for d in held if (k := self.extractor.key(d)) and k not in pairs}
+            held_pairs = {k: d for d in held if (k := self.extractor.key(d))}
             if pairs or held_pairs:
                 keep.append(i)
                 columns["names"].append(list(pairs))
