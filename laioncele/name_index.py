@@ -41,25 +41,28 @@ def explode_mentions(samples: pa.Table) -> pa.Table:
         if "similarity" in samples.column_names
         else pa.nulls(samples.num_rows, pa.float32())
     )
+    flat = pc.list_flatten(names)
     if "second_pass_names" in samples.column_names:
-        added = samples.column("second_pass_names").to_pylist()
-        second_pass = [
-            name in row_added
-            for names_of_row, row_added in zip(names.to_pylist(), added, strict=True)
-            for name in names_of_row
-        ]
+        # (row, name) pairs as one string each, so membership is one vectorised lookup
+        added = samples.column("second_pass_names").combine_chunks()
+        added_pairs = _row_name_pairs(pc.list_parent_indices(added), pc.list_flatten(added))
+        second_pass = pc.is_in(_row_name_pairs(parent, flat), value_set=added_pairs)
     else:
-        second_pass = [False] * len(parent)
+        second_pass = pa.array([False] * len(parent), pa.bool_())
     return pa.table(
         {
-            "name_key": pc.list_flatten(names),
+            "name_key": flat,
             "surface_form": pc.list_flatten(samples.column("surface_forms").combine_chunks()),
             "sample_id": pc.take(samples.column("sample_id"), parent),
             "similarity": pc.take(similarity, parent),
-            "second_pass": pa.array(second_pass, pa.bool_()),
+            "second_pass": second_pass,
         },
         schema=MENTIONS,
     )
+
+
+def _row_name_pairs(rows: pa.Array, names: pa.Array) -> pa.Array:
+    return pc.binary_join_element_wise(pc.cast(rows, pa.string()), pc.cast(names, pa.string()), "\x00")
 
 
 def count_names(mentions: pa.Table, min_count: int = 1) -> dict[str, int]:

@@ -189,12 +189,7 @@ class NameExtractor:
                 elif span and label == _MISLABELLED_PEOPLE:
                     organisations.append(span)
             gated: dict[str, str] = {}
-            found = self._names_in(text, people, organisations, gated)
-            results[i] = (
-                text,
-                found,
-                [d for k, d in gated.items() if k not in {self.key(n) for n, _, _ in found}],
-            )
+            results[i] = (text, self._names_in(text, people, organisations, gated), list(gated.values()))
         return results
 
     def _entities(self, texts: list[str]) -> list[list[tuple[int, int, str]]]:
@@ -236,6 +231,9 @@ class NameExtractor:
         self._list_neighbours(text, names)
         if self.config.rescue_segments:
             self._segment_names(text, names, credits)
+        if gated is not None:
+            for key in names.keys() & gated.keys():
+                del gated[key]  # another span or rule read it as a name after all
         return [
             (
                 display,

@@ -121,15 +121,17 @@ def plan_second_pass(config: Config, upstream_dir: Path | None) -> list[Unit]:
     gated names (see ``NameExtractor.extract``) NER tagged in at least ``names.gated_min_count`` samples."""
     ner_dir = stage_dir(config, "ner")
     known: dict[str, dict[str, Any]] = {}
-    for explode, min_count, gated in (
-        (name_index.explode_mentions, config.names.second_pass_min_count, False),
-        (_gated_mentions, config.names.gated_min_count, True),
+    for columns, explode, min_count, gated in (
+        (
+            ["sample_id", "names", "surface_forms"],
+            name_index.explode_mentions,
+            config.names.second_pass_min_count,
+            False,
+        ),
+        (["sample_id", "gated_names", "gated_forms"], _gated_mentions, config.names.gated_min_count, True),
     ):
         if min_count == 0:
             continue
-        columns = (
-            ["sample_id", "gated_names", "gated_forms"] if gated else ["sample_id", "names", "surface_forms"]
-        )
         counts = group_apply(config, ner_dir, columns, explode, "name_key", _count_per_name)
         if not counts.num_rows:
             continue
