@@ -55,6 +55,7 @@ from laioncele.names_rules import (
     extend_span,
     first_name_ok,
     inverted_name,
+    is_initials,
     is_name_like,
     rare_surname,
     recase_lower,
@@ -216,7 +217,7 @@ class NameExtractor:
         credits = credit_spans(text)
         names: dict[str, str] = {}
         for words in self._span_candidates(text, people, credits):
-            self._accept(trim_span(words), names, text, gated)
+            self._accept(trim_span(words), names, text, gated, person=True)
         partners = self._expand_and_pairs(text, names)
         from_person = set(names)
         if self.config.org_span_candidates:
@@ -262,8 +263,18 @@ class NameExtractor:
     @staticmethod
     def _given_name_at(words: list[str]) -> int | None:
         """Where a name can start in an ORG span ("Photo Brooks Koepka", "Replogle Globes Frank Lloyd
-        Wright"): the first known given name; None when the span has none ("Apple Inc")."""
-        return next((i for i, w in enumerate(words) if first_name_ok(w.strip(".,"))), None)
+        Wright"): the first known given name; None when the span has none ("Apple Inc"). A given name after a
+        particle is part of a surname ("Maicon de Jesus Dias")."""
+        return next(
+            (
+                i
+                for i, w in enumerate(words)
+                if first_name_ok(w.strip(".,"))
+                and fold(w) not in NON_GIVEN_PARTICLES
+                and not (i and fold(words[i - 1]) in PARTICLES)
+            ),
+            None,
+        )
 
     def _scored(
         self, text: str, found: list[tuple[str, str, tuple[float, float]]]
@@ -318,8 +329,16 @@ class NameExtractor:
         return found
 
     def _accept(
-        self, words: list[str], names: dict[str, str], text: str = "", gated: dict[str, str] | None = None
+        self,
+        words: list[str],
+        names: dict[str, str],
+        text: str = "",
+        gated: dict[str, str] | None = None,
+        person: bool = False,
     ) -> None:
+        """Add the name ``words`` make to ``names`` (key -> display) if every rule accepts it, else count why
+        not. ``person``: the words are NER's PERSON span, the one origin where initials stand for a given name
+        ("J.K. Rowling"); ``gated`` takes the names that fail only for an unknown given name."""
         if not words:
             self.drops["empty_span"] += 1
             return
@@ -362,7 +381,9 @@ class NameExtractor:
             self.drops["particle_given_name"] += 1  # "Serviette De Hammam"
             return
         if self.config.first_name_gate and not first_name_ok(given):
-            if fold(given) not in extra_first_names():
+            if person and is_initials(given):
+                pass  # "R. Kelly", "J.K. Rowling": initials back a name only with a surname no everyday word
+            elif fold(given) not in extra_first_names():
                 self.drops["unknown_first_name"] += 1
                 if gated is None or not given.isalpha():
                     return
@@ -380,7 +401,7 @@ class NameExtractor:
         if everyday:
             self.drops[everyday] += 1
             return
-        names.setdefault(key, display_form(tokens))
+        names.setdefault(key, display_form(tokens, written=words))
 
     def _segment_names(self, text: str, names: dict[str, str], credits: list[tuple[int, int]]) -> None:
         """A caption part that is nothing but "Firstname Lastname" ("Loud Voluntary - Caleb Simper - Berlin

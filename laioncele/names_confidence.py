@@ -32,7 +32,7 @@ from laioncele.names_lexicon import (
     surname_ranks,
     word_zipf,
 )
-from laioncele.names_rules import WORD, find_tokens, first_name_ok, product_share
+from laioncele.names_rules import WORD, find_tokens, first_name_ok, is_initials, product_share
 
 MODEL_PATH = DATA_DIR / "name_confidence.json"
 
@@ -57,6 +57,7 @@ FEATURES: tuple[str, ...] = (
     "given_log_rank",
     "given_core",
     "given_extra_only",
+    "given_initials",
     "given_popularity_max",
     "given_popularity_log_sum",
     "surname_other_language",
@@ -136,6 +137,7 @@ def feature_values(
         math.log10(ranks.get(given, 10**6)),
         float(first_name_ok(given)),
         float(not first_name_ok(given) and given in extra_first_names()),
+        float(is_initials(tokens[0])),  # "J.K. Rowling", "R. Kelly"
         float(popularity[0]),  # "Emma" 7, "Piper" 1: how common a given name it is where it is most common
         math.log1p(popularity[1]),
         max(0.0, other_language_zipf(surname) - word_zipf(surname)),  # "Donna Pelle", "Dia Mundial"

@@ -26,6 +26,7 @@ from laioncele.names_lexicon import (
 from laioncele.names_rules import (
     WORD,
     everyday_word_reason,
+    is_initials,
     product_share,
     rare_surname,
     recasable_surname,
@@ -66,6 +67,22 @@ def may_start_name(words: list[str], i: int, lower_case: bool, product_share: fl
     return following[0].isupper() and not is_common_noun(following)
 
 
+# Initials and the capitalised word after them: where "J.K. Rowling", "R. Kelly" can start. Only dotted initials
+# open a name here; bare capitals ("TV Stand", "HD Wallpapers") are mostly codes.
+_INITIALS_NAME = re.compile(r"(?<![\w.])(?:[A-Z]\. ?){1,3}([A-Z][^\W\d_]*[a-z][^\W\d_]*)(?![\w'’-])")
+
+
+def _initials_start(text: str, following: str) -> bool:
+    """Whether dotted initials and the word after them could make a name the extractor keeps: that word must
+    back initials as it backs a less-known given name (a surname that is no everyday word)."""
+    return is_initials(text.replace(" ", "")) and not (
+        fold(following) in brand_words()
+        or everyday_word_reason(following)
+        or is_common_noun(following)
+        or not rare_surname(following)
+    )
+
+
 def name_starts(text: str) -> list[re.Match[str]]:
     """The words of a cleaned caption where a name the extractor can return may start (see ``prefilter``)."""
     return words_and_name_starts(text)[1]
@@ -84,9 +101,21 @@ def words_and_name_starts(text: str) -> tuple[list[re.Match[str]], list[re.Match
         for i, word in enumerate(words)
         if fold(word) in known and may_start_name(words, i, lower_case, share)
     ]
-    if not at:  # most captions: no match objects needed
+    initials = (
+        [
+            m.start()
+            for m in _INITIALS_NAME.finditer(text)
+            if _initials_start(m.group()[: m.start(1) - m.start()], m.group(1))
+        ]
+        if not lower_case and ". " in text
+        else []
+    )
+    if not at and not initials:  # most captions: no match objects needed
         return [], []
     matches = list(WORD.finditer(text))
+    if initials:
+        starts = set(initials)
+        at = sorted({*at, *(i for i, m in enumerate(matches) if m.start() in starts)})
     return matches, [matches[i] for i in at]
 
 

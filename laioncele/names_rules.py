@@ -96,6 +96,8 @@ _HOST_CREDIT = re.compile(
 _AGENCY_CREDIT = re.compile(r"\b[A-Z]{2,10} ?/ ?(?=[A-Z][a-z])")
 _NAME_AT_START = re.compile(r"[A-Z][\w.'’-]*(?: [A-Z][\w.'’-]*){0,3}")
 _STAFF_CREDIT = re.compile(r" ?/ ?(?:staff|file|contributed) (?:photo|image)", re.IGNORECASE)
+_WORD_OR_MARK = re.compile(r"[^\W\d_]+|[/,(|©]")
+_CREDIT_LINK_WORDS = frozenset(["for", "via", "from", "courtesy", "and"])
 _NAME_AT_END = re.compile(r"[A-Z][\w.'’-]*(?: [A-Z][\w.'’-]*){1,3}$")
 # A lone given name NER tagged takes the next capitalised word as surname when it is at least this common a
 # US-census surname ("Theresa May", "Emma Stone").
@@ -104,6 +106,20 @@ _NEXT_WORD = re.compile(r" ([A-Z][^\W\d_A-Z]+)(?![\w'’-])")
 _SEPARATORS = frozenset(
     {"and", "&", "|", "/", "-", "–", "—", "x", "vs", "vs.", "with", "feat", "feat.", "ft.", "+"}
 )
+
+
+# Initials standing for a given name ("J.K. Rowling", "R. Kelly", "KJ Pargeter"): one to three capitals, each
+# with or without its dot. Abbreviations of places and bodies are no one's initials ("U.S. Army", "L.A. Lakers").
+_INITIALS = re.compile(r"(?:[A-Z]\.?){1,3}")
+_NOT_INITIALS = frozenset(
+    ["I", "US", "UK", "USA", "LA", "NY", "NYC", "DC", "SF", "UN", "EU", "GI", "TV", "HD", "PM", "VP", "MP"]
+)
+
+
+def is_initials(token: str) -> bool:
+    """Whether a token is a person's initials in place of a given name ("J.K", "R.", "KJ")."""
+    core = token.strip(",;:!?\"'()[]")
+    return _INITIALS.fullmatch(core) is not None and core.replace(".", "") not in _NOT_INITIALS
 
 
 def is_name_like(token: str) -> bool:
@@ -224,6 +240,8 @@ def credit_spans(text: str) -> list[tuple[int, int]]:
     """Character ranges holding photographer credits ("Photo by X", "(AP Photo/X)", "(X/Agency)", "© X")."""
     spans = []
     for match in _CREDIT.finditer(text):
+        if _is_photo_heading(text, match):
+            continue
         end_match = _CREDIT_END.search(text, match.end(), match.end() + 80)
         spans.append((match.start(), end_match.start() if end_match else min(len(text), match.end() + 80)))
     for match in _PAREN_CREDIT.finditer(text):
@@ -239,6 +257,23 @@ def credit_spans(text: str) -> list[tuple[int, int]]:
         if name:
             spans.append(name.span())
     return spans
+
+
+def _is_photo_heading(text: str, credit: re.Match[str]) -> bool:
+    """ "PHOTO: Jeff Hanneman of Slayer performs ...": a "Photo:" label whose name runs on into a sentence names
+    who is pictured; a credit's name stands alone or before the agency ("Photo: Jane Doe / AP", "..., Getty",
+    "Photo: Jane Doe for Reuters")."""
+    if not credit.group().rstrip().endswith(":"):
+        return False
+    name = _NAME_AT_START.match(text, len(text) - len(text[credit.end() :].lstrip()))
+    if name is None:
+        return False
+    for word in _WORD_OR_MARK.findall(text, name.end(), name.end() + 60)[:6]:
+        if not word[0].isalpha() or word in _CREDIT_LINK_WORDS:
+            return False  # "/ AP", ", Getty Images", "for Reuters"
+        if word[0].islower() and word != "of":
+            return True  # "performs", "poses", "at"
+    return False
 
 
 def _rare_second_surname(token: str) -> bool:
@@ -362,6 +397,8 @@ def trim_span(words: list[str]) -> list[str]:
         if kept and folded in PARTICLES and not core[:1].isupper():
             kept.append(word)
             continue
+        if not kept and folded in PARTICLES and core.islower():
+            continue  # "ebook de John L. Campbell": NER took the preposition in
         if not is_name_like(word):
             break
         names_so_far = [w for w in kept if fold(w.strip(".,")).rstrip(".") not in HONORIFICS | ROYAL_TITLES]

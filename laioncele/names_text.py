@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
+from collections.abc import Sequence
 from typing import Any
 
 from laioncele.names_lexicon import HONORIFICS, ROYAL_TITLES, SUFFIXES, fold
@@ -28,6 +29,8 @@ _DIGIT = re.compile(r"\d")
 _POSSESSIVE = re.compile(r"['’`]s?$", re.IGNORECASE)
 _EDGE_PUNCT = re.compile(r"^[^\w]+|[^\w]+$")
 _INNER_OK = re.compile(r"^[\w][\w.'’\-]*$")
+_INITIAL_LETTERS = re.compile(r"[A-Z](?:\.[A-Z])*")  # "R", "J.K" (name_tokens strips the last dot)
+_INITIALS_RUN = re.compile(r"\b[a-z](?: [a-z]\b)+")  # "j k rowling": the key writes initials as one word
 
 
 def clean_caption(value: Any) -> str:
@@ -93,6 +96,10 @@ def name_key_and_reason(
         return None, "single_token"
     key = " ".join(fold(t).replace(".", "").replace("’", "'") for t in tokens)
     key = _SPACE.sub(" ", key).strip()
+    if " " in key:
+        key = _INITIALS_RUN.sub(
+            lambda run: run.group().replace(" ", ""), key
+        )  # "J. K. Rowling" = "J.K. Rowling"
     if not key:
         return None, "empty"
     # A blocked name inside a longer span is still the brand: "Mary Kay Eyesicle", "Tory Burch Clutch".
@@ -104,10 +111,15 @@ def name_key_and_reason(
     return key, "ok"
 
 
-def display_form(tokens: list[str]) -> str:
-    """Readable name: all-caps and all-lower tokens title-cased ("BRAD" -> "Brad"), others kept as written."""
+def display_form(tokens: list[str], written: Sequence[str] = ()) -> str:
+    """Readable name: all-caps and all-lower tokens title-cased ("BRAD" -> "Brad"), others kept as written;
+    initials keep the dot they had in ``written``, the caption's words ("R. Kelly", "J.K. Rowling")."""
+    dotted = {w.strip(",;:!?\"'()[]").rstrip(".") for w in written if w.strip(",;:!?\"'()[]").endswith(".")}
     out = []
     for token in tokens:
+        if token in dotted and _INITIAL_LETTERS.fullmatch(token):
+            out.append(token + ".")
+            continue
         if (
             token.isupper()
             and len(token) > 2

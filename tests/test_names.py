@@ -49,6 +49,8 @@ def _rows() -> list[dict]:
         ("Ｊｏｈｎ Ｌｅｇｅｎｄ", "john legend"),  # full-width forms fold under NFKC
         ("Meryl&nbsp;Streep", "meryl streep"),
         ("George W. Holden", "george w holden"),
+        ("J. K. Rowling", "jk rowling"),  # initials are one word of the key, however spaced
+        ("J.K. Rowling", "jk rowling"),
         ("Ludwig van Beethoven", "ludwig van beethoven"),
     ],
 )
@@ -569,3 +571,45 @@ def test_person_spans_held_back_only_for_an_unknown_given_name_are_reported_as_g
     assert names == [["Kim Kardashian"], ["Kim Kardashian"]] == extractor(captions)
     assert gated == [["Kanye West"], []]  # no name per caption; the corpus-wide stages decide on it
     assert NameExtractor(NamesConfig(first_name_gate=False)).extract(captions[:1])[1] == [[]]
+
+
+def test_initials_stand_for_a_given_name_in_persons_ner_tags() -> None:
+    captions = [
+        "J.K. Rowling attends the premiere in London",
+        "R. Kelly performs at the Chicago Theatre",
+        "Relativity by M.C. Escher",
+        "U.S. Army soldiers patrol in Baghdad",
+        "J. Crew Women's Cotton Cardigan Sweater",
+        "T.J. Maxx store in Boston",
+        "Rory Anderson celebrates with K.J. Brent during the win",
+    ]
+    # The pre-filter sends dotted initials before a surname-like word to NER, not place or brand abbreviations.
+    assert prefilter(captions) == [True, True, True, False, False, True, True]
+    out = extract_names(captions)
+    assert out[:3] == [["J.K. Rowling"], ["R. Kelly"], ["M.C. Escher"]]  # displayed with their dots
+    assert out[3:6] == [[], [], []]  # a place, a brand (blocklist)
+    assert "K.J. Brent" in out[6]
+
+
+def test_photo_labels_that_run_into_a_sentence_name_who_is_pictured() -> None:
+    out = extract_names(
+        [
+            "PHOTO: Jeff Hanneman of Slayer performs onstage during The Big 4 at the Empire Polo Club",
+            "Crowds at the Empire Polo Club. Photo: Jane Doe / Associated Press",
+            "Crowds at the Empire Polo Club. Photo: Jason Merritt, Getty Images",
+        ]
+    )
+    assert out == [["Jeff Hanneman"], [], []]
+
+
+def test_a_particle_before_a_name_is_no_part_of_it() -> None:
+    # spaCy takes the preposition in ("ebook de John L. Campbell"); after a particle a given name is a surname
+    # part, not the start of another name ("Maicon de Jesus Dias" is no "Jesus Dias").
+    out = extract_names(
+        [
+            "Crossbones ebook de John L. Campbell",
+            "Maicon de Jesus Dias throws a ball he recovered while playing soccer",
+        ]
+    )
+    assert out[0] == ["John L. Campbell"]
+    assert "Jesus Dias" not in out[1]
