@@ -134,6 +134,10 @@ class NamesConfig(Section):
     # title-cased web captions as organisations ("Photo - Brooks Koepka", "SALMA HAYEK"). The confidence model
     # knows each name's origin and weighs these lower.
     org_span_candidates: bool = True
+    # Find the real people WordNet names (laioncele/data/names_famous.txt, ~4,400 writers, painters, musicians,
+    # statesmen) wherever a caption spells them in capitals, NER or not ("Buddy Holly Hoody"), and keep such
+    # names whatever the confidence model says; the blocklist and the brand/organisation/place rules still apply.
+    famous_names: bool = True
     # Names the confidence model (names_confidence.py) scores below this are dropped as "low_confidence"
     # (0: off). The cut-off and what it trades are in laioncele/data/name_confidence.json.
     min_confidence: float = Field(0.4, ge=0, le=1)

@@ -38,6 +38,7 @@ from laioncele.names_lexicon import (
     common_words,
     default_blocklist,
     extra_first_names,
+    famous_names,
     fold,
     fold_text,
     given_name_popularity,
@@ -114,6 +115,10 @@ class NameExtractor:
         )
         self.drops: Counter[str] = Counter()
         self.scorer = default_scorer() if self.config.min_confidence > 0 else None
+        self.famous = KnownNameMatcher(famous_names()) if self.config.famous_names else None
+        self.famous_keys = (
+            frozenset(k for n in famous_names() if (k := _plain_key(n))) if self.famous else frozenset()
+        )
 
     def warm_up(self) -> None:
         """Load every word table now and move them and the model out of the garbage collector's reach
@@ -140,9 +145,7 @@ class NameExtractor:
         given name no list knows ("Kanye West"). These are no names here; the corpus-wide stages make one of a
         gated name that NER tags often enough across the corpus (``names.gated_min_count``)."""
         scanned = self._scan(captions)
-        return [self._confident(text, found) for text, found, _ in scanned], [
-            gated for _, _, gated in scanned
-        ]
+        return [self._kept(text, found) for text, found, _ in scanned], [gated for _, _, gated in scanned]
 
     def candidates(self, captions: Sequence[Any]) -> list[list[tuple[str, list[float]]]]:
         """Per caption, every name the rules accept with its confidence ``FEATURES``, before the cut-off: what
@@ -285,17 +288,56 @@ class NameExtractor:
             for display, scored_as, origin in found
         ]
 
+    def _kept(self, text: str, found: list[tuple[str, str, tuple[float, float]]]) -> list[str]:
+        """A caption's names: those the rules found and the confidence model keeps, then the famous names it
+        spells that the rules did not find."""
+        kept = self._confident(text, found)
+        if self.famous is not None and text:
+            have = {self.key(display) for display in kept}
+            kept.extend(display for display in self._famous_in(text) if self.key(display) not in have)
+        return kept
+
     def _confident(self, text: str, found: list[tuple[str, str, tuple[float, float]]]) -> list[str]:
-        """The names the confidence model scores at or above ``min_confidence`` (all when it is off)."""
+        """The names the confidence model scores at or above ``min_confidence`` (all when it is off); a famous
+        name is kept whatever its score ("Bob Dylan Down In Groove CD")."""
         if self.scorer is None or not found:
             return [display for display, _, _ in found]
         kept = [
             display
             for display, values in self._scored(text, found)
             if self.scorer.probability(values) >= self.config.min_confidence
+            or self.key(display) in self.famous_keys
         ]
         self.drops["low_confidence"] += len(found) - len(kept)
         return kept
+
+    def _famous_in(self, text: str) -> list[str]:
+        """The famous names a caption spells as a name (capitalised; in an all-lower caption, only names of no
+        everyday word: "elvis presley", not "sitting bull") that no credit, blocklist or brand, organisation or
+        place rule turns down ("Charles de Gaulle Airport", "Henry Ford Hospital")."""
+        if self.famous is None:
+            return []
+        names = []
+        lower = text.lower() == text
+        for start, end, display in self.famous.spans(text, cleaned=True):
+            words = text[start:end].split() if start >= 0 else []
+            if not words:
+                continue  # folding changed the caption's length: no surface to read
+            before = WORD.findall(text[max(0, start - 30) : start])
+            given = before[-1] if before and text[start - 1] == " " else ""
+            if given[:1].isupper() and first_name_ok(given) and fold(given) not in common_words():
+                continue  # part of a longer name the list lacks ("Anthony Van Dyck"), not "Young Marie Antoinette"
+            if lower and any(fold(w) in common_words() for w in words):
+                continue
+            if not lower and not all(w[:1].isupper() or fold(w) in PARTICLES for w in words):
+                continue
+            tokens = name_tokens(" ".join(words))
+            reason = context_reason(tokens, text) or ("blocklist" if self.key(display) is None else None)
+            if reason:
+                self.drops[f"famous_{reason}"] += 1
+                continue
+            names.append(display)
+        return names
 
     def _rescued(
         self, text: str, credits: list[tuple[int, int]], covered: list[tuple[int, int]]
@@ -599,10 +641,17 @@ class KnownNameMatcher:
             self.automaton.make_automaton()
 
     def __call__(self, caption: Any) -> list[str]:
+        return [display for _, _, display in self.spans(caption)]
+
+    def spans(self, caption: Any, cleaned: bool = False) -> list[tuple[int, int, str]]:
+        """(start, end, known display name) of each match in the cleaned caption, longest first where two
+        overlap; the positions index ``clean_caption(caption)`` where folding kept its length (else -1, -1).
+        ``cleaned``: the caption is ``clean_caption``'s output already."""
         if not self.size:
             return []
-        cased = clean_caption(caption).replace("’", "'")
+        cased = (caption if cleaned else clean_caption(caption)).replace("’", "'")
         text = fold_text(cased)
+        same_length = len(text) == len(cased)
         # Photo credits ("Photo by X", "(AP Photo/X)") name no one pictured, as in the first pass; their
         # positions carry over where folding kept the length (always for ASCII captions).
         credits: list[tuple[int, int]] | None = None
@@ -611,22 +660,23 @@ class KnownNameMatcher:
             start = end - len(key) + 1
             before = text[start - 1] if start > 0 else " "
             after = text[end + 1] if end + 1 < len(text) else " "
-            if before.isalnum() or before in "-_" or after.isalnum() or after in "-_":
+            dash = before == "-" and (start < 2 or text[start - 2] == " ")  # "cheap -Marilyn Monroe Pattern"
+            if before.isalnum() or before in "-_" and not dash or after.isalnum() or after in "-_":
                 continue
             if credits is None:
-                credits = credit_spans(cased) if len(text) == len(cased) else []
+                credits = credit_spans(cased) if same_length else []
             if any(s <= start < e for s, e in credits):
                 self.credited += 1
                 continue
             hits.append((start, end, display))
         hits.sort(key=lambda h: (h[0], -(h[1] - h[0])))
-        names: list[str] = []
+        found: list[tuple[int, int, str]] = []
         last_end = -1
         for start, end, display in hits:
-            if start > last_end and display not in names:
-                names.append(display)
+            if start > last_end and all(display != d for _, _, d in found):
+                found.append((start, end + 1, display) if same_length else (-1, -1, display))
                 last_end = end
-        return names
+        return found
 
     def match(self, captions: Iterable[Any]) -> list[list[str]]:
         return [self(c) for c in captions]

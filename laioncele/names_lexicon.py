@@ -204,6 +204,14 @@ def extra_first_names() -> frozenset[str]:
 
 
 @cache
+def famous_names() -> tuple[str, ...]:
+    """Real people WordNet 3.0 names, in display form ("Edgar Allan Poe"; ``data/names_famous.txt``, see its
+    builder): names the extractor trusts where NER sees no person."""
+    lines = (DATA_DIR / "names_famous.txt").read_text(encoding="utf-8").splitlines()
+    return tuple(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+
+
+@cache
 def given_names() -> frozenset[str]:
     """Every given name a person's name may open with: ``first_names`` and ``extra_first_names``."""
     return first_names() | extra_first_names()

@@ -613,3 +613,59 @@ def test_a_particle_before_a_name_is_no_part_of_it() -> None:
     )
     assert out[0] == ["John L. Campbell"]
     assert "Jesus Dias" not in out[1]
+
+
+def test_famous_people_are_found_where_ner_sees_no_person() -> None:
+    captions = [
+        "Buddy Holly Hoody",
+        "BING CROSBY BIRTH OF THE BLUES & THE WATER AND THE PORTER 78 DECCA 3970",
+        "iPoe 1 - Edgar Allan Poe Immersive Stories",
+        "elvis presley live in las vegas 1970",
+    ]
+    found = extract_names(captions)
+    assert found == [["Buddy Holly"], ["Bing Crosby"], ["Edgar Allan Poe"], ["Elvis Presley"]]
+    # Without the list, the product rules, the all-caps line and NER lose the first three.
+    assert NameExtractor(NamesConfig(famous_names=False))(captions)[:3] == [[], [], []]
+    # The list does not overrule the credit, organisation and place rules, nor read everyday words as a name.
+    assert extract_names(
+        [
+            "Charles de Gaulle Airport Terminal 2",
+            "Henry Ford Hospital emergency room",
+            "Concert photo by Bob Dylan",
+            "a sitting bull statue in the park",
+        ]
+    ) == [[], [], [], []]
+
+
+def test_known_name_spans_point_into_the_cleaned_caption() -> None:
+    matcher = KnownNameMatcher(["Buddy Holly", "Bob Dylan"])
+    caption = "Buddy Holly &amp; BOB DYLAN live"
+    text = clean_caption(caption)
+    assert [(text[s:e], display) for s, e, display in matcher.spans(caption)] == [
+        ("Buddy Holly", "Buddy Holly"),
+        ("BOB DYLAN", "Bob Dylan"),
+    ]
+    # A dash before a word is a bullet; inside a word it joins ("pro-Bob Dylan" is no mention).
+    assert matcher("cheap -Buddy Holly Pattern Nail Art") == ["Buddy Holly"]
+    assert matcher("pro-Buddy Holly rally") == []
+
+
+def test_famous_list_holds_real_people_only(tmp_path: Path) -> None:
+    from laioncele.data.build_famous_names import build
+    from laioncele.names_lexicon import famous_names
+
+    # Four WordNet 3.0 noun.person synsets in the data.noun format: two hypernyms and two instances of them.
+    lines = [
+        "10536416 18 n 01 rock_star 0 000 | a famous singer of rock music",
+        "09587565 18 n 02 fictional_character 0 fictional_creature 0 000 | an imaginary person in a work of fiction",
+        "10849083 18 n 03 Berry 0 Chuck_Berry 0 Charles_Edward_Berry 0 001 @i 10536416 n 0000 | US rock singer",
+        "09610255 18 n 02 Bond 0 James_Bond 0 001 @i 09587565 n 0000 | fictional British secret agent",
+        "10849084 18 n 02 John_Paul_II 0 Van_Halen 0 001 @i 10536416 n 0000 | a pope and a bare surname",
+    ]
+    (tmp_path / "data.noun").write_text(
+        "  1 WordNet licence header\n" + "\n".join(lines) + "\n", encoding="latin-1"
+    )
+    assert build(tmp_path) == ["Charles Edward Berry", "Chuck Berry"]
+    shipped = set(famous_names())
+    assert len(shipped) > 4000 and {"Edgar Allan Poe", "Florence Nightingale"} <= shipped
+    assert not {"James Bond", "Santa Claus", "John Paul II"} & shipped
