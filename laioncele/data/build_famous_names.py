@@ -32,7 +32,9 @@ NOT_REAL = re.compile(
     re.IGNORECASE,
 )
 
-_REGNAL = re.compile(r" [IVXL]+$")
+# Numerals the key drops as suffixes, and lone I and V, which read as middle initials ("George I. Smith");
+# "Henry VIII" and "Malcolm X" stay.
+_REGNAL = re.compile(r" (?:II|III|IV|I|V)$")
 
 
 def person_instances(dict_dir: Path) -> list[tuple[list[str], list[str]]]:
@@ -68,7 +70,7 @@ def build(dict_dir: Path) -> list[str]:
             if " " not in display or not display[0].isupper() or display.startswith("The "):
                 continue
             if _REGNAL.search(display) or "Virgin" in display:
-                continue  # "John Paul II", "Peter I": the key drops the numeral and would match "John Paul"
+                continue  # "John Paul II": the key drops the numeral and would match every "John Paul"
             if fold(display.split(" ")[0]) in PARTICLES:
                 continue  # "Van Dyck", "De Niro": a surname, matched inside "Anthony van Dyck"
             key, _ = name_key_and_reason(display, allow_single_token=False, max_tokens=4, blocklist=blocked)
