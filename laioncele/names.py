@@ -455,8 +455,9 @@ class NameExtractor:
             start = text.find(part, position)
             position = start + len(part)
             words = part.strip(" \"'.:!?").split()
-            if fold(" ".join(words)) in found:
-                continue  # NER found it already
+            segment = f" {fold(' '.join(words))} "
+            if any(segment in f" {name} " for name in found):
+                continue  # NER found it already, maybe as part of a longer name ("Blair, Thomas Howard")
             # Without NER's word for it, a part needs a well-attested given name ("Liberty Nickels", "Aspen
             # Casebook" are no people) and a last word that is a census surname or too rare for a caption word
             # (not "Autumn Wreath").
@@ -661,7 +662,7 @@ class KnownNameMatcher:
             before = text[start - 1] if start > 0 else " "
             after = text[end + 1] if end + 1 < len(text) else " "
             dash = before == "-" and (start < 2 or text[start - 2] == " ")  # "cheap -Marilyn Monroe Pattern"
-            if before.isalnum() or before in "-_" and not dash or after.isalnum() or after in "-_":
+            if before.isalnum() or (before in "-_" and not dash) or after.isalnum() or after in "-_":
                 continue
             if credits is None:
                 credits = credit_spans(cased) if same_length else []

@@ -280,6 +280,16 @@ def default_blocklist() -> frozenset[str]:
 
 
 @cache
+def colour_words() -> frozenset[str]:
+    """One-word colour names ("white", "navy", "rose"): matplotlib's CSS4 and xkcd colours. "Colors: White,
+    Grace" lists colours, not a catalogue-order name."""
+    from matplotlib.colors import CSS4_COLORS, XKCD_COLORS  # noqa: PLC0415
+
+    words = {fold(c.removeprefix("xkcd:")) for c in (*CSS4_COLORS, *XKCD_COLORS)}
+    return frozenset(w for w in words if w.isalpha())
+
+
+@cache
 def colour_names() -> frozenset[str]:
     """Multi-word colour names ("Olive Green", "Kelly Green", "Sandy Brown"): matplotlib's xkcd survey colours,
     as canonical keys. Product captions name them like people."""

@@ -22,6 +22,7 @@ from laioncele.names_lexicon import (
     fold,
     given_names,
     is_common_noun,
+    surname_ranks,
 )
 from laioncele.names_rules import (
     WORD,
@@ -72,6 +73,12 @@ def may_start_name(words: list[str], i: int, lower_case: bool, product_share: fl
 _INITIALS_NAME = re.compile(r"(?<![\w.])(?:[A-Z]\. ?){1,3}([A-Z][^\W\d_]*[a-z][^\W\d_]*)(?![\w'’-])")
 
 
+# Catalogue order, "Colgan, Jenny" or "... by Child, Lee": a capitalised word, a comma and a known given name.
+_INVERTED_NAME = re.compile(
+    r"(?:^|[,:;|(\[]\s*|\s[–—-]\s*|\bby\s+)([A-Z][^\W\d_A-Z][^\W\d_]*), ([A-Z][^\W\d_A-Z][^\W\d_]*)(?![\w'’-])"
+)
+
+
 def _initials_start(text: str, following: str) -> bool:
     """Whether dotted initials and the word after them could make a name the extractor keeps: that word must
     back initials as it backs a less-known given name (a surname that is no everyday word)."""
@@ -101,22 +108,35 @@ def words_and_name_starts(text: str) -> tuple[list[re.Match[str]], list[re.Match
         for i, word in enumerate(words)
         if fold(word) in known and may_start_name(words, i, lower_case, share)
     ]
-    initials = (
-        [
+    others = []  # where initials ("J.K. Rowling") or a catalogue-order name ("Child, Lee") start
+    if not lower_case and ". " in text:
+        others += [
             m.start()
             for m in _INITIALS_NAME.finditer(text)
             if _initials_start(m.group()[: m.start(1) - m.start()], m.group(1))
         ]
-        if not lower_case and ". " in text
-        else []
-    )
-    if not at and not initials:  # most captions: no match objects needed
+    if not lower_case and ", " in text:
+        others += [
+            m.start(1) for m in _INVERTED_NAME.finditer(text) if _inverted_start(m.group(1), m.group(2))
+        ]
+    if not at and not others:  # most captions: no match objects needed
         return [], []
     matches = list(WORD.finditer(text))
-    if initials:
-        starts = set(initials)
+    if others:
+        starts = set(others)
         at = sorted({*at, *(i for i, m in enumerate(matches) if m.start() in starts)})
     return matches, [matches[i] for i in at]
+
+
+def _inverted_start(surname: str, given: str) -> bool:
+    """Whether "Surname, Given" could be a catalogue-order name the extractor reads back: a known given name
+    after a census surname or a word too rare to be an everyday one."""
+    folded = fold(given)
+    return (
+        folded in given_names()
+        and folded not in common_words()  # "Monday, May", "Peace, Love"
+        and (surname_ranks().get(fold(surname), 10**6) <= 10_000 or rare_surname(surname))
+    )
 
 
 def prefilter(captions: Iterable[Any]) -> list[bool]:

@@ -18,6 +18,7 @@ from laioncele.names_lexicon import (
     SUFFIXES,
     SURNAME_RANK_TRUSTED,
     brand_words,
+    colour_words,
     common_words,
     first_names,
     fold,
@@ -76,7 +77,13 @@ PLACE_HEADS = frozenset(
 _MIDDLE_NAME_MIN_RANK = 2000
 
 # "Colgan, Jenny": a capitalised surname and a comma opening the caption or after a separator.
-_INVERTED_SURNAME = re.compile(r"(?:^|[,:;|(\[]\s*|\s[–—-]\s*)([A-Z][^\W\d_]+(?:-[A-Z][^\W\d_]+)?), ")
+# The surname of a catalogue-order name, right before its given names: "Colgan, Jenny", "... by Child, Lee".
+_INVERTED_SURNAME = re.compile(
+    r"(?:^|[,:;|(\[]\s*|\s[–—-]\s*|\bby\s+)([A-Z][^\W\d_]+(?:-[A-Z][^\W\d_]+)?), $"
+)
+# A catalogue surname that is also an everyday word ("Ray, Rachael", "Child, Lee") needs to be at least this
+# common a census surname.
+_INVERTED_WORD_SURNAME_RANK = 10_000
 
 # A first name this rare as a census surname, after a surname, opens another person's name ("David", "John").
 _THIRD_GIVEN_MIN_RANK = 300
@@ -350,11 +357,14 @@ def inverted_name(text: str, start: int, words: list[str]) -> list[str] | None:
     """ "Colgan, Jenny" / "Mezrich, Ben:": catalogue order (surname, given names) read back as "Jenny Colgan".
     Only where the surname opens the caption or follows a separator, and only given names (or initials)
     follow the comma, ending the phrase; lists such as "Iman, Grace Jones and ..." are left alone."""
-    before = _INVERTED_SURNAME.search(text, 0, start)
-    if before is None or before.end() != start:
+    before = _INVERTED_SURNAME.search(text, max(0, start - 80), start)
+    if before is None:
         return None
     surname = before.group(1)
-    if surname.isupper() or fold(surname) in common_words() or is_common_noun(surname):
+    everyday = fold(surname) in common_words() or is_common_noun(surname)
+    if everyday and surname_ranks().get(fold(surname), 10**6) > _INVERTED_WORD_SURNAME_RANK:
+        return None  # "Sale, Grace"; "Ray, Rachael" and "by Child, Lee" stay
+    if surname.isupper():
         return None
     if first_name_ok(surname) and surname_ranks().get(fold(surname), 10**6) > _MIDDLE_NAME_MIN_RANK:
         return None  # "Arty, Eric Nam": a list of two names, not a surname first
@@ -363,15 +373,20 @@ def inverted_name(text: str, start: int, words: list[str]) -> list[str] | None:
         given.pop()  # "Colgan, Jenny Book"
     if not 1 <= len(given) <= 2 or not first_name_ok(given[0]):
         return None
-    if not all(
+    if everyday and fold(given[0]) in colour_words():
+        return None  # "Colors: Black, Rose": two colours
+    end = start + len(" ".join(words))
+    rest = text[end : end + 3].lstrip(" ")
+    # Where the phrase ends the caption or a title part follows ("Elgin, Suzette Haden: The Gentle Art ..."),
+    # a second given word is a middle name whatever it is; elsewhere it must be a given name or an initial.
+    closed = not rest or rest[0] in ":–—-(" or rest.startswith(", ") and not re.match(r",\s*[A-Z]", rest)
+    if not closed and not all(
         re.fullmatch(r"[A-Z]", w)
         or first_name_ok(w)
         and surname_ranks().get(fold(w), 10**6) > _MIDDLE_NAME_MIN_RANK
         for w in given[1:]
     ):
         return None  # "Iman, Grace Jones": Jones is the surname, so this is a list
-    end = start + len(" ".join(words))
-    rest = text[end : end + 3].lstrip(" ")
     if re.match(r",\s*[A-Z]", rest):
         return None  # "Timberlake, Wilson, Snoop": a list of names; "Kingsbridge, Devon, TQ7": places
     if rest and not (rest[0] in "-–—:;|,.()[]/" or rest[0].islower()) and len(given) == len(words):
