@@ -391,7 +391,9 @@ def inverted_name(text: str, start: int, words: list[str]) -> list[str] | None:
         return None  # "Timberlake, Wilson, Snoop": a list of names; "Kingsbridge, Devon, TQ7": places
     if rest and not (rest[0] in "-–—:;|,.()[]/" or rest[0].islower()) and len(given) == len(words):
         return None  # the name runs on into more capitalised words
-    return [*given, surname]
+    # An initial keeps its dot for the display: "Holcomb, Edie L." -> "Edie L. Holcomb".
+    written = [w.strip(",:;") for w in words[: len(given)]]
+    return [w if re.fullmatch(r"[A-Z]\.", w) else g for g, w in zip(given, written, strict=True)] + [surname]
 
 
 def trim_span(words: list[str]) -> list[str]:

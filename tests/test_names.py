@@ -687,7 +687,7 @@ def test_catalogue_order_names_are_read_back_even_with_an_everyday_surname() -> 
     out = extract_names(captions)
     assert out[0] == ["Rachael Ray"]  # "Ray" is an everyday word but a frequent census surname
     assert out[1] == ["Thomas Howard Blair"]  # a middle name before the title; no "Thomas Howard" beside it
-    assert out[2] == ["Edie L Holcomb"]  # found after other comma-separated words, not only the first
+    assert out[2] == ["Edie L. Holcomb"]  # after other comma-separated words; the initial keeps its dot
     assert out[3] == []  # two colours
     # "Child, Lee" at the end of a caption holds no name start the pre-filter knew; it reaches NER now.
     assert prefilter(captions[4:]) == [True]
