@@ -114,6 +114,9 @@ class NameExtractor:
             k for k in (self.key(n, single=True) for n in self.config.blocklist) if k
         )
         self.drops: Counter[str] = Counter()
+        # Names kept by the famous-names list: found by it alone ("famous_list"), or found by the rules and
+        # kept over a low confidence score ("famous_over_model").
+        self.added: Counter[str] = Counter()
         self.scorer = default_scorer() if self.config.min_confidence > 0 else None
         self.famous = KnownNameMatcher(famous_names()) if self.config.famous_names else None
         self.famous_keys = (
@@ -126,6 +129,7 @@ class NameExtractor:
         small objects trigger walk them every time (~5% of the stage's time on LAION-like captions)."""
         self(["Kate Middleton arrives at Wimbledon, photo by John Smith"])
         self.drops.clear()
+        self.added.clear()
         gc.freeze()
 
     def key(self, display: str, single: bool | None = None) -> str | None:
@@ -294,7 +298,9 @@ class NameExtractor:
         kept = self._confident(text, found)
         if self.famous is not None and text:
             have = {self.key(display) for display in kept}
-            kept.extend(display for display in self._famous_in(text) if self.key(display) not in have)
+            extra = [display for display in self._famous_in(text) if self.key(display) not in have]
+            self.added["famous_list"] += len(extra)
+            kept.extend(extra)
         return kept
 
     def _confident(self, text: str, found: list[tuple[str, str, tuple[float, float]]]) -> list[str]:
@@ -302,12 +308,13 @@ class NameExtractor:
         name is kept whatever its score ("Bob Dylan Down In Groove CD")."""
         if self.scorer is None or not found:
             return [display for display, _, _ in found]
-        kept = [
-            display
-            for display, values in self._scored(text, found)
-            if self.scorer.probability(values) >= self.config.min_confidence
-            or self.key(display) in self.famous_keys
-        ]
+        kept = []
+        for display, values in self._scored(text, found):
+            if self.scorer.probability(values) >= self.config.min_confidence:
+                kept.append(display)
+            elif self.key(display) in self.famous_keys:
+                kept.append(display)
+                self.added["famous_over_model"] += 1
         self.drops["low_confidence"] += len(found) - len(kept)
         return kept
 

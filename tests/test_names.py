@@ -624,8 +624,11 @@ def test_famous_people_are_found_where_ner_sees_no_person() -> None:
         "iPoe 1 - Edgar Allan Poe Immersive Stories",
         "elvis presley live in las vegas 1970",
     ]
-    found = extract_names(captions)
+    extractor = NameExtractor(NamesConfig())
+    found = extractor(captions)
     assert found == [["Buddy Holly"], ["Bing Crosby"], ["Edgar Allan Poe"], ["Elvis Presley"]]
+    # The first three are the list's: found by it alone, or found by the rules and kept over the model.
+    assert extractor.added["famous_list"] + extractor.added["famous_over_model"] >= 3
     # Without the list, the product rules, the all-caps line and NER lose the first three.
     assert NameExtractor(NamesConfig(famous_names=False))(captions)[:3] == [[], [], []]
     # The list does not overrule the credit, organisation and place rules, nor read everyday words as a name.

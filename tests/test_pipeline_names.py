@@ -25,6 +25,7 @@ CAPTIONS = (
     + ["Angelina Jolie and Brad Pitt in Cannes"]
     + [f"Kate Middleton Wedding Reception Dress {i}" for i in range(5)]
     + ["Tom Hanks waves", "Handpainted Gold Tree Oil Painting", "Black Panther Necklace", ""]
+    + ["Buddy Holly Hoody"]  # NER and the product rules miss him; the famous-names list does not
 )
 
 
@@ -76,6 +77,8 @@ def test_names_stages_find_lower_case_mentions_and_aggregate(tmp_path: Path) -> 
     assert sum(r["gated_names"] == ["kanye west"] for r in ner_rows) == 3
     assert all("kanye west" not in r["names"] for r in ner_rows)  # held back per caption, never a NER name
     assert load_manifest(out / "names")["stats"]["second_pass_gated"] == 3
+    assert by_caption["Buddy Holly Hoody"] == ["buddy holly"]
+    assert load_manifest(out / "ner")["stats"]["names_added"]["famous_list"] >= 1
     assert names_table["brad pitt"]["n_candidates"] == 10
     # All-lower and all-caps captions are re-cased for NER; the mixed-case one only the second pass reads.
     assert by_caption["Fight Club DVD cover with brad pitt"] == ["brad pitt"]

@@ -52,6 +52,7 @@ class NerTask(UnitTask):
     def process(self, unit_id: str, payload: dict[str, Any]) -> UnitRecord:
         rows = read_shard(self.ingest_dir, payload["shard"]).select(["sample_id", "caption"])
         self.extractor.drops.clear()
+        self.extractor.added.clear()
         found, gated = self.extractor.extract(rows.column("caption").to_pylist())
         keep, columns = [], {c: [] for c in ("names", "surface_forms", "gated_names", "gated_forms")}
         for i, (displays, held) in enumerate(zip(found, gated, strict=True)):
@@ -71,8 +72,9 @@ class NerTask(UnitTask):
             },
             schema=schema.NAMES_NER,
         )
-        # Candidate spans rejected (and captions skipped by the pre-filter), by reason: not row drops.
-        stats = {"span_rejections": dict(self.extractor.drops)}
+        # Candidate spans rejected (and captions skipped by the pre-filter), by reason: not row drops; and the
+        # names the famous-names list added.
+        stats = {"span_rejections": dict(self.extractor.drops), "names_added": dict(self.extractor.added)}
         return self.write(
             unit_id, table, schema.NAMES_NER, rows.num_rows, drops, [payload["shard"]["name"]], stats
         )
