@@ -119,9 +119,7 @@ class NameExtractor:
         self.added: Counter[str] = Counter()
         self.scorer = default_scorer() if self.config.min_confidence > 0 else None
         self.famous = KnownNameMatcher(famous_names()) if self.config.famous_names else None
-        self.famous_keys = (
-            frozenset(k for n in famous_names() if (k := _plain_key(n))) if self.famous else frozenset()
-        )
+        self.famous_keys = self.famous.keys if self.famous else frozenset()
 
     def warm_up(self) -> None:
         """Load every word table now and move them and the model out of the garbage collector's reach
@@ -296,9 +294,9 @@ class NameExtractor:
         """A caption's names: those the rules found and the confidence model keeps, then the famous names it
         spells that the rules did not find."""
         kept = self._confident(text, found)
-        if self.famous is not None and text:
+        if text:
             have = {self.key(display) for display in kept}
-            extra = [display for display in self._famous_in(text) if self.key(display) not in have]
+            extra = [display for key, display in self._famous_in(text).items() if key not in have]
             self.added["famous_list"] += len(extra)
             kept.extend(extra)
         return kept
@@ -318,13 +316,13 @@ class NameExtractor:
         self.drops["low_confidence"] += len(found) - len(kept)
         return kept
 
-    def _famous_in(self, text: str) -> list[str]:
+    def _famous_in(self, text: str) -> dict[str, str]:
         """The famous names a caption spells as a name (capitalised; in an all-lower caption, only names of no
         everyday word: "elvis presley", not "sitting bull") that no credit, blocklist or brand, organisation or
-        place rule turns down ("Charles de Gaulle Airport", "Henry Ford Hospital")."""
+        place rule turns down ("Charles de Gaulle Airport", "Henry Ford Hospital"), key -> display."""
         if self.famous is None:
-            return []
-        names = []
+            return {}
+        names: dict[str, str] = {}
         lower = text.lower() == text
         for start, end, display in self.famous.spans(text, cleaned=True):
             words = text[start:end].split() if start >= 0 else []
@@ -338,12 +336,14 @@ class NameExtractor:
                 continue
             if not lower and not all(w[:1].isupper() or fold(w) in PARTICLES for w in words):
                 continue
-            tokens = name_tokens(" ".join(words))
-            reason = context_reason(tokens, text) or ("blocklist" if self.key(display) is None else None)
-            if reason:
+            key = self.key(display)
+            reason = context_reason(name_tokens(" ".join(words)), text) or (
+                "blocklist" if key is None else None
+            )
+            if reason or key is None:
                 self.drops[f"famous_{reason}"] += 1
                 continue
-            names.append(display)
+            names.setdefault(key, display)
         return names
 
     def _rescued(
@@ -637,15 +637,16 @@ class KnownNameMatcher:
         import ahocorasick  # noqa: PLC0415
 
         self.automaton = ahocorasick.Automaton()
-        count = 0
+        keys = set()
         for name in known_names:
             key = _plain_key(name) if isinstance(name, str) else None
             if key and " " in key:
                 self.automaton.add_word(key, (key, display_form(name_tokens(name))))
-                count += 1
-        self.size = count
+                keys.add(key)
+        self.keys = frozenset(keys)  # the canonical keys it matches
+        self.size = len(keys)
         self.credited = 0  # matches dropped as photo credits
-        if count:
+        if keys:
             self.automaton.make_automaton()
 
     def __call__(self, caption: Any) -> list[str]:

@@ -25,6 +25,8 @@ from laioncele.names_lexicon import (
     surname_ranks,
 )
 from laioncele.names_rules import (
+    INVERTED_NAME_LEAD,
+    INVERTED_WORD_SURNAME_RANK,
     WORD,
     everyday_word_reason,
     is_initials,
@@ -75,14 +77,14 @@ _INITIALS_NAME = re.compile(r"(?<![\w.])(?:[A-Z]\. ?){1,3}([A-Z][^\W\d_]*[a-z][^
 
 # Catalogue order, "Colgan, Jenny" or "... by Child, Lee": a capitalised word, a comma and a known given name.
 _INVERTED_NAME = re.compile(
-    r"(?:^|[,:;|(\[]\s*|\s[–—-]\s*|\bby\s+)([A-Z][^\W\d_A-Z][^\W\d_]*), ([A-Z][^\W\d_A-Z][^\W\d_]*)(?![\w'’-])"
+    INVERTED_NAME_LEAD + r"([A-Z][^\W\d_A-Z][^\W\d_]*), ([A-Z][^\W\d_A-Z][^\W\d_]*)(?![\w'’-])"
 )
 
 
-def _initials_start(text: str, following: str) -> bool:
+def _initials_start(initials: str, following: str) -> bool:
     """Whether dotted initials and the word after them could make a name the extractor keeps: that word must
     back initials as it backs a less-known given name (a surname that is no everyday word)."""
-    return is_initials(text.replace(" ", "")) and not (
+    return is_initials(initials.replace(" ", "")) and not (
         fold(following) in brand_words()
         or everyday_word_reason(following)
         or is_common_noun(following)
@@ -135,7 +137,7 @@ def _inverted_start(surname: str, given: str) -> bool:
     return (
         folded in given_names()
         and folded not in common_words()  # "Monday, May", "Peace, Love"
-        and (surname_ranks().get(fold(surname), 10**6) <= 10_000 or rare_surname(surname))
+        and (surname_ranks().get(fold(surname), 10**6) <= INVERTED_WORD_SURNAME_RANK or rare_surname(surname))
     )
 
 

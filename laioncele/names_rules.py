@@ -76,14 +76,14 @@ PLACE_HEADS = frozenset(
 # A given name rarer than this census surname rank is read as a middle name before a third name word.
 _MIDDLE_NAME_MIN_RANK = 2000
 
-# "Colgan, Jenny": a capitalised surname and a comma opening the caption or after a separator.
-# The surname of a catalogue-order name, right before its given names: "Colgan, Jenny", "... by Child, Lee".
-_INVERTED_SURNAME = re.compile(
-    r"(?:^|[,:;|(\[]\s*|\s[–—-]\s*|\bby\s+)([A-Z][^\W\d_]+(?:-[A-Z][^\W\d_]+)?), $"
-)
+# What opens a catalogue-order name ("Colgan, Jenny", "... by Child, Lee"): the caption's start, a separator or
+# "by". Shared with the pre-filter, which must open on the same names.
+INVERTED_NAME_LEAD = r"(?:^|[,:;|(\[]\s*|\s[–—-]\s*|\bby\s+)"
+# The surname of a catalogue-order name, right before its given names.
+_INVERTED_SURNAME = re.compile(INVERTED_NAME_LEAD + r"([A-Z][^\W\d_]+(?:-[A-Z][^\W\d_]+)?), $")
 # A catalogue surname that is also an everyday word ("Ray, Rachael", "Child, Lee") needs to be at least this
 # common a census surname.
-_INVERTED_WORD_SURNAME_RANK = 10_000
+INVERTED_WORD_SURNAME_RANK = 10_000
 
 # A first name this rare as a census surname, after a surname, opens another person's name ("David", "John").
 _THIRD_GIVEN_MIN_RANK = 300
@@ -362,7 +362,7 @@ def inverted_name(text: str, start: int, words: list[str]) -> list[str] | None:
         return None
     surname = before.group(1)
     everyday = fold(surname) in common_words() or is_common_noun(surname)
-    if everyday and surname_ranks().get(fold(surname), 10**6) > _INVERTED_WORD_SURNAME_RANK:
+    if everyday and surname_ranks().get(fold(surname), 10**6) > INVERTED_WORD_SURNAME_RANK:
         return None  # "Sale, Grace"; "Ray, Rachael" and "by Child, Lee" stay
     if surname.isupper():
         return None
