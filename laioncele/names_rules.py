@@ -28,6 +28,7 @@ from laioncele.names_lexicon import (
     surname_ranks,
     word_zipf,
 )
+from laioncele.names_text import TRADEMARK
 
 WORD = re.compile(r"[^\W\d_]+(?:[-'’][^\W\d_]+)*")
 
@@ -59,9 +60,9 @@ _LOWER_SURNAME_RANK = 10_000
 # A surname-position word this frequent that is no frequent census surname is a function word ("Sid The Seed").
 _FUNCTION_WORD_ZIPF = 6.0
 
-# A participle after a first name ("Gary Cropped Yoga Pants", "Long Collared Shirt") is a product adjective:
-# an -ed word whose stem is an everyday English word at least this frequent, and no frequent census surname.
-_PARTICIPLE_STEM_ZIPF = 3.5
+# A participle or adverb after a first name ("Gary Cropped Yoga Pants", "Emmett Magically") is no surname:
+# an -ed or -ly word whose stem is an everyday English word at least this frequent, and no frequent census surname.
+_PARTICIPLE_STEM_ZIPF = 2.7
 
 # Below this Zipf frequency a word after a less-known given name reads as a surname ("Sonam Kapoor").
 _RARE_SURNAME_ZIPF = 3.6
@@ -233,7 +234,23 @@ def everyday_word_reason(token: str) -> str | None:
         return "function_word_surname"
     if any(word_zipf(stem) >= _PARTICIPLE_STEM_ZIPF for stem in participle_stems(word)):
         return "participle_surname"
+    rank = surname_ranks().get(word, 10**6)
+    if rank > SURNAME_RANK_TRUSTED and any(word_zipf(s) >= _PARTICIPLE_STEM_ZIPF for s in adverb_stems(word)):
+        return "adverb_surname"  # "Emmett Magically Delicious Magnet"; not "Priestly"
     return None
+
+
+def adverb_stems(word: str) -> list[str]:
+    """Adjectives an English -ly form may come from: "magically" -> magical, "simply" -> simple, "happily" ->
+    happy. Surnames such as "Kelly" or "Daly" have no frequent stem."""
+    if len(word) < 6 or not word.endswith("ly"):
+        return []
+    stems = [word[:-2]]
+    if word.endswith("ily"):
+        stems.append(word[:-3] + "y")
+    elif word.endswith("bly") or word.endswith("ply"):
+        stems.append(word[:-1] + "e")
+    return stems
 
 
 def recase_upper(text: str) -> str:
@@ -437,10 +454,14 @@ def trim_span(words: list[str]) -> list[str]:
             # A span ending on a rare word that is no given name ends on a second surname ("Mario Vargas Llosa").
             rare_last = position == len(words) - 1 and _rare_second_surname(core)
             surname_follows = (
-                after_initial or after_given or after_particle or rare_last or is_trusted_surname(core)
+                after_initial
+                or after_given
+                or after_particle
+                or rare_last
+                or is_trusted_surname(core, _THIRD_WORD_MAX_SURNAME_RANK)
             )
-            if folded in common or not surname_follows:
-                break
+            if folded in common or not surname_follows or everyday_word_reason(core):
+                break  # "Lexi Blake Narrated by ...": a participle or function word ends the name
             new_given = first_name_ok(core) and surname_ranks().get(folded, 10**6) > _THIRD_GIVEN_MIN_RANK
             if new_given and not (after_initial or after_particle or first_name_ok(middle)):
                 break  # "Mark Arminski David Bowie": a second name starts; "Helena Bonham Carter" stays
@@ -490,6 +511,8 @@ def context_reason(tokens: list[str], text: str) -> str | None:
     if span is None:
         return None
     start, end = span
+    if text[end : end + 2].lstrip().startswith(TRADEMARK):
+        return "trademark"  # "Frank Lloyd Wright® Hexagon Desk Globe", "Chuck Taylor® All Star": a brand
     before = WORD.findall(text[max(0, start - 40) : start])
     if before and fold(before[-1]) in brand_words():
         return "brand"

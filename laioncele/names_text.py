@@ -13,8 +13,10 @@ from laioncele.names_lexicon import HONORIFICS, ROYAL_TITLES, SUFFIXES, fold
 _TAG = re.compile(r"<[^>]{0,200}>")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\ufeff]")
 _SPACE = re.compile(r"\s+")
-# Trademark signs glue to words under NFKC ("Design™" -> "DesignTM"); they are separators, not letters.
+# Trademark signs glue to words under NFKC ("Design™" -> "DesignTM"); they are separators, not letters. Each
+# becomes a lone "®" (which NFKC keeps), so the name rules can still see that a name is a registered brand.
 _MARKS = re.compile("[\u2122\u00ae\u2120]")
+TRADEMARK = "\u00ae"
 # File-name captions ("neil_patrick_harris_smiling", "Mary Schenley.jpg"): underscores between letters are
 # spaces, an image extension at the end is no part of the text.
 _UNDERSCORE = re.compile(r"(?<=[^\W\d_])_+(?=[^\W\d_])")
@@ -43,7 +45,7 @@ def clean_caption(value: Any) -> str:
         return ""
     text = html.unescape(html.unescape(value)) if "&" in value else value
     text = _TAG.sub(" ", text)
-    text = _MARKS.sub(" ", text)
+    text = _MARKS.sub(f" {TRADEMARK} ", text)
     text = unicodedata.normalize("NFKC", text).replace("\ufffd", " ")
     text = _CONTROL.sub(" ", text)
     if "_" in text:

@@ -23,7 +23,7 @@ from laioncele.names import (
     prefilter_recall,
 )
 from laioncele.names_confidence import FROM_ORG, FROM_PERSON
-from laioncele.names_rules import context_reason, extend_span
+from laioncele.names_rules import context_reason, everyday_word_reason, extend_span, trim_span
 from laioncele.names_text import clean_caption
 
 LABELLED = Path(__file__).resolve().parent / "data" / "labelled_captions.jsonl"
@@ -694,3 +694,40 @@ def test_catalogue_order_names_are_read_back_even_with_an_everyday_surname() -> 
     assert out[3] == []  # two colours
     # "Child, Lee" at the end of a caption holds no name start the pre-filter knew; it reaches NER now.
     assert prefilter(captions[4:]) == [True]
+
+
+def test_third_name_words_census_surnames_participles_and_adverbs() -> None:
+    # A third word that is a frequent census surname completes the name; a participle or an -ly adverb ends it.
+    assert trim_span(["Frederick", "Nicholls", "Crouch", "(Photo", "courtesy"]) == [
+        "Frederick",
+        "Nicholls",
+        "Crouch",
+    ]
+    assert trim_span(["Lexi", "Blake", "Narrated"]) == ["Lexi", "Blake"]
+    assert trim_span(["Hrithik", "Roshan", "Snapped"]) == ["Hrithik", "Roshan"]
+    assert everyday_word_reason("Narrated") == "participle_surname"
+    assert everyday_word_reason("Magically") == "adverb_surname"
+    assert [everyday_word_reason(w) for w in ("Kelly", "Daly", "Connolly", "Lovely", "Reed")] == [None] * 5
+    extractor = NameExtractor(NamesConfig(use_prefilter=False, min_confidence=0.0))
+    out = extractor(
+        [
+            "The Dom Who Loved Me (UNABRIDGED) by Lexi Blake Narrated by Ryan West",
+            "Emmett Magically Delicious Rectangle Magnet",
+        ]
+    )
+    assert out == [["Lexi Blake", "Ryan West"], []]
+    assert extractor.drops["adverb_surname"] == 1
+
+
+def test_a_name_marked_as_a_registered_trademark_is_a_brand() -> None:
+    assert clean_caption("Chuck Taylor® All Star™ Core Ox") == "Chuck Taylor ® All Star ® Core Ox"
+    extractor = NameExtractor()
+    out = extractor(
+        [
+            "Replogle Globes Frank Lloyd Wright® Hexagon Desk Globe",  # famous, but here a product line
+            "Chuck Taylor\u2122 All Star Core Ox",
+            "Frank Lloyd Wright designed the Robie House",
+        ]
+    )
+    assert out == [[], [], ["Frank Lloyd Wright"]]
+    assert extractor.drops["famous_trademark"] == 1 and extractor.drops["trademark"] >= 1
