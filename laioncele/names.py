@@ -63,6 +63,7 @@ from laioncele.names_rules import (
     recase_upper,
     split_groups,
     surname_like,
+    trademarked,
     trim_span,
 )
 from laioncele.names_text import clean_caption, display_form, name_key_and_reason, name_tokens
@@ -646,6 +647,7 @@ class KnownNameMatcher:
         self.keys = frozenset(keys)  # the canonical keys it matches
         self.size = len(keys)
         self.credited = 0  # matches dropped as photo credits
+        self.trademarked = 0  # matches dropped as registered brands ("Frank Lloyd Wright® Desk Globe")
         if keys:
             self.automaton.make_automaton()
 
@@ -671,6 +673,9 @@ class KnownNameMatcher:
             after = text[end + 1] if end + 1 < len(text) else " "
             dash = before == "-" and (start < 2 or text[start - 2] == " ")  # "cheap -Marilyn Monroe Pattern"
             if before.isalnum() or (before in "-_" and not dash) or after.isalnum() or after in "-_":
+                continue
+            if trademarked(text, end + 1):
+                self.trademarked += 1
                 continue
             if credits is None:
                 credits = credit_spans(cased) if same_length else []

@@ -492,6 +492,12 @@ def find_tokens(tokens: list[str], text: str) -> tuple[int, int] | None:
     return match.span() if match else None
 
 
+def trademarked(text: str, end: int) -> bool:
+    """Whether the words ending at ``end`` carry a trademark sign (``clean_caption`` writes each as a lone "®"):
+    "Frank Lloyd Wright® Hexagon Desk Globe", "Chuck Taylor® All Star" name a brand, not a person."""
+    return text[end : end + 2].lstrip().startswith(TRADEMARK)
+
+
 def context_reason(tokens: list[str], text: str) -> str | None:
     """Why the words around a name make it a product or a business rather than a person, or None.
 
@@ -511,8 +517,8 @@ def context_reason(tokens: list[str], text: str) -> str | None:
     if span is None:
         return None
     start, end = span
-    if text[end : end + 2].lstrip().startswith(TRADEMARK):
-        return "trademark"  # "Frank Lloyd Wright® Hexagon Desk Globe", "Chuck Taylor® All Star": a brand
+    if trademarked(text, end):
+        return "trademark"
     before = WORD.findall(text[max(0, start - 40) : start])
     if before and fold(before[-1]) in brand_words():
         return "brand"

@@ -182,7 +182,7 @@ class SecondPassTask(UnitTask):
         rows = read_shard(self.ingest_dir, payload["shard"])
         ner = self._ner_names(unit_id)
         drops: Counter[str] = Counter()
-        self.matcher.credited = 0
+        self.matcher.credited = self.matcher.trademarked = 0
         keep, keys_out, forms_out, added_out = [], [], [], []
         for i, (sid, caption) in enumerate(
             zip(rows.column("sample_id").to_pylist(), rows.column("caption").to_pylist(), strict=True)
@@ -207,6 +207,8 @@ class SecondPassTask(UnitTask):
         drops["no_name"] += rows.num_rows - len(keep)
         if self.matcher.credited:
             drops["second_pass_credit"] = self.matcher.credited
+        if self.matcher.trademarked:
+            drops["second_pass_trademark"] = self.matcher.trademarked
         taken = rows.take(pa.array(keep, pa.int64()))
         table = pa.table(
             {
