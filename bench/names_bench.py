@@ -94,6 +94,7 @@ def run(n_captions: int = 100_000, raw_ner_max: int = 10_000, repeats: int = 3) 
         evaluate_judged,
         load_ner,
         match_known_names,
+        merge_passes,
         prefilter_recall,
     )
 
@@ -159,7 +160,7 @@ def run(n_captions: int = 100_000, raw_ner_max: int = 10_000, repeats: int = 3) 
         ("plus_labelled_names", sorted({*sample_names, *(n for names in holdout_labels for n in names)})),
     ):
         matched = match_known_names(holdout_texts, known)
-        merged = [[*first, *second] for first, second in zip(holdout_found, matched, strict=True)]
+        merged = [merge_passes(first, second) for first, second in zip(holdout_found, matched, strict=True)]
         two_pass[known_list] = {"known_names": len(known), **evaluate(merged, holdout_labels)}
     memory = vocab_growth(NameExtractor(config, nlp=nlp))
     raw_rate = raw_n / raw_s

@@ -701,6 +701,23 @@ def match_known_names(captions: Iterable[Any], known_names: Iterable[str]) -> li
     return KnownNameMatcher(known_names).match(captions)
 
 
+def within(key: str, keys: Iterable[str]) -> bool:
+    """Whether a name key is one of ``keys`` or whole words inside one ("wilson tuffy" in "h wilson tuffy")."""
+    return any(f" {key} " in f" {other} " for other in keys)
+
+
+def merge_passes(first: Sequence[str], second: Sequence[str]) -> list[str]:
+    """A caption's names after both passes: the first pass's, then each second-pass match that is neither one
+    of them nor part of one (a known "Wilson Tuffy" inside the first pass's "H. Wilson Tuffy")."""
+    merged, keys = list(first), [k for name in first if (k := _plain_key(name))]
+    for name in second:
+        key = _plain_key(name)
+        if key and not within(key, keys):
+            merged.append(name)
+            keys.append(key)
+    return merged
+
+
 def evaluate(extractor_output: Sequence[Sequence[str]], labels: Sequence[Sequence[str]]) -> dict[str, float]:
     """Precision and recall over (caption index, canonical key) pairs."""
     predicted = {(i, k) for i, names in enumerate(extractor_output) for n in names if (k := _plain_key(n))}

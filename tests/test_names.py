@@ -16,6 +16,7 @@ from laioncele.names import (
     evaluate_judged,
     extract_names,
     match_known_names,
+    merge_passes,
     name_key,
     name_rejection_reason,
     ner_view,
@@ -131,6 +132,19 @@ def test_known_name_matcher_finds_lower_case_mentions_on_word_boundaries() -> No
         [],
         ["Brad Pitt"],
     ]
+
+
+def test_second_pass_matches_add_only_names_the_first_pass_did_not_find() -> None:
+    caption = "H. Wilson Tuffy Cart and brad pitt, Kate Middleton"
+    second = match_known_names([caption], ["Wilson Tuffy", "Brad Pitt", "Kate Middleton"])[0]
+    assert second == ["Wilson Tuffy", "Brad Pitt", "Kate Middleton"]
+    # Part of a longer first-pass name, or the same key however spelled: not a second name.
+    assert merge_passes(["H. Wilson Tuffy", "KATE MIDDLETON"], second) == [
+        "H. Wilson Tuffy",
+        "KATE MIDDLETON",
+        "Brad Pitt",
+    ]
+    assert merge_passes([], ["Tuffy Cart", "Tuffy Cart"]) == ["Tuffy Cart"]
 
 
 def test_known_name_matcher_skips_photo_credits_like_the_first_pass() -> None:

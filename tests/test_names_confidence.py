@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from laioncele.config import NamesConfig
-from laioncele.names import NameExtractor, evaluate, extract_names, match_known_names, recased
+from laioncele.names import NameExtractor, evaluate, extract_names, match_known_names, merge_passes, recased
 from laioncele.names_confidence import (
     FEATURES,
     MODEL_PATH,
@@ -158,7 +158,7 @@ def test_the_second_pass_finds_known_names_the_first_pass_missed_on_the_holdout(
     captions, labels = [r["caption"] for r in rows], [r["names"] for r in rows]
     first = extract_names(captions)
     second = match_known_names(captions, sorted({n for names in labels for n in names}))
-    merged = evaluate([[*a, *b] for a, b in zip(first, second, strict=True)], labels)
+    merged = evaluate([merge_passes(a, b) for a, b in zip(first, second, strict=True)], labels)
     alone = evaluate(first, labels)
     assert merged["recall"] >= 0.80 and merged["precision"] >= 0.86
     assert merged["true_positives"] >= alone["true_positives"] + 30

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from laioncele import name_index, schema
 from laioncele.config import Config
-from laioncele.names import KnownNameMatcher, NameExtractor, name_key
+from laioncele.names import KnownNameMatcher, NameExtractor, name_key, within
 from laioncele.shards import (
     UnitRecord,
     atomic_write_json,
@@ -191,7 +191,7 @@ class SecondPassTask(UnitTask):
             added = []
             for display in self.matcher(caption):
                 key = name_key(display, self.config.names)
-                if key and key not in keys:
+                if key and not within(key, keys):  # nor part of a longer name the first pass found
                     keys.append(key)
                     forms.append(display)
                     drops["second_pass_added"] += 1
