@@ -149,6 +149,9 @@ def run(n_captions: int = 100_000, raw_ner_max: int = 10_000, repeats: int = 3) 
     holdout_texts, holdout_labels = [r["caption"] for r in holdout], [r["names"] for r in holdout]
     holdout_found = NameExtractor(config, nlp=nlp)(holdout_texts)
     holdout_quality = evaluate(holdout_found, holdout_labels)
+    # The ceiling the confidence model works under: every name the rules accept, no cut-off.
+    uncut = NameExtractor(config.model_copy(update={"min_confidence": 0.0}), nlp=nlp)
+    holdout_candidates = evaluate(uncut(holdout_texts), holdout_labels)
     # The corpus-wide second pass on the holdout, merged with the first: with the names the first pass finds
     # anywhere in the 9,600-caption sample as the known list (a lower bound: so small a corpus repeats few
     # names), and with that list plus the holdout's labelled names (an upper bound: at LAION scale, every name
@@ -193,6 +196,8 @@ def run(n_captions: int = 100_000, raw_ner_max: int = 10_000, repeats: int = 3) 
         "holdout_laion_precision": holdout_quality["precision"],
         "holdout_laion_recall": holdout_quality["recall"],
         "holdout_prefilter_recall": prefilter_recall(holdout_texts, holdout_labels)["prefilter_recall"],
+        "holdout_candidate_recall": holdout_candidates["recall"],
+        "holdout_candidate_precision": holdout_candidates["precision"],
         "holdout_two_pass": two_pass,
         "vocab_growth": memory,
         "core_hours_2_3B_raw_ner": LAION_ENGLISH_CAPTIONS / raw_rate / 3600,
