@@ -61,8 +61,12 @@ _LOWER_SURNAME_RANK = 10_000
 _FUNCTION_WORD_ZIPF = 6.0
 
 # A participle or adverb after a first name ("Gary Cropped Yoga Pants", "Emmett Magically") is no surname:
-# an -ed or -ly word whose stem is an everyday English word at least this frequent, and no frequent census surname.
-_PARTICIPLE_STEM_ZIPF = 2.7
+# an -ed or -ly word whose stem is an everyday English word at least this frequent (a stem of five letters or
+# more: at least the second, "narrate"; short cuts such as "sae" from "Saeed" are no stems), and no frequent
+# census surname. An adverb must itself be an English word this frequent ("magically", not "Everly").
+_PARTICIPLE_STEM_ZIPF = 3.5
+_LONG_STEM_ZIPF = 2.7
+_ADVERB_ZIPF = 2.8
 
 # Below this Zipf frequency a word after a less-known given name reads as a surname ("Sonam Kapoor").
 _RARE_SURNAME_ZIPF = 3.6
@@ -202,10 +206,12 @@ def recasable_surname(word: str, product_share: float = 0.0) -> bool:
 
 
 def participle_stems(word: str) -> list[str]:
-    """Stems an English -ed form may come from: "cropped" -> crop, "collared" -> collar, "fried" -> fry."""
+    """Stems an English -ed form may come from: "cropped" -> crop, "collared" -> collar, "fried" -> fry. A cut
+    shorter than four letters is no stem unless a doubled consonant marks the inflection ("tapped" -> tap):
+    "Hamed", "Sayed" and "Jared" are names, not "ham", "say", "jar"."""
     if len(word) < 5 or not word.endswith("ed"):
         return []
-    stems = [word[:-2], word[:-1]]
+    stems = [stem for stem in (word[:-2], word[:-1]) if len(stem) >= 4]
     if len(word) > 5 and word[-3] == word[-4]:
         stems.append(word[:-3])
     if word.endswith("ied"):
@@ -232,12 +238,21 @@ def everyday_word_reason(token: str) -> str | None:
         return None  # initials ("William A. Engeman") and frequent surnames
     if word_zipf(word) >= _FUNCTION_WORD_ZIPF:
         return "function_word_surname"
-    if any(word_zipf(stem) >= _PARTICIPLE_STEM_ZIPF for stem in participle_stems(word)):
+    if any(_everyday_stem(stem) for stem in participle_stems(word)):
         return "participle_surname"
-    rank = surname_ranks().get(word, 10**6)
-    if rank > SURNAME_RANK_TRUSTED and any(word_zipf(s) >= _PARTICIPLE_STEM_ZIPF for s in adverb_stems(word)):
-        return "adverb_surname"  # "Emmett Magically Delicious Magnet"; not "Priestly"
+    if (
+        word_zipf(word) >= _ADVERB_ZIPF
+        and surname_ranks().get(word, 10**6) > SURNAME_RANK_TRUSTED
+        and any(_everyday_stem(stem) for stem in adverb_stems(word))
+    ):
+        return "adverb_surname"  # "Emmett Magically Delicious Magnet"; not "Everly", "Kennelly" or "Lively"
     return None
+
+
+def _everyday_stem(stem: str) -> bool:
+    """Whether a stem an -ed or -ly form may come from is an everyday English word (see ``_LONG_STEM_ZIPF``)."""
+    zipf = word_zipf(stem)
+    return zipf >= _PARTICIPLE_STEM_ZIPF or (len(stem) >= 5 and zipf >= _LONG_STEM_ZIPF)
 
 
 def adverb_stems(word: str) -> list[str]:

@@ -724,6 +724,11 @@ def test_third_name_words_census_surnames_participles_and_adverbs() -> None:
     assert everyday_word_reason("Narrated") == "participle_surname"
     assert everyday_word_reason("Magically") == "adverb_surname"
     assert [everyday_word_reason(w) for w in ("Kelly", "Daly", "Connolly", "Lovely", "Reed")] == [None] * 5
+    # Surnames that only look like such forms: no everyday adverb ("Everly", "Kennelly"), no real stem
+    # ("Saeed" is no "sae", "Hamed" no "ham"); a doubled consonant still marks a participle ("Tapped").
+    names = ("Everly", "Kennelly", "Saeed", "Hamed", "Sayed", "Jared", "Creed")
+    assert [everyday_word_reason(w) for w in names] == [None] * len(names)
+    assert everyday_word_reason("Tapped") == everyday_word_reason("Cropped") == "participle_surname"
     extractor = NameExtractor(NamesConfig(use_prefilter=False, min_confidence=0.0))
     out = extractor(
         [
