@@ -645,7 +645,6 @@ class KnownNameMatcher:
                 self.automaton.add_word(key, (key, display_form(name_tokens(name))))
                 keys.add(key)
         self.keys = frozenset(keys)  # the canonical keys it matches
-        self.size = len(keys)
         self.credited = 0  # matches dropped as photo credits
         self.trademarked = 0  # matches dropped as registered brands ("Frank Lloyd Wright® Desk Globe")
         if keys:
@@ -658,7 +657,7 @@ class KnownNameMatcher:
         """(start, end, known display name) of each match in the cleaned caption, longest first where two
         overlap; the positions index ``clean_caption(caption)`` where folding kept its length (else -1, -1).
         ``cleaned``: the caption is ``clean_caption``'s output already."""
-        if not self.size:
+        if not self.keys:
             return []
         cased = (caption if cleaned else clean_caption(caption)).replace("’", "'")
         text = fold_text(cased)

@@ -234,15 +234,17 @@ def everyday_word_reason(token: str) -> str | None:
     in captions; frequent census surnames that look like them ("Reed", "Young") are exempt.
     """
     word = fold(token).strip(".,;:!?\"'()[]")
-    if len(word) < 3 or surname_ranks().get(word, 10**6) <= 1000:
+    rank = surname_ranks().get(word, 10**6)
+    if len(word) < 3 or rank <= 1000:
         return None  # initials ("William A. Engeman") and frequent surnames
-    if word_zipf(word) >= _FUNCTION_WORD_ZIPF:
+    zipf = word_zipf(word)
+    if zipf >= _FUNCTION_WORD_ZIPF:
         return "function_word_surname"
     if any(_everyday_stem(stem) for stem in participle_stems(word)):
         return "participle_surname"
     if (
-        word_zipf(word) >= _ADVERB_ZIPF
-        and surname_ranks().get(word, 10**6) > SURNAME_RANK_TRUSTED
+        zipf >= _ADVERB_ZIPF
+        and rank > SURNAME_RANK_TRUSTED
         and any(_everyday_stem(stem) for stem in adverb_stems(word))
     ):
         return "adverb_surname"  # "Emmett Magically Delicious Magnet"; not "Everly", "Kennelly" or "Lively"
