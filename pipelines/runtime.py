@@ -21,7 +21,11 @@ WORKER_ENV = {
 
 
 def ensure_ray(config: RayConfig) -> None:
-    """Connect to ``config.address`` (or ``RAY_ADDRESS``) when given, else start a local instance."""
+    """Connect to ``config.address`` (or ``RAY_ADDRESS``) when given, else start a new local instance.
+
+    ``address="local"`` keeps a build without an address from silently joining whatever cluster
+    ``ray start`` last left on this machine (``ray.init()``'s default behaviour).
+    """
     for key, value in WORKER_ENV.items():
         os.environ.setdefault(key, value)
     if ray.is_initialized():
@@ -35,7 +39,13 @@ def ensure_ray(config: RayConfig) -> None:
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=config.num_cpus, num_gpus=config.num_gpus, include_dashboard=False, **kwargs)
+        ray.init(
+            address="local",
+            num_cpus=config.num_cpus,
+            num_gpus=config.num_gpus,
+            include_dashboard=False,
+            **kwargs,
+        )
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = config.progress_bars
     ctx.execution_options.verbose_progress = False
