@@ -7,8 +7,10 @@ re-releases and tools use lower-case variants (url, caption, text, ...). This mo
 
 from __future__ import annotations
 
+import codecs
 import fnmatch
 import hashlib
+import threading
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,10 +56,14 @@ def resolve_columns(source_columns: list[str]) -> dict[str, str]:
 
 
 def sample_ids(urls: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """Stable id of a sample: the first 16 hex chars of sha256(url). Same URL -> same id on every run."""
-    return pa.array(
-        [hashlib.sha256(u.encode("utf-8")).hexdigest()[:16] for u in urls.to_pylist()], pa.string()
-    )
+    """Stable id of a sample: the first 16 hex chars of sha256(url). Same URL -> same id on every run.
+
+    Arrow has no sha256 kernel, so this is the one per-row Python loop of ingest: over raw ``bytes`` (no
+    str -> bytes encode per row), which keeps it at about a third of a microsecond per URL.
+    """
+    raw = pc.cast(urls, pa.binary()) if not pa.types.is_binary(urls.type) else urls
+    sha256 = hashlib.sha256
+    return pa.array([None if u is None else sha256(u).hexdigest()[:16] for u in raw.to_pylist()], pa.string())
 
 
 def _decode_text(column: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
@@ -72,18 +78,65 @@ def _decode_text(column: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
     try:
         return binary.cast(pa.string()), np.zeros(len(column), dtype=bool)
     except pa.ArrowInvalid:
-        pass  # some row is not UTF-8: find which, row by row (rare, so the slow path is fine)
-    values, bad = [], np.zeros(len(column), dtype=bool)
-    for i, raw in enumerate(binary.to_pylist()):
-        if raw is None:
-            values.append(None)
-            continue
+        pass  # some row is not UTF-8: find which, then null them
+    bad = invalid_utf8_rows(binary)
+    text = pc.if_else(pa.array(bad), pa.scalar(None, binary.type), binary)
+    return text.cast(pa.string()), bad
+
+
+def invalid_utf8_rows(binary: pa.Array) -> np.ndarray:
+    """Mask of the non-null rows of a binary array that are not valid UTF-8.
+
+    One C-level decode of the whole value buffer finds the byte ranges of every invalid sequence (an error
+    handler records them); they map to rows through the offsets. Rows where a character could straddle a row
+    boundary (a row starting with a continuation byte, and the row before it) and rows with an error are then
+    decoded one by one, so the mask is exactly "``bytes.decode('utf-8')`` raises": a row-by-row Python loop
+    over the few suspects, not over the column (2% bad rows made the old loop the slowest step of ingest).
+    """
+    n = len(binary)
+    offset_type = np.int64 if pa.types.is_large_binary(binary.type) else np.int32
+    offsets = np.frombuffer(binary.buffers()[1], offset_type, n + 1, binary.offset * offset_type().itemsize)
+    offsets = offsets.astype(np.int64)
+    data = binary.buffers()[2]
+    first = int(offsets[0])
+    values = memoryview(data)[first : int(offsets[-1])] if data is not None else memoryview(b"")
+    offsets -= first
+    _decode_errors.spans = errors = []
+    codecs.decode(values, "utf-8", _COLLECT_ERRORS)
+    suspect = np.zeros(n, dtype=bool)
+    if errors:
+        spans = np.array(errors, dtype=np.int64)
+        suspect[np.searchsorted(offsets, spans[:, 0], "right") - 1] = True
+        suspect[np.searchsorted(offsets, spans[:, 1] - 1, "right") - 1] = True
+    starts, lengths = offsets[:-1], np.diff(offsets)
+    nonempty = lengths > 0
+    continuation = np.zeros(n, dtype=bool)
+    continuation[nonempty] = (np.frombuffer(values, np.uint8)[starts[nonempty]] & 0xC0) == 0x80
+    suspect |= continuation
+    suspect[:-1] |= continuation[1:]
+    if binary.null_count:
+        suspect &= binary.is_valid().to_numpy(zero_copy_only=False)
+    bad = np.zeros(n, dtype=bool)
+    for i in np.flatnonzero(suspect).tolist():
         try:
-            values.append(raw.decode("utf-8"))
+            bytes(values[starts[i] : starts[i] + lengths[i]]).decode("utf-8")
         except UnicodeDecodeError:
-            values.append(None)
             bad[i] = True
-    return pa.array(values, pa.string()), bad
+    return bad
+
+
+_COLLECT_ERRORS = "laioncele-collect-utf8-errors"
+_decode_errors = threading.local()  # byte spans of the invalid sequences the current thread's decode met
+
+
+def _collect_decode_error(exc: UnicodeError) -> tuple[str, int]:
+    if not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    _decode_errors.spans.append((exc.start, exc.end))
+    return "", exc.end
+
+
+codecs.register_error(_COLLECT_ERRORS, _collect_decode_error)
 
 
 @dataclass
@@ -136,17 +189,17 @@ def clean_batch(raw: pa.Table, config: IngestConfig | None = None) -> IngestResu
             drops[reason] += int(hit.sum())
         keep &= ~mask
 
-    keep_idx = pa.array(np.flatnonzero(keep))
+    # One filter over the whole table (not a take per column), then ids for the kept rows only.
     out = {
-        "url": url.take(keep_idx),
-        "caption": caption.take(keep_idx),
-        "width": pc.cast(width, pa.int32(), safe=False).take(keep_idx) if "width" in columns else None,
-        "height": pc.cast(height, pa.int32(), safe=False).take(keep_idx) if "height" in columns else None,
+        "url": url,
+        "caption": caption,
+        "width": pc.cast(width, pa.int32(), safe=False) if "width" in columns else None,
+        "height": pc.cast(height, pa.int32(), safe=False) if "height" in columns else None,
     }
     for name in ("similarity", "punsafe", "pwatermark", "language"):
-        out[name] = raw.column(columns[name]).take(keep_idx) if name in columns else None
-    out["sample_id"] = sample_ids(out["url"])
-    table = pa.table({k: v for k, v in out.items() if v is not None})
+        out[name] = raw.column(columns[name]) if name in columns else None
+    table = pa.table({k: v for k, v in out.items() if v is not None}).filter(pa.array(keep))
+    table = table.append_column("sample_id", sample_ids(table.column("url")))
 
     # The same URL can appear several times in LAION; one sample per URL (first occurrence wins).
     table, n_dup = drop_duplicate_ids(table)
@@ -156,12 +209,13 @@ def clean_batch(raw: pa.Table, config: IngestConfig | None = None) -> IngestResu
 
 
 def drop_duplicate_ids(table: pa.Table, column: str = "sample_id") -> tuple[pa.Table, int]:
-    ids = table.column(column).to_numpy(zero_copy_only=False)
-    _, first = np.unique(ids, return_index=True)
-    if len(first) == len(ids):
+    """Keep the first row of each id, in input order (a hash table in Arrow, not a sort of Python strings)."""
+    ids = table.column(column)
+    distinct = pc.unique(ids)
+    if len(distinct) == len(ids):
         return table, 0
-    first.sort()
-    return table.take(pa.array(first)), len(ids) - len(first)
+    first = np.sort(pc.index_in(distinct, value_set=ids).to_numpy())  # each id's first occurrence
+    return table.take(pa.array(first)), len(ids) - len(distinct)
 
 
 # ---------------------------------------------------------------------------------------------- input units
