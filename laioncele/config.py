@@ -358,8 +358,33 @@ class TrainingConfig(Section):
     progress_bars: bool = True
 
 
+class SimilarityFlags(Section):
+    """QA flag thresholds on face-to-centroid cosine similarity for one face backend (their scales differ)."""
+
+    min_mean_similarity: float = Field(ge=-1, le=1)  # an identity whose mean is below: "low_mean_similarity"
+    min_similarity: float = Field(ge=-1, le=1)  # an identity with a face below: "low_min_similarity"
+
+
+def _default_similarity_flags() -> dict[str, SimilarityFlags]:
+    # Set just above identity.thresholds[backend].keep: a face under min_similarity barely passed the keep
+    # cut, and a mean under min_mean_similarity means many did. Measured on the sample (offline, clean: truth
+    # precision 1.000): faces 0.968-0.992, identity means 0.981-0.989, so a clean build shows no flag.
+    # insightface (keep 0.5): same-person faces sit at ~0.7-0.8 to their centroid.
+    return {
+        "insightface": SimilarityFlags(min_mean_similarity=0.65, min_similarity=0.55),
+        "offline": SimilarityFlags(min_mean_similarity=0.97, min_similarity=0.95),
+    }
+
+
 class ReportConfig(Section):
     """The HTML QA report of a built dataset (``make report``): which identities to show and how."""
+
+    # Flags are absolute thresholds (docs/qa_report.md), never ranks: a clean dataset shows none. The similarity
+    # ones are looked up by each identity's face_backend; a backend missing here raises no similarity flag.
+    flag_similarity: dict[str, SimilarityFlags] = Field(default_factory=_default_similarity_flags)
+    # Runner-up cluster / dominant cluster above this: "high_runner_up_share". The identity stage drops a name
+    # above identity.max_runner_up_ratio (0.5) as two people; one stray mislabel in 5 images is 0.25.
+    flag_max_runner_up_share: float = Field(0.3, ge=0)
 
     n_identities: int = Field(24, ge=0)  # identities in the crop gallery
     least_pure_first: int = Field(12, ge=0)  # of those, the least pure first; the rest a random sample

@@ -77,18 +77,21 @@ def _crop_filename(identity_id: str, sample_id: str) -> str:
 
 
 def select_gallery(path: Path, config: ReportConfig, n_identities: int) -> tuple[list[str], set[str]]:
-    """Identity ids for the gallery: the least pure first, then a seeded random sample of the rest."""
-    ranked = stats.least_pure_identities(path, n=None)["identity_id"].to_list()
-    # At most half of the identities are flagged, so a small dataset's purest identity is never called impure.
-    n_flagged = min(config.least_pure_first, n_identities, math.ceil(len(ranked) / 2))
-    flagged = ranked[:n_flagged]
-    rest = ranked[n_flagged:]
+    """Identity ids for the gallery: the least pure first, then a seeded random sample of the rest; and the
+    shown ids that crossed a QA flag threshold (red in the gallery, the same flags as the table)."""
+    summary = stats.least_pure_identities(path, n=None, config=config)
+    ranked = summary["identity_id"].to_list()
+    n_first = min(config.least_pure_first, n_identities, len(ranked))
+    first = ranked[:n_first]
+    rest = ranked[n_first:]
     rng = np.random.default_rng(config.seed)
-    n_random = min(n_identities - n_flagged, len(rest))
+    n_random = min(n_identities - n_first, len(rest))
     sampled = (
         [rest[i] for i in sorted(rng.choice(len(rest), size=n_random, replace=False))] if n_random else []
     )
-    return flagged + sampled, set(flagged)
+    shown = first + sampled
+    flagged = set(summary.filter(pl.col("flag").is_not_null())["identity_id"].to_list()) & set(shown)
+    return shown, flagged
 
 
 def write_crops(
@@ -189,12 +192,12 @@ def write_plots(path: Path, out_dir: Path) -> dict[str, str]:
         plots["images_per_identity"] = _save(fig, out_dir, "images_per_identity.png")
         plt.close(fig)
 
-        sims = stats.similarity_histogram(path, n_bins=40, lo=-0.2, hi=1.0)
+        sims = stats.similarity_histogram(path, n_bins=40, lo=None, hi=None)  # the data's own range
         fig, ax = plt.subplots(figsize=(8, 3.2))
         ax.bar(
             sims["bin_start"].to_list(),
             sims["count"].to_list(),
-            width=1.2 / 40,
+            width=(sims["bin_end"] - sims["bin_start"]).to_list(),
             align="edge",
             color="#5a9e6f",
         )
@@ -259,7 +262,7 @@ def _gallery(
     parts = []
     for iid in identity_ids:
         row = info.get(iid, {})
-        badge = f"<span class='flag'>least pure: {_e(row.get('flag', ''))}</span>" if iid in flagged else ""
+        badge = f"<span class='flag'>flagged: {_e(row.get('flag') or '')}</span>" if iid in flagged else ""
         figures = []
         for crop in crops.get(iid, []):
             title = _e(f"{crop.caption}\n{crop.url}")
@@ -297,7 +300,13 @@ figure img,.missing{width:112px;height:112px;object-fit:contain;background:#f3f3
 """
 
 
-def render_html(path: Path, plots: dict[str, str], gallery_html: str, crop_problems: Counter[str]) -> str:
+def render_html(
+    path: Path,
+    plots: dict[str, str],
+    gallery_html: str,
+    crop_problems: Counter[str],
+    config: ReportConfig | None = None,
+) -> str:
     run_dir, _ = stats.resolve_dirs(path)
     meta = stats.dataset_manifest(path)
     encoder = meta.get("text_encoder") or meta.get("text_encoder_source") or "–"
@@ -310,7 +319,8 @@ def render_html(path: Path, plots: dict[str, str], gallery_html: str, crop_probl
         if crop_problems
         else ""
     )
-    least_pure = stats.least_pure_identities(path, n=25).select(
+    config = config or ReportConfig()
+    least_pure = stats.least_pure_identities(path, n=25, config=config).select(
         "identity_id", "name", "n_images", "mean_similarity", "min_similarity", "runner_up_share", "flag"
     )
     sections = [
@@ -328,8 +338,11 @@ def render_html(path: Path, plots: dict[str, str], gallery_html: str, crop_probl
         "<h2>Caption languages</h2>"
         + html_table(stats.language_mix(path))
         + _img(plots.get("languages"), "languages"),
-        "<h2>Least pure identities</h2>" + html_table(least_pure),
-        "<h2>Face crops</h2><p class='note'>the least pure identities first (red), then a random sample; each "
+        "<h2>Least pure identities</h2><p class='note'>ranked by their worst signal; <code>flag</code> names "
+        "the absolute thresholds crossed (report.flag_similarity, report.flag_max_runner_up_share; "
+        f"docs/qa_report.md): {_e(_flagged_count(least_pure))}</p>" + html_table(least_pure),
+        "<h2>Face crops</h2><p class='note'>the least pure identities first, then a random sample; flagged "
+        "ones in red; each "
         "identity's lowest-similarity faces first; hover a crop for its caption</p>"
         + problems
         + gallery_html,
@@ -340,6 +353,11 @@ def render_html(path: Path, plots: dict[str, str], gallery_html: str, crop_probl
         + "\n".join(sections)
         + "</body></html>\n"
     )
+
+
+def _flagged_count(least_pure: pl.DataFrame) -> str:
+    flagged = least_pure.filter(pl.col("flag").is_not_null()).height
+    return f"{flagged} of the {least_pure.height} shown flagged" if flagged else "none flagged"
 
 
 def _clear(folder: Path, pattern: str) -> None:
@@ -372,8 +390,8 @@ def write_report(
     plots = write_plots(run_dir, out_dir)
     identity_ids, flagged = select_gallery(run_dir, config, n)
     crops, problems = write_crops(run_dir, identity_ids, out_dir, config)
-    summary = stats.least_pure_identities(run_dir, n=None)
-    page = render_html(run_dir, plots, _gallery(identity_ids, flagged, crops, summary), problems)
+    summary = stats.least_pure_identities(run_dir, n=None, config=config)
+    page = render_html(run_dir, plots, _gallery(identity_ids, flagged, crops, summary), problems, config)
 
     index = out_dir / "index.html"
     tmp = out_dir / f".index.html.{os.getpid()}"

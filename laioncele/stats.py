@@ -17,6 +17,7 @@ from typing import Any
 
 import polars as pl
 
+from laioncele.config import ReportConfig
 from laioncele.schema import DATASET_IDENTITIES, DATASET_IMAGES, SCHEMAS, schema_id
 from laioncele.shards import MANIFEST_NAME, ShardError, load_manifest
 
@@ -264,10 +265,21 @@ def similarity_summary(
 
 
 def similarity_histogram(
-    path: str | Path, n_bins: int = 20, lo: float = 0.0, hi: float = 1.0
+    path: str | Path, n_bins: int = 20, lo: float | None = 0.0, hi: float | None = 1.0
 ) -> pl.DataFrame:
     """Counts of kept faces per similarity bin of equal width over ``[lo, hi]`` (values outside are clipped
-    into the end bins, so the counts always sum to the number of faces)."""
+    into the end bins, so the counts always sum to the number of faces). ``lo``/``hi`` None: the data's own
+    min/max, so a backend whose faces all sit in 0.97-0.99 (dlib) gets all its bins, not one bar."""
+    if lo is None or hi is None:
+        bounds = scan_images(path).select(
+            pl.col("similarity").cast(pl.Float64).min().alias("lo"),
+            pl.col("similarity").cast(pl.Float64).max().alias("hi"),
+        )
+        data_lo, data_hi = bounds.collect().row(0)
+        lo = (data_lo if data_lo is not None else 0.0) if lo is None else lo
+        hi = (data_hi if data_hi is not None else 1.0) if hi is None else hi
+        if hi - lo < 1e-6:  # one value (or none): a small window around it
+            lo, hi = lo - 0.005, hi + 0.005
     width = (hi - lo) / n_bins
     index = ((pl.col("similarity").cast(pl.Float64) - lo) / width).floor().clip(0, n_bins - 1).cast(pl.Int64)
     counts = (
@@ -304,13 +316,25 @@ def language_mix(path: str | Path) -> pl.DataFrame:
     )
 
 
-def least_pure_identities(path: str | Path, n: int | None = 20) -> pl.DataFrame:
-    """Identities most likely to mix people, worst first.
+FLAG_SIGNALS = ("low_mean_similarity", "low_min_similarity", "high_runner_up_share")
 
-    Each identity is ranked on three signals (lowest mean similarity, lowest min similarity, highest
+
+def least_pure_identities(
+    path: str | Path, n: int | None = 20, config: ReportConfig | None = None
+) -> pl.DataFrame:
+    """Identities most likely to mix people, worst first, with the QA flags each one earns.
+
+    Ordering: each identity is ranked on three signals (lowest mean similarity, lowest min similarity, highest
     runner_up_share); its ``impurity_rank`` is its best (smallest) rank, so an identity that is the worst on
-    any one signal comes first, and ``flag`` names that signal. Ties go to the lower mean similarity."""
+    any one signal comes first. Ties go to the lower mean similarity.
+
+    ``flag`` is not a rank: it lists (comma-separated) the signals whose absolute threshold in ``config``
+    (``ReportConfig.flag_similarity`` by the identity's face backend, ``flag_max_runner_up_share``) the
+    identity crosses, and is null when it crosses none, so a clean dataset shows no flag."""
+    config = config or ReportConfig()
     frame = identity_summary(path).filter(pl.col("n_images") > 0)
+    backends = scan_identities(path).select("identity_id", "face_backend").collect()
+    frame = frame.join(backends, on="identity_id", how="left")
     ranks = {
         "low_mean_similarity": pl.col("mean_similarity").rank("min"),
         "low_min_similarity": pl.col("min_similarity").rank("min"),
@@ -318,18 +342,26 @@ def least_pure_identities(path: str | Path, n: int | None = 20) -> pl.DataFrame:
     }
     frame = frame.with_columns(*(expr.alias(f"_rank_{key}") for key, expr in ranks.items()))
     rank_cols = [f"_rank_{key}" for key in ranks]
-    flags = list(ranks)
-    flag = pl.lit(flags[-1])
-    for key in reversed(flags[:-1]):
-        flag = (
-            pl.when(pl.col(f"_rank_{key}") == pl.min_horizontal(rank_cols)).then(pl.lit(key)).otherwise(flag)
-        )
+
+    def threshold(field: str) -> pl.Expr:
+        table = {b: getattr(t, field) for b, t in config.flag_similarity.items()}
+        return pl.col("face_backend").replace_strict(table, default=None, return_dtype=pl.Float64)
+
+    crossed = {
+        "low_mean_similarity": pl.col("mean_similarity") < threshold("min_mean_similarity"),
+        "low_min_similarity": pl.col("min_similarity") < threshold("min_similarity"),
+        "high_runner_up_share": pl.col("runner_up_share") > config.flag_max_runner_up_share,
+    }
+    flag = pl.concat_list(
+        [pl.when(expr.fill_null(False)).then(pl.lit(key)).otherwise(None) for key, expr in crossed.items()]
+    ).list.drop_nulls()
     out = (
         frame.with_columns(
-            pl.min_horizontal(rank_cols).cast(pl.Int64).alias("impurity_rank"), flag.alias("flag")
+            pl.min_horizontal(rank_cols).cast(pl.Int64).alias("impurity_rank"),
+            pl.when(flag.list.len() > 0).then(flag.list.join(", ")).otherwise(None).alias("flag"),
         )
         .sort(["impurity_rank", "mean_similarity", "identity_id"])
-        .drop(rank_cols)
+        .drop(*rank_cols, "face_backend")
     )
     return out.head(n) if n is not None else out
 
