@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import email.utils
 import http.client
+import io
 import socket
 import ssl
 import threading
@@ -138,33 +139,99 @@ def filter_opted_out(table: pa.Table, opt_out_names: Iterable[str]) -> tuple[pa.
 # --- one HTTP request, pinned to a checked address -------------------------------------------------------
 
 
+class _DeadlineSocket:
+    """A connected socket whose every send and receive fits in what is left of one deadline.
+
+    A socket timeout bounds a single ``recv``: a slowloris server that sends a byte just inside it holds a
+    plain socket for as long as it likes. Here each operation gets ``min(timeout_s, time left)`` and fails
+    with ``TimeoutError`` once the deadline is spent, so a hop's connect, TLS handshake, request and headers
+    take at most ``timeout_s`` together, and its body (``restart`` before reading it) another ``timeout_s``,
+    whatever pace the server keeps. http.client reads through ``makefile``; ``close`` leaves the socket to
+    the fetcher (``Downloader._fetch_once`` closes ``raw`` when the hop ends).
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.deadline = time.monotonic() + timeout_s
+        self.raw: socket.socket | None = None
+
+    def restart(self) -> None:
+        self.deadline = time.monotonic() + self.timeout_s
+
+    def arm(self, sock: socket.socket) -> None:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"deadline of {self.timeout_s:g}s passed")
+        sock.settimeout(min(self.timeout_s, left))
+
+    def sendall(self, data: bytes) -> None:
+        assert self.raw is not None
+        self.arm(self.raw)
+        self.raw.sendall(data)
+
+    def recv_into(self, buffer: memoryview, nbytes: int = 0) -> int:
+        assert self.raw is not None
+        self.arm(self.raw)
+        return self.raw.recv_into(buffer, nbytes)
+
+    def makefile(self, mode: str = "rb", *_args: Any, **_kwargs: Any) -> io.BufferedReader:
+        if mode != "rb":
+            raise ValueError(f"only 'rb' is supported, not {mode!r}")
+        return io.BufferedReader(_DeadlineReader(self), buffer_size=_CHUNK)
+
+    def close(self) -> None:
+        """http.client calls this when the response takes the connection over; the fetcher closes ``raw``."""
+
+    def shutdown_now(self) -> None:
+        if self.raw is not None:
+            self.raw.close()
+
+
+class _DeadlineReader(io.RawIOBase):
+    def __init__(self, sock: _DeadlineSocket) -> None:
+        self.sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        return self.sock.recv_into(memoryview(buffer))
+
+
 class _PinnedHTTPConnection(http.client.HTTPConnection):
-    """Connects to ``pinned_ip`` while sending ``host`` in the Host header."""
+    """Connects to ``pinned_ip`` while sending ``host`` in the Host header; every step within the deadline."""
 
     def __init__(self, host: str, port: int, pinned_ip: str, timeout: float) -> None:
         super().__init__(host, port, timeout=timeout)
         self.pinned_ip = pinned_ip
+        self.guard = _DeadlineSocket(timeout)
+
+    def _open(self) -> socket.socket:
+        left = self.guard.deadline - time.monotonic()
+        sock = socket.create_connection((self.pinned_ip, self.port), max(0.001, min(self.timeout, left)))
+        self.guard.raw = sock
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
 
     def connect(self) -> None:
-        self.sock = socket.create_connection((self.pinned_ip, self.port), self.timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._open()
+        self.sock = self.guard
 
 
-class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+class _PinnedHTTPSConnection(_PinnedHTTPConnection):
     """TLS to ``pinned_ip`` with SNI and certificate verification against ``host``."""
 
+    default_port = http.client.HTTPS_PORT
+
     def __init__(self, host: str, port: int, pinned_ip: str, timeout: float, context: ssl.SSLContext) -> None:
-        super().__init__(host, port, timeout=timeout, context=context)
-        self.pinned_ip = pinned_ip
+        super().__init__(host, port, pinned_ip, timeout)
         self.tls_context = context
 
     def connect(self) -> None:
-        sock = socket.create_connection((self.pinned_ip, self.port), self.timeout)
-        try:
-            self.sock = self.tls_context.wrap_socket(sock, server_hostname=self.host)
-        except BaseException:
-            sock.close()  # a failed handshake must not leak the raw socket
-            raise
+        sock = self._open()
+        self.guard.arm(sock)  # the whole handshake within what is left (CPython keeps one deadline for it)
+        self.guard.raw = self.tls_context.wrap_socket(sock, server_hostname=self.host)
+        self.sock = self.guard
 
 
 def tls_context(ca_bundle: str | None = None) -> ssl.SSLContext:
@@ -241,7 +308,7 @@ class Downloader:
 
     # one request ------------------------------------------------------------------------------------------
 
-    def _connection(self, url: str, ip: str) -> http.client.HTTPConnection:
+    def _connection(self, url: str, ip: str) -> _PinnedHTTPConnection:
         parts = urlsplit(url)
         host = parts.hostname or ""
         timeout = self.config.timeout_s
@@ -254,22 +321,24 @@ class Downloader:
             return False
         return any(is_disallowed(headers, token, self.directives) for token in self.ua_tokens or [None])
 
-    def _read_body(self, response: http.client.HTTPResponse) -> bytes:
+    def _read_body(self, response: http.client.HTTPResponse, guard: _DeadlineSocket) -> bytes:
+        """The body, within ``max_bytes`` and one deadline (``guard`` bounds every receive, see above)."""
         declared = response.getheader("Content-Length")
         if declared and declared.strip().isdigit() and int(declared) > self.config.max_bytes:
             raise FetchFailure("too_large", f"Content-Length {declared}")
-        deadline = time.monotonic() + self.config.timeout_s
+        guard.restart()
         chunks: list[bytes] = []
         size = 0
         while True:
-            chunk = response.read(_CHUNK)
+            try:
+                chunk = response.read1(_CHUNK)
+            except TimeoutError as err:
+                raise FetchFailure("timeout", f"body not read within the deadline ({err})") from None
             if not chunk:
                 return b"".join(chunks)
             size += len(chunk)
             if size > self.config.max_bytes:
                 raise FetchFailure("too_large", f"over {self.config.max_bytes} bytes")
-            if time.monotonic() > deadline:
-                raise FetchFailure("timeout", "body not read within the deadline")
             chunks.append(chunk)
 
     def _fetch_once(self, url: str) -> bytes:
@@ -303,7 +372,10 @@ class Downloader:
                 content_type = (response.getheader("Content-Type") or "").split(";")[0].strip().lower()
                 if content_type.startswith(_NON_IMAGE_TYPES):
                     raise FetchFailure("not_image", f"Content-Type {content_type}")
-                return self._read_body(response)
+                encoding = (response.getheader("Content-Encoding") or "identity").strip().lower()
+                if encoding not in ("", "identity"):  # asked for identity: never inflate (gzip bombs)
+                    raise FetchFailure("decode_error", f"Content-Encoding {encoding} (identity was asked)")
+                return self._read_body(response, connection.guard)
             except FetchFailure:
                 raise
             except TimeoutError as err:
@@ -316,6 +388,7 @@ class Downloader:
                 raise FetchFailure("connection", f"{type(err).__name__}: {err}") from None
             finally:
                 connection.close()
+                connection.guard.shutdown_now()
         raise FetchFailure("too_many_redirects", f"over {self.config.max_redirects} hops")
 
     # one sample -------------------------------------------------------------------------------------------
