@@ -17,7 +17,8 @@ What is ours, because img2dataset's ``download_image`` (plain ``urllib.urlopen``
 
 Failure reasons (one per failed sample; ``counts`` also holds ``ok``):
   opted_out_name      a name in the row (or its caption) is on the opt-out list; never requested
-  bad_scheme          not http/https                  bad_url         no host, bad port or bad characters
+  bad_scheme          not http/https                  bad_url         empty, no host, bad port, control
+                                                      characters, not UTF-8, over ``max_url_chars``
   dns                 the host did not resolve (not retried: at LAION scale that is nearly always a dead domain)
   blocked_address     resolves only to non-public addresses (loopback too, unless ``allow_loopback``)
   timeout             connect/read timed out, or the body was not read within the deadline   (retried)
@@ -335,6 +336,8 @@ class Downloader:
             except TimeoutError as err:
                 raise FetchFailure("timeout", f"body not read within the deadline ({err})") from None
             if not chunk:
+                if response.length:  # read1 returns b"" when the server closes before Content-Length
+                    raise FetchFailure("connection", f"closed {response.length} bytes before Content-Length")
                 return b"".join(chunks)
             size += len(chunk)
             if size > self.config.max_bytes:
@@ -425,8 +428,12 @@ class Downloader:
         except ImageRejected as rejected:
             return _Outcome(None, rejected.reason, attempts, rejected.detail)
 
-    def _safe_download_one(self, url: str) -> _Outcome:
+    def _safe_download_one(self, url: str | None) -> _Outcome:
         """A bug on one hostile URL must not end the batch: count it and carry on."""
+        if url is None:
+            return _Outcome(None, "bad_url", 0, "missing or not UTF-8")
+        if len(url) > self.config.max_url_chars:
+            return _Outcome(None, "bad_url", 0, f"{len(url)} characters, over {self.config.max_url_chars}")
         try:
             return self.download_one(url)
         except Exception as err:  # noqa: BLE001
@@ -446,9 +453,14 @@ class Downloader:
             failure_rows.append(_failure_row(row, "opted_out_name", 0, "name on the opt-out list"))
             counts["opted_out_name"] += 1
         rows = kept.to_pylist()
-        for row, outcome in zip(
-            rows, self.pool.map(self._safe_download_one, [r["url"] for r in rows]), strict=True
-        ):
+        urls = [_url_text(r["url"]) for r in rows]
+        for row in rows:  # the tables hold text: a non-UTF-8 URL is kept readable, with escapes
+            if isinstance(row["url"], bytes):
+                row["url"] = row["url"].decode("utf-8", "backslashreplace")
+        distinct = list(dict.fromkeys(urls))  # a URL repeated in the batch is fetched once
+        outcomes = dict(zip(distinct, self.pool.map(self._safe_download_one, distinct), strict=True))
+        for row, url in zip(rows, urls, strict=True):
+            outcome = outcomes[url]
             counts[outcome.reason] += 1
             if outcome.image is None:
                 failure_rows.append(_failure_row(row, outcome.reason, outcome.attempts, outcome.detail))
@@ -476,6 +488,16 @@ class Downloader:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
+
+
+def _url_text(value: Any) -> str | None:
+    """A row's URL as text; None when missing or not UTF-8 (then ``bad_url``, never requested)."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return value if isinstance(value, str) else None
 
 
 def _failure_row(row: Mapping[str, Any], reason: str, attempts: int, detail: str) -> dict[str, Any]:

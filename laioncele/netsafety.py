@@ -13,6 +13,7 @@ not resolve), ``blocked_address`` (every resolved address is non-public).
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Callable
 from urllib.parse import SplitResult, urlsplit
@@ -22,6 +23,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]
 
 ALLOWED_SCHEMES = ("http", "https")
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052 well-known prefix: low 32 bits are the IPv4 address
 _NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215 local-use prefix, same layout
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated ::a.b.c.d (RFC 4291 2.5.5.1)
@@ -87,9 +89,16 @@ def system_resolver(host: str, port: int) -> list[str]:
 
 
 def split_url(url: str) -> tuple[str | None, SplitResult | None, int]:
-    """(reason or None, parsed URL, port). Refuses non-http(s) schemes and URLs without a host."""
+    """(reason or None, parsed URL, port). Refuses non-http(s) schemes, URLs without a host, and URLs with
+    control characters (urlsplit would silently drop a CR/LF/tab, so what is checked would not be what
+    the row says)."""
+    if not isinstance(url, str) or not url.strip():
+        return "bad_url", None, 0
+    url = url.strip()
+    if _CONTROL_CHARS.search(url):
+        return "bad_url", None, 0
     try:
-        parts = urlsplit(url.strip())
+        parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in ALLOWED_SCHEMES:
             return "bad_scheme", None, 0
@@ -118,7 +127,10 @@ def resolve_checked(
     except ValueError:
         try:
             candidates = resolver(host, port)
-        except (OSError, UnicodeError):  # socket.gaierror is an OSError; bad IDNA labels raise UnicodeError
+        except (
+            OSError,
+            ValueError,
+        ):  # gaierror is an OSError; bad IDNA labels raise UnicodeError (a ValueError)
             return "dns", None
         if not candidates:
             return "dns", None
