@@ -161,6 +161,7 @@ class DownloadConfig(Section):
     backoff_s: float = Field(1.0, ge=0)  # first retry waits this, doubling after
     max_retry_after_s: float = Field(30.0, ge=0)  # cap on an honoured Retry-After
     max_redirects: int = Field(5, ge=0)
+    max_url_chars: int = Field(8192, gt=0)  # a longer URL is "bad_url", never requested
     user_agent: str = "LaionCele/0.1 (+opt-out: see project README; honours X-Robots-Tag noai)"
     user_agent_tokens: list[str] = Field(default_factory=lambda: ["laioncele", "img2dataset"])
     disallowed_header_directives: list[str] = Field(

@@ -17,7 +17,8 @@ What is ours, because img2dataset's ``download_image`` (plain ``urllib.urlopen``
 
 Failure reasons (one per failed sample; ``counts`` also holds ``ok``):
   opted_out_name      a name in the row (or its caption) is on the opt-out list; never requested
-  bad_scheme          not http/https                  bad_url         no host, bad port or bad characters
+  bad_scheme          not http/https                  bad_url         empty, no host, bad port, control
+                                                      characters, not UTF-8, over ``max_url_chars``
   dns                 the host did not resolve (not retried: at LAION scale that is nearly always a dead domain)
   blocked_address     resolves only to non-public addresses (loopback too, unless ``allow_loopback``)
   timeout             connect/read timed out, or the body was not read within the deadline   (retried)
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import email.utils
 import http.client
+import io
 import socket
 import ssl
 import threading
@@ -138,33 +140,99 @@ def filter_opted_out(table: pa.Table, opt_out_names: Iterable[str]) -> tuple[pa.
 # --- one HTTP request, pinned to a checked address -------------------------------------------------------
 
 
+class _DeadlineSocket:
+    """A connected socket whose every send and receive fits in what is left of one deadline.
+
+    A socket timeout bounds a single ``recv``: a slowloris server that sends a byte just inside it holds a
+    plain socket for as long as it likes. Here each operation gets ``min(timeout_s, time left)`` and fails
+    with ``TimeoutError`` once the deadline is spent, so a hop's connect, TLS handshake, request and headers
+    take at most ``timeout_s`` together, and its body (``restart`` before reading it) another ``timeout_s``,
+    whatever pace the server keeps. http.client reads through ``makefile``; ``close`` leaves the socket to
+    the fetcher (``Downloader._fetch_once`` closes ``raw`` when the hop ends).
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.deadline = time.monotonic() + timeout_s
+        self.raw: socket.socket | None = None
+
+    def restart(self) -> None:
+        self.deadline = time.monotonic() + self.timeout_s
+
+    def arm(self, sock: socket.socket) -> None:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"deadline of {self.timeout_s:g}s passed")
+        sock.settimeout(min(self.timeout_s, left))
+
+    def sendall(self, data: bytes) -> None:
+        assert self.raw is not None
+        self.arm(self.raw)
+        self.raw.sendall(data)
+
+    def recv_into(self, buffer: memoryview, nbytes: int = 0) -> int:
+        assert self.raw is not None
+        self.arm(self.raw)
+        return self.raw.recv_into(buffer, nbytes)
+
+    def makefile(self, mode: str = "rb", *_args: Any, **_kwargs: Any) -> io.BufferedReader:
+        if mode != "rb":
+            raise ValueError(f"only 'rb' is supported, not {mode!r}")
+        return io.BufferedReader(_DeadlineReader(self), buffer_size=_CHUNK)
+
+    def close(self) -> None:
+        """http.client calls this when the response takes the connection over; the fetcher closes ``raw``."""
+
+    def shutdown_now(self) -> None:
+        if self.raw is not None:
+            self.raw.close()
+
+
+class _DeadlineReader(io.RawIOBase):
+    def __init__(self, sock: _DeadlineSocket) -> None:
+        self.sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        return self.sock.recv_into(memoryview(buffer))
+
+
 class _PinnedHTTPConnection(http.client.HTTPConnection):
-    """Connects to ``pinned_ip`` while sending ``host`` in the Host header."""
+    """Connects to ``pinned_ip`` while sending ``host`` in the Host header; every step within the deadline."""
 
     def __init__(self, host: str, port: int, pinned_ip: str, timeout: float) -> None:
         super().__init__(host, port, timeout=timeout)
         self.pinned_ip = pinned_ip
+        self.guard = _DeadlineSocket(timeout)
+
+    def _open(self) -> socket.socket:
+        left = self.guard.deadline - time.monotonic()
+        sock = socket.create_connection((self.pinned_ip, self.port), max(0.001, min(self.timeout, left)))
+        self.guard.raw = sock
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
 
     def connect(self) -> None:
-        self.sock = socket.create_connection((self.pinned_ip, self.port), self.timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._open()
+        self.sock = self.guard
 
 
-class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+class _PinnedHTTPSConnection(_PinnedHTTPConnection):
     """TLS to ``pinned_ip`` with SNI and certificate verification against ``host``."""
 
+    default_port = http.client.HTTPS_PORT
+
     def __init__(self, host: str, port: int, pinned_ip: str, timeout: float, context: ssl.SSLContext) -> None:
-        super().__init__(host, port, timeout=timeout, context=context)
-        self.pinned_ip = pinned_ip
+        super().__init__(host, port, pinned_ip, timeout)
         self.tls_context = context
 
     def connect(self) -> None:
-        sock = socket.create_connection((self.pinned_ip, self.port), self.timeout)
-        try:
-            self.sock = self.tls_context.wrap_socket(sock, server_hostname=self.host)
-        except BaseException:
-            sock.close()  # a failed handshake must not leak the raw socket
-            raise
+        sock = self._open()
+        self.guard.arm(sock)  # the whole handshake within what is left (CPython keeps one deadline for it)
+        self.guard.raw = self.tls_context.wrap_socket(sock, server_hostname=self.host)
+        self.sock = self.guard
 
 
 def tls_context(ca_bundle: str | None = None) -> ssl.SSLContext:
@@ -241,7 +309,7 @@ class Downloader:
 
     # one request ------------------------------------------------------------------------------------------
 
-    def _connection(self, url: str, ip: str) -> http.client.HTTPConnection:
+    def _connection(self, url: str, ip: str) -> _PinnedHTTPConnection:
         parts = urlsplit(url)
         host = parts.hostname or ""
         timeout = self.config.timeout_s
@@ -254,22 +322,26 @@ class Downloader:
             return False
         return any(is_disallowed(headers, token, self.directives) for token in self.ua_tokens or [None])
 
-    def _read_body(self, response: http.client.HTTPResponse) -> bytes:
+    def _read_body(self, response: http.client.HTTPResponse, guard: _DeadlineSocket) -> bytes:
+        """The body, within ``max_bytes`` and one deadline (``guard`` bounds every receive, see above)."""
         declared = response.getheader("Content-Length")
         if declared and declared.strip().isdigit() and int(declared) > self.config.max_bytes:
             raise FetchFailure("too_large", f"Content-Length {declared}")
-        deadline = time.monotonic() + self.config.timeout_s
+        guard.restart()
         chunks: list[bytes] = []
         size = 0
         while True:
-            chunk = response.read(_CHUNK)
+            try:
+                chunk = response.read1(_CHUNK)
+            except TimeoutError as err:
+                raise FetchFailure("timeout", f"body not read within the deadline ({err})") from None
             if not chunk:
+                if response.length:  # read1 returns b"" when the server closes before Content-Length
+                    raise FetchFailure("connection", f"closed {response.length} bytes before Content-Length")
                 return b"".join(chunks)
             size += len(chunk)
             if size > self.config.max_bytes:
                 raise FetchFailure("too_large", f"over {self.config.max_bytes} bytes")
-            if time.monotonic() > deadline:
-                raise FetchFailure("timeout", "body not read within the deadline")
             chunks.append(chunk)
 
     def _fetch_once(self, url: str) -> bytes:
@@ -303,7 +375,10 @@ class Downloader:
                 content_type = (response.getheader("Content-Type") or "").split(";")[0].strip().lower()
                 if content_type.startswith(_NON_IMAGE_TYPES):
                     raise FetchFailure("not_image", f"Content-Type {content_type}")
-                return self._read_body(response)
+                encoding = (response.getheader("Content-Encoding") or "identity").strip().lower()
+                if encoding not in ("", "identity"):  # asked for identity: never inflate (gzip bombs)
+                    raise FetchFailure("decode_error", f"Content-Encoding {encoding} (identity was asked)")
+                return self._read_body(response, connection.guard)
             except FetchFailure:
                 raise
             except TimeoutError as err:
@@ -316,6 +391,7 @@ class Downloader:
                 raise FetchFailure("connection", f"{type(err).__name__}: {err}") from None
             finally:
                 connection.close()
+                connection.guard.shutdown_now()
         raise FetchFailure("too_many_redirects", f"over {self.config.max_redirects} hops")
 
     # one sample -------------------------------------------------------------------------------------------
@@ -352,8 +428,12 @@ class Downloader:
         except ImageRejected as rejected:
             return _Outcome(None, rejected.reason, attempts, rejected.detail)
 
-    def _safe_download_one(self, url: str) -> _Outcome:
+    def _safe_download_one(self, url: str | None) -> _Outcome:
         """A bug on one hostile URL must not end the batch: count it and carry on."""
+        if url is None:
+            return _Outcome(None, "bad_url", 0, "missing or not UTF-8")
+        if len(url) > self.config.max_url_chars:
+            return _Outcome(None, "bad_url", 0, f"{len(url)} characters, over {self.config.max_url_chars}")
         try:
             return self.download_one(url)
         except Exception as err:  # noqa: BLE001
@@ -373,9 +453,14 @@ class Downloader:
             failure_rows.append(_failure_row(row, "opted_out_name", 0, "name on the opt-out list"))
             counts["opted_out_name"] += 1
         rows = kept.to_pylist()
-        for row, outcome in zip(
-            rows, self.pool.map(self._safe_download_one, [r["url"] for r in rows]), strict=True
-        ):
+        urls = [_url_text(r["url"]) for r in rows]
+        for row in rows:  # the tables hold text: a non-UTF-8 URL is kept readable, with escapes
+            if isinstance(row["url"], bytes):
+                row["url"] = row["url"].decode("utf-8", "backslashreplace")
+        distinct = list(dict.fromkeys(urls))  # a URL repeated in the batch is fetched once
+        outcomes = dict(zip(distinct, self.pool.map(self._safe_download_one, distinct), strict=True))
+        for row, url in zip(rows, urls, strict=True):
+            outcome = outcomes[url]
             counts[outcome.reason] += 1
             if outcome.image is None:
                 failure_rows.append(_failure_row(row, outcome.reason, outcome.attempts, outcome.detail))
@@ -403,6 +488,16 @@ class Downloader:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
+
+
+def _url_text(value: Any) -> str | None:
+    """A row's URL as text; None when missing or not UTF-8 (then ``bad_url``, never requested)."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return value if isinstance(value, str) else None
 
 
 def _failure_row(row: Mapping[str, Any], reason: str, attempts: int, detail: str) -> dict[str, Any]:

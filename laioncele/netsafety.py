@@ -13,6 +13,7 @@ not resolve), ``blocked_address`` (every resolved address is non-public).
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Callable
 from urllib.parse import SplitResult, urlsplit
@@ -22,25 +23,35 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]
 
 ALLOWED_SCHEMES = ("http", "https")
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052 well-known prefix: low 32 bits are the IPv4 address
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215 local-use prefix, same layout
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated ::a.b.c.d (RFC 4291 2.5.5.1)
 
 
-def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 address carries (mapped ``::ffff:a.b.c.d`` or NAT64), judged on its own."""
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries, each to be judged on its own.
+
+    IPv4-mapped ``::ffff:a.b.c.d``, IPv4-compatible ``::a.b.c.d``, NAT64 (both prefixes), 6to4
+    ``2002:AABB:CCDD::/48`` and Teredo ``2001:0::/32`` (its server and its de-obfuscated client address):
+    a relay or a dual-stack host turns each back into IPv4, so ``2002:a00:1::`` is 10.0.0.1.
+    """
     if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip in _NAT64:
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return None
+        return [ip.ipv4_mapped]
+    if ip.sixtofour is not None:
+        return [ip.sixtofour]
+    if ip.teredo is not None:
+        return list(ip.teredo)
+    if ip in _NAT64 or ip in _NAT64_LOCAL or (ip in _IPV4_COMPATIBLE and int(ip) > 1):
+        return [ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)]  # ::1 and :: are judged as themselves
+    return []
 
 
 def is_loopback_address(ip: str | IPAddress) -> bool:
     """127.0.0.0/8 or ::1 (also as an IPv4-mapped IPv6 address): the only range ``allow_loopback`` opens."""
     addr = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
-    if isinstance(addr, ipaddress.IPv6Address):
-        inner = _embedded_ipv4(addr)
-        if inner is not None:
-            return inner.is_loopback
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped.is_loopback  # the one embedding the local stack itself answers
     return addr.is_loopback
 
 
@@ -48,7 +59,8 @@ def is_public_address(ip: str | IPAddress) -> bool:
     """True only for globally routable unicast addresses.
 
     Refuses loopback, private (RFC 1918, ULA), link-local (incl. 169.254.169.254), multicast, reserved,
-    unspecified and shared (100.64/10) space; IPv6 addresses embedding an IPv4 address are judged by it.
+    unspecified and shared (100.64/10) space; an IPv6 address embedding IPv4 addresses (mapped, compatible,
+    NAT64, 6to4, Teredo) is public only when every one it carries is.
     """
     try:
         addr = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
@@ -56,8 +68,8 @@ def is_public_address(ip: str | IPAddress) -> bool:
         return False
     if isinstance(addr, ipaddress.IPv6Address):
         inner = _embedded_ipv4(addr)
-        if inner is not None:
-            return is_public_address(inner)
+        if inner:
+            return all(is_public_address(v4) for v4 in inner)
     return addr.is_global and not (
         addr.is_multicast or addr.is_reserved or addr.is_link_local or addr.is_loopback or addr.is_private
     )
@@ -77,9 +89,16 @@ def system_resolver(host: str, port: int) -> list[str]:
 
 
 def split_url(url: str) -> tuple[str | None, SplitResult | None, int]:
-    """(reason or None, parsed URL, port). Refuses non-http(s) schemes and URLs without a host."""
+    """(reason or None, parsed URL, port). Refuses non-http(s) schemes, URLs without a host, and URLs with
+    control characters (urlsplit would silently drop a CR/LF/tab, so what is checked would not be what
+    the row says)."""
+    if not isinstance(url, str) or not url.strip():
+        return "bad_url", None, 0
+    url = url.strip()
+    if _CONTROL_CHARS.search(url):
+        return "bad_url", None, 0
     try:
-        parts = urlsplit(url.strip())
+        parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in ALLOWED_SCHEMES:
             return "bad_scheme", None, 0
@@ -108,7 +127,10 @@ def resolve_checked(
     except ValueError:
         try:
             candidates = resolver(host, port)
-        except (OSError, UnicodeError):  # socket.gaierror is an OSError; bad IDNA labels raise UnicodeError
+        except (
+            OSError,
+            ValueError,
+        ):  # gaierror is an OSError; bad IDNA labels raise UnicodeError (a ValueError)
             return "dns", None
         if not candidates:
             return "dns", None
