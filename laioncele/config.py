@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from laioncele.storage import ObjectPath, as_path
+
 # How many workers run a stage never changes what it computes: such keys stay out of the resume hash.
 RESOURCE_KEYS = frozenset(
     {
@@ -60,6 +62,18 @@ class ShardConfig(Section):
     bytes_per_shard: int = Field(512 * 1024 * 1024, gt=0)  # uncompressed Arrow bytes, before zstd
     compression: Literal["zstd", "lz4", "none"] = "zstd"
     verify_checksums: bool = True
+
+
+class StorageConfig(Section):
+    """The object store behind ``s3://`` input paths and output roots (see ``laioncele.storage``).
+
+    Unset keys fall back to the standard AWS environment variables (``AWS_ENDPOINT_URL``, ``AWS_REGION``).
+    Credentials are never configured here: they come from the AWS credential chain (``AWS_ACCESS_KEY_ID`` /
+    ``AWS_SECRET_ACCESS_KEY``, a profile, an instance or pod role).
+    """
+
+    endpoint_url: str | None = None  # an S3-compatible server, e.g. http://127.0.0.1:9000; None: AWS itself
+    region: str | None = None
 
 
 class SampleServerConfig(Section):
@@ -404,6 +418,7 @@ class Config(Section):
     shards: ShardConfig = Field(default_factory=ShardConfig)
     input: InputConfig = Field(default_factory=InputConfig)
     sample_server: SampleServerConfig = Field(default_factory=SampleServerConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     names: NamesConfig = Field(default_factory=NamesConfig)
     download: DownloadConfig = Field(default_factory=DownloadConfig)
@@ -426,8 +441,9 @@ class Config(Section):
         return hashlib.sha256(blob).hexdigest()[:16]
 
     @property
-    def output_root(self) -> Path:
-        return Path(self.run.output_root)
+    def output_root(self) -> Path | ObjectPath:
+        """A local directory, or an object-store prefix when ``run.output_root`` is an ``s3://`` URI."""
+        return as_path(self.run.output_root, self.storage)
 
 
 def _set_dotted(tree: dict[str, Any], dotted_key: str, value: Any) -> None:

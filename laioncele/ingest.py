@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from laioncele.config import IngestConfig
 from laioncele.schema import INGEST, conform
+from laioncele.storage import filesystem_from_uri
 
 # Our column -> accepted source column names, first match wins (case-insensitive).
 COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
@@ -236,7 +237,7 @@ def expand_input_paths(paths: list[str]) -> list[str]:
     Local paths and URIs (s3://, gs://) go through pyarrow's filesystem layer."""
     files: list[str] = []
     for spec in paths:
-        filesystem, path = pafs.FileSystem.from_uri(spec) if "://" in spec else (pafs.LocalFileSystem(), spec)
+        filesystem, path = filesystem_from_uri(spec) if "://" in spec else (pafs.LocalFileSystem(), spec)
         if any(ch in path for ch in "*?["):
             base = path.split("*", 1)[0].rsplit("/", 1)[0] or "."
             selector = pafs.FileSelector(base, recursive=True)
@@ -269,7 +270,7 @@ def _with_scheme(spec: str, path: str) -> str:
 
 def open_parquet(path: str) -> pq.ParquetFile:
     if "://" in path:
-        filesystem, inner = pafs.FileSystem.from_uri(path)
+        filesystem, inner = filesystem_from_uri(path)
         return pq.ParquetFile(filesystem.open_input_file(inner))
     return pq.ParquetFile(path)
 

@@ -10,6 +10,11 @@ Layout of one stage directory::
 A *unit* is the resumable grain of a stage (an input row-group range, an input shard). A unit is complete when
 its commit record exists and every shard it lists is on disk with the recorded size; anything else is partial
 and is redone from scratch, so a crash never leaves a duplicate or a missing row.
+
+``stage_dir`` may also be an ``s3://`` URI (or a ``laioncele.storage.ObjectPath``): there is no rename on an
+object store, so every shard, commit record and manifest is uploaded under a ``.tmp-`` key and then copied to
+its final key (see ``laioncele.storage``); the same order (shards, then the record, the manifest last) keeps a
+unit and a stage all-or-nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any
 import pyarrow as pa
 
 from laioncele.schema import SCHEMAS, schema_id
+from laioncele.storage import ObjectPath, as_path, temp_key_write
 
 MANIFEST_NAME = "manifest.json"
 UNITS_DIR = "_units"
@@ -80,7 +86,10 @@ class UnitRecord:
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temp file + fsync + rename, so readers see all of it or nothing."""
-    path = Path(path)
+    path = as_path(path)
+    if isinstance(path, ObjectPath):
+        temp_key_write(path, data, f"{TMP_PREFIX}{path.name}.{os.getpid()}")
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
     with open(tmp, "wb") as handle:
@@ -95,6 +104,9 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
 
 
 def file_sha256(path: str | Path) -> str:
+    path = as_path(path)
+    if isinstance(path, ObjectPath):
+        return hashlib.sha256(path.read_bytes()).hexdigest()
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -127,7 +139,7 @@ class ShardWriter:
         compression: str | None = "zstd",
         inputs: Iterable[str] = (),
     ) -> None:
-        self.out_dir = Path(out_dir)
+        self.out_dir = as_path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.schema = schema
         self.prefix = prefix
@@ -173,6 +185,9 @@ class ShardWriter:
         table = pa.Table.from_batches(self._pending, schema=self.schema).replace_schema_metadata(
             self.schema.metadata
         )
+        if isinstance(final, ObjectPath):
+            self._flush_object(final, tmp.name, table)
+            return
         with (
             pa.OSFile(str(tmp), "wb") as sink,
             pa.ipc.new_file(sink, self.schema, options=self.options) as writer,
@@ -187,6 +202,25 @@ class ShardWriter:
                 rows=table.num_rows,
                 bytes=final.stat().st_size,
                 sha256=file_sha256(final),
+                inputs=self.inputs,
+            )
+        )
+        self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
+
+    def _flush_object(self, final: ObjectPath, tmp_name: str, table: pa.Table) -> None:
+        """The same bytes as a local shard, serialised in memory (size and sha256 from them, no re-read),
+        uploaded under a temp key and copied to the final one."""
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_file(sink, self.schema, options=self.options) as writer:
+            writer.write_table(table)
+        data = sink.getvalue().to_pybytes()
+        temp_key_write(final, data, tmp_name)
+        self.records.append(
+            ShardRecord(
+                name=final.name,
+                rows=table.num_rows,
+                bytes=len(data),
+                sha256=hashlib.sha256(data).hexdigest(),
                 inputs=self.inputs,
             )
         )
@@ -210,7 +244,7 @@ def write_unit(
 ) -> UnitRecord:
     """Write one unit's output shards and then its commit record (the record is the unit's completion mark)."""
     unit_id = safe_unit_id(unit_id)
-    out_dir = Path(out_dir)
+    out_dir = as_path(out_dir)
     discard_partial_unit(out_dir, unit_id)
     writer = ShardWriter(
         out_dir, schema, f"part-{unit_id}", rows_per_shard, bytes_per_shard, compression, inputs
@@ -242,7 +276,8 @@ def discard_partial_unit(out_dir: Path, unit_id: str) -> None:
 def completed_units(out_dir: str | Path, config_hash: str, overwrite: bool = False) -> dict[str, UnitRecord]:
     """Units whose commit record and shards are all present. A record from another config is an error
     (mixing outputs of two configs would silently corrupt the stage) unless ``overwrite`` discards it."""
-    units_dir = Path(out_dir) / UNITS_DIR
+    out_dir = as_path(out_dir)
+    units_dir = out_dir / UNITS_DIR
     done: dict[str, UnitRecord] = {}
     if not units_dir.is_dir():
         return done
@@ -254,19 +289,23 @@ def completed_units(out_dir: str | Path, config_hash: str, overwrite: bool = Fal
             continue
         if record.config_hash != config_hash:
             if overwrite:
-                discard_partial_unit(Path(out_dir), record.unit_id)
+                discard_partial_unit(out_dir, record.unit_id)
                 continue
             raise ShardError(
                 f"{out_dir} holds unit {record.unit_id!r} written with config hash {record.config_hash}, "
                 f"but the current config hashes to {config_hash}. Delete the directory or set run.overwrite=true."
             )
-        shards_ok = all(
-            (Path(out_dir) / s.name).is_file() and (Path(out_dir) / s.name).stat().st_size == s.bytes
-            for s in record.shards
-        )
+        shards_ok = all(_has_size(out_dir / s.name, s.bytes) for s in record.shards)
         if shards_ok:
             done[record.unit_id] = record
     return done
+
+
+def _has_size(path: Path | ObjectPath, size: int) -> bool:
+    try:
+        return path.stat().st_size == size
+    except FileNotFoundError:
+        return False
 
 
 def finalize_stage(
@@ -278,7 +317,7 @@ def finalize_stage(
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Gather the commit records of ``unit_ids`` (in that order) into ``manifest.json`` and remove stray files."""
-    out_dir = Path(out_dir)
+    out_dir = as_path(out_dir)
     done = completed_units(out_dir, config_hash)
     ids = [safe_unit_id(u) for u in unit_ids]
     missing = [u for u in ids if u not in done]
@@ -376,7 +415,7 @@ def write_shards(
             schema = first.schema
             data = _chain([first], data)
     stage = stage or (schema_id(schema) or ("shards", 0))[0]
-    out_dir = Path(out_dir)
+    out_dir = as_path(out_dir)
     (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
     counted = _Counting(data)
     record = write_unit(
@@ -417,7 +456,7 @@ def _chain(*iterables: Iterable[Any]) -> Iterator[Any]:
 
 
 def load_manifest(stage_dir: str | Path) -> dict[str, Any]:
-    path = Path(stage_dir) / MANIFEST_NAME
+    path = as_path(stage_dir) / MANIFEST_NAME
     if not path.is_file():
         raise ShardError(
             f"{stage_dir} has no {MANIFEST_NAME}: the stage did not finish (re-run it to resume)"
@@ -434,6 +473,8 @@ def load_manifest(stage_dir: str | Path) -> dict[str, Any]:
 
 
 def _open_shard(path: Path, record: Mapping[str, Any], verify: bool) -> pa.Table:
+    if isinstance(path, ObjectPath):
+        return _open_object_shard(path, record, verify)
     if not path.is_file():
         raise ShardError(f"shard {path} listed in the manifest is missing")
     size = path.stat().st_size
@@ -447,6 +488,24 @@ def _open_shard(path: Path, record: Mapping[str, Any], verify: bool) -> pa.Table
         with pa.memory_map(str(path)) as source:
             return pa.ipc.open_file(source).read_all()
     except (pa.ArrowInvalid, OSError) as exc:
+        raise ShardError(f"shard {path} cannot be read as Arrow IPC: {exc}") from None
+
+
+def _open_object_shard(path: ObjectPath, record: Mapping[str, Any], verify: bool) -> pa.Table:
+    """One GET: size and checksum are checked on the bytes that are then parsed."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ShardError(f"shard {path} listed in the manifest is missing") from None
+    if len(data) != record["bytes"]:
+        raise ShardError(
+            f"shard {path} is {len(data)} bytes, the manifest says {record['bytes']} (truncated or replaced)"
+        )
+    if verify and hashlib.sha256(data).hexdigest() != record["sha256"]:
+        raise ShardError(f"shard {path} fails its sha256 checksum (corrupted)")
+    try:
+        return pa.ipc.open_file(pa.py_buffer(data)).read_all()
+    except pa.ArrowInvalid as exc:
         raise ShardError(f"shard {path} cannot be read as Arrow IPC: {exc}") from None
 
 
@@ -465,7 +524,7 @@ def _check_schema(path: Path, table: pa.Table, manifest: Mapping[str, Any]) -> N
 
 def read_shard(stage_dir: str | Path, record: Mapping[str, Any], verify: bool = True) -> pa.Table:
     """Read one shard of a finished stage by its manifest record (size, checksum and schema checked)."""
-    stage_dir = Path(stage_dir)
+    stage_dir = as_path(stage_dir)
     path = stage_dir / record["name"]
     table = _open_shard(path, record, verify)
     _check_schema(path, table, load_manifest(stage_dir))
@@ -476,7 +535,7 @@ def iter_shards(
     stage_dir: str | Path, columns: list[str] | None = None, verify: bool = True
 ) -> Iterator[tuple[dict[str, Any], pa.Table]]:
     """Yield (shard record, table) for every shard of a finished stage, validating each one."""
-    stage_dir = Path(stage_dir)
+    stage_dir = as_path(stage_dir)
     manifest = load_manifest(stage_dir)
     for record in manifest["shards"]:
         path = stage_dir / record["name"]

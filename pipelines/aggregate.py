@@ -19,7 +19,9 @@ from pipelines.runtime import ensure_ray
 class _ReadAndMap:
     """Ray Data map: read one shard (validated) and turn it into rows to group."""
 
-    def __init__(self, stage_dir: str, columns: list[str], transform: Callable[[pa.Table], pa.Table]) -> None:
+    def __init__(
+        self, stage_dir: str | Path, columns: list[str], transform: Callable[[pa.Table], pa.Table]
+    ) -> None:
         self.stage_dir, self.columns, self.transform = stage_dir, columns, transform
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -54,7 +56,7 @@ def group_apply(
         dataset = ray.data.from_items([{"record": r} for r in records], override_num_blocks=len(records))
         dataset = dataset.map_batches(
             _ReadAndMap,
-            fn_constructor_args=(str(stage_dir), columns, transform),
+            fn_constructor_args=(stage_dir, columns, transform),  # an s3:// ObjectPath keeps its endpoint
             batch_size=1,
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2),

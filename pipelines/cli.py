@@ -11,6 +11,7 @@ from pathlib import Path
 from laioncele.config import Config, dump_config, load_config
 from laioncele.report import write_report
 from laioncele.shards import ShardError, atomic_write_json, read_shards
+from laioncele.storage import is_object_uri
 from laioncele.truth_check import load_truth, truth_check
 from pipelines.runner import StageFailed, run_stage
 from pipelines.sample_server import serve_directory
@@ -118,7 +119,12 @@ def main(argv: list[str] | None = None) -> int:
             if config.sample_server.truth:
                 report_truth(config)
             print(f"dataset: {config.output_root / 'dataset'} (manifest.json, identities/, images/)")
-            print(f"QA report: {write_report(config.output_root, config=config.report)}")
+            if is_object_uri(config.output_root):  # the HTML report writes local files (crops, plots)
+                print(
+                    "QA report: not written for an object-store output_root (laioncele.report is local-only)"
+                )
+            else:
+                print(f"QA report: {write_report(config.output_root, config=config.report)}")
     except (ShardError, StageFailed, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

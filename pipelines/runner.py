@@ -30,6 +30,7 @@ from laioncele.shards import (
     safe_unit_id,
     write_unit,
 )
+from laioncele.storage import ObjectPath, as_path, configure
 from pipelines.runtime import ensure_ray
 from pipelines.stage import Stage
 
@@ -42,8 +43,8 @@ class StageFailed(RuntimeError):
 STAGE_PATHS = {"dataset": "dataset/images"}
 
 
-def stage_dir(config: Config, name: str) -> Path:
-    """Absolute, because Ray workers do not share the driver's working directory."""
+def stage_dir(config: Config, name: str) -> Path | ObjectPath:
+    """Absolute, because Ray workers do not share the driver's working directory (or an ``s3://`` prefix)."""
     return (config.output_root / STAGE_PATHS.get(name, name)).resolve()
 
 
@@ -64,7 +65,8 @@ class UnitTask:
 
     def __init__(self, config: dict[str, Any], out_dir: str, config_hash: str) -> None:
         self.config = Config.model_validate(config)
-        self.out_dir = Path(out_dir)
+        configure(self.config.storage)  # s3:// inputs and outputs resolve against the configured endpoint
+        self.out_dir = as_path(out_dir, self.config.storage)
         self.config_hash = config_hash
 
     def process(self, unit_id: str, payload: dict[str, Any]) -> UnitRecord:
@@ -114,6 +116,7 @@ class UnitTask:
 def run_stage(stage: Stage, config: Config, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run ``stage`` to completion (resuming committed units) and return its manifest."""
     started = time.monotonic()
+    configure(config.storage)
     out_dir = stage_dir(config, stage.name)
     config_hash = stage_config_hash(stage, config)
     if (out_dir / MANIFEST_NAME).is_file():

@@ -10,7 +10,6 @@ checksums, the config and the text-encoder source; ``mean_name_embedding.npy`` (
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from laioncele.shards import (
     read_shards,
     write_shards,
 )
+from laioncele.storage import copy_file
 from laioncele.targets import text_encoder_revision
 from pipelines.runner import UnitTask, stage_dir
 from pipelines.stage import Resources, Stage, Unit, units_per_shard
@@ -136,7 +136,7 @@ def finish(config: Config, out_dir: Path) -> dict[str, Any]:
     )
     mean = stage_dir(config, "targets") / MEAN_FILE
     if mean.is_file():
-        shutil.copyfile(mean, root / MEAN_FILE)
+        copy_file(mean, root / MEAN_FILE)
     return {"identities": id_manifest["rows"]}
 
 

@@ -29,6 +29,7 @@ from laioncele.shards import (
     read_shards,
     write_shards,
 )
+from laioncele.storage import open_input, open_output
 from pipelines.aggregate import group_apply
 from pipelines.runner import UnitTask, stage_dir
 from pipelines.stage import Resources, Stage, Unit, units_per_shard
@@ -292,7 +293,7 @@ def plan_candidates(config: Config, upstream_dir: Path | None) -> list[Unit]:
         [k for k, group in zip(keys, ids, strict=True) for _ in group],
         [sid for group in ids for sid in group],
     )
-    with pa.OSFile(str(out / KEPT_PAIRS_FILE), "wb") as sink, pa.ipc.new_file(sink, pairs.schema) as writer:
+    with open_output(out / KEPT_PAIRS_FILE) as sink, pa.ipc.new_file(sink, pairs.schema) as writer:
         writer.write_table(pairs)
     return units_per_shard(upstream_dir)
 
@@ -302,7 +303,7 @@ class CandidatesTask(UnitTask):
 
     def __init__(self, config: dict[str, Any], out_dir: str, config_hash: str) -> None:
         super().__init__(config, out_dir, config_hash)
-        with pa.memory_map(str(self.out_dir / KEPT_PAIRS_FILE)) as source:
+        with open_input(self.out_dir / KEPT_PAIRS_FILE) as source:
             self.kept = pa.ipc.open_file(source).read_all()
         self.opt_out = frozenset(
             k for n in self.config.names.opt_out_names if (k := name_key(n, self.config.names))
