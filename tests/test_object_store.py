@@ -18,7 +18,14 @@ import pytest
 
 from laioncele import schema, storage
 from laioncele.config import StorageConfig
-from laioncele.shards import ShardError, completed_units, finalize_stage, read_shards, write_shards, write_unit
+from laioncele.shards import (
+    ShardError,
+    completed_units,
+    finalize_stage,
+    read_shards,
+    write_shards,
+    write_unit,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "laioncele-test"
