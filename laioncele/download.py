@@ -432,6 +432,7 @@ class Downloader:
         """A bug on one hostile URL must not end the batch: count it and carry on."""
         if url is None:
             return _Outcome(None, "bad_url", 0, "missing or not UTF-8")
+        url = url.strip()  # split_url checks the stripped form: fetch exactly that
         if len(url) > self.config.max_url_chars:
             return _Outcome(None, "bad_url", 0, f"{len(url)} characters, over {self.config.max_url_chars}")
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ssl
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -66,6 +67,7 @@ class LocalHTTPServer:
         self.requests: Counter[str] = Counter()
         self.in_flight = 0
         self.max_in_flight = 0  # most requests being answered at once (politeness tests)
+        self.request_log: list[tuple[str, float]] = []  # (path, time.monotonic()) of every request, in order
         self.tls = tls
         self.hostname = hostname
         self.sni: list[str | None] = []  # the client's SNI name per TLS handshake attempt (None: none sent)
@@ -109,6 +111,7 @@ class LocalHTTPServer:
         with self._lock:
             index = self.requests[path]
             self.requests[path] += 1
+            self.request_log.append((path, time.monotonic()))
         responses = self.routes.get(path) or [Response(404, b"not found", {"Content-Type": "text/plain"})]
         return responses[min(index, len(responses) - 1)]
 
