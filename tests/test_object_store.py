@@ -13,8 +13,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
+from test_shards import ingest_rows  # the same rows as the local shard tests
 
 from laioncele import schema, storage
 from laioncele.config import StorageConfig
@@ -50,24 +50,6 @@ def s3_endpoint():
             os.environ[key] = value
 
 
-def ingest_rows(n: int, start: int = 0) -> pa.Table:
-    ids = [f"{i:016x}" for i in range(start, start + n)]
-    table = pa.table(
-        {
-            "sample_id": ids,
-            "url": [f"http://127.0.0.1/{i}.jpg" for i in ids],
-            "caption": [f"Caption {i}" for i in ids],
-            "width": pa.array([512] * n, pa.int32()),
-            "height": pa.array([512] * n, pa.int32()),
-            "similarity": pa.array([0.3] * n, pa.float32()),
-            "punsafe": pa.array([0.01] * n, pa.float32()),
-            "pwatermark": pa.array([0.1] * n, pa.float32()),
-            "language": ["en"] * n,
-        }
-    )
-    return schema.conform(table, schema.INGEST)
-
-
 def test_s3_stage_has_the_bytes_of_a_local_stage(s3_endpoint: str, tmp_path: Path) -> None:
     table = ingest_rows(250)
     local = write_shards(table, tmp_path / "ingest", config_hash="h", rows_per_shard=100)
@@ -94,7 +76,7 @@ def test_writer_killed_between_upload_and_copy_leaves_no_visible_shard(s3_endpoi
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from laioncele import schema, shards, storage
         from laioncele.config import StorageConfig
-        from test_object_store import ingest_rows
+        from test_shards import ingest_rows
         storage.configure(StorageConfig(endpoint_url={s3_endpoint!r}, region="us-east-1"))
 
         def upload_then_die(final, data, tmp_name):
