@@ -465,6 +465,10 @@ def load_manifest(stage_dir: str | Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ShardError(f"{path} is not valid JSON: {exc}") from None
+    if "format_version" not in manifest and isinstance(manifest.get("parts"), dict):
+        # The final dataset's top manifest: it lists stage directories, it is not one.
+        parts = ", ".join(f"{stage_dir}/{name}" for name in manifest["parts"])
+        raise ShardError(f"{stage_dir} is a dataset directory, not a stage: read one of its parts ({parts})")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ShardError(
             f"{path}: manifest format {manifest.get('format_version')} != supported {FORMAT_VERSION}"

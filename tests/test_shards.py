@@ -130,3 +130,12 @@ def test_unit_missing_a_shard_is_not_complete(tmp_path: Path) -> None:
     assert completed_units(tmp_path, "h") == {}
     with pytest.raises(ShardError, match="not complete"):
         finalize_stage(tmp_path, "ingest", schema.INGEST, "h", ["u0"])
+
+
+def test_reading_a_dataset_directory_names_its_parts(tmp_path: Path) -> None:
+    write_shards(ingest_rows(5), tmp_path / "dataset" / "images", config_hash="h")
+    (tmp_path / "dataset" / "manifest.json").write_text(
+        json.dumps({"dataset": "LaionCele", "parts": {"images": {}}})
+    )
+    with pytest.raises(ShardError, match=r"dataset directory, not a stage: .*dataset/images"):
+        read_shards(tmp_path / "dataset")
