@@ -54,7 +54,13 @@ def stage_config_hash(stage: Stage, config: Config) -> str:
     own = config.section_hash(*stage.config_sections, *stage.extra_sections)
     upstream = ""
     if stage.upstream:
-        upstream = load_manifest(stage_dir(config, stage.upstream))["config_hash"]
+        upstream_dir = stage_dir(config, stage.upstream)
+        if not (upstream_dir / MANIFEST_NAME).is_file():
+            raise ShardError(
+                f"stage {stage.name!r} reads stage {stage.upstream!r}, which has not finished under "
+                f"{upstream_dir}: run `python -m pipelines run {stage.upstream}` (or `run all`) first"
+            )
+        upstream = load_manifest(upstream_dir)["config_hash"]
     return hashlib.sha256(f"{stage.name}:{own}:{upstream}".encode()).hexdigest()[:16]
 
 
