@@ -127,10 +127,8 @@ def resolve_checked(
     except ValueError:
         try:
             candidates = resolver(host, port)
-        except (
-            OSError,
-            ValueError,
-        ):  # gaierror is an OSError; bad IDNA labels raise UnicodeError (a ValueError)
+        # gaierror is an OSError; bad IDNA labels raise UnicodeError, a ValueError.
+        except (OSError, ValueError):
             return "dns", None
         if not candidates:
             return "dns", None

@@ -181,13 +181,19 @@ class ShardWriter:
     def _flush(self) -> None:
         name = f"{self.prefix}-{len(self.records):05d}{SHARD_SUFFIX}"
         final = self.out_dir / name
-        tmp = self.out_dir / f"{TMP_PREFIX}{name}.{os.getpid()}"
+        tmp_name = f"{TMP_PREFIX}{name}.{os.getpid()}"
         table = pa.Table.from_batches(self._pending, schema=self.schema).replace_schema_metadata(
             self.schema.metadata
         )
         if isinstance(final, ObjectPath):
-            self._flush_object(final, tmp.name, table)
-            return
+            size, sha256 = self._write_object(final, tmp_name, table)
+        else:
+            self._write_local(final, self.out_dir / tmp_name, table)
+            size, sha256 = final.stat().st_size, file_sha256(final)
+        self.records.append(ShardRecord(name, table.num_rows, size, sha256, self.inputs))
+        self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
+
+    def _write_local(self, final: Path, tmp: Path, table: pa.Table) -> None:
         with (
             pa.OSFile(str(tmp), "wb") as sink,
             pa.ipc.new_file(sink, self.schema, options=self.options) as writer,
@@ -196,18 +202,8 @@ class ShardWriter:
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, final)
-        self.records.append(
-            ShardRecord(
-                name=name,
-                rows=table.num_rows,
-                bytes=final.stat().st_size,
-                sha256=file_sha256(final),
-                inputs=self.inputs,
-            )
-        )
-        self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
 
-    def _flush_object(self, final: ObjectPath, tmp_name: str, table: pa.Table) -> None:
+    def _write_object(self, final: ObjectPath, tmp_name: str, table: pa.Table) -> tuple[int, str]:
         """The same bytes as a local shard, serialised in memory (size and sha256 from them, no re-read),
         uploaded under a temp key and copied to the final one."""
         sink = pa.BufferOutputStream()
@@ -215,16 +211,7 @@ class ShardWriter:
             writer.write_table(table)
         data = sink.getvalue().to_pybytes()
         temp_key_write(final, data, tmp_name)
-        self.records.append(
-            ShardRecord(
-                name=final.name,
-                rows=table.num_rows,
-                bytes=len(data),
-                sha256=hashlib.sha256(data).hexdigest(),
-                inputs=self.inputs,
-            )
-        )
-        self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
+        return len(data), hashlib.sha256(data).hexdigest()
 
 
 def write_unit(
