@@ -9,9 +9,11 @@ import time
 from pathlib import Path
 
 from laioncele.config import Config, dump_config, load_config
+from laioncele.export import FORMATS
+from laioncele.export import export as export_dataset
 from laioncele.report import write_report
 from laioncele.shards import ShardError, atomic_write_json, read_shards
-from laioncele.storage import is_object_uri
+from laioncele.storage import as_path, configure, is_object_uri
 from laioncele.truth_check import load_truth, truth_check
 from pipelines.runner import StageFailed, run_stage
 from pipelines.sample_server import serve_directory
@@ -59,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show-config", help="print the effective config (after file and overrides)")
     add_config_args(show)
 
+    export = sub.add_parser(
+        "export", help="write a trainer-ready export of the built dataset (docs/exports.md)"
+    )
+    export.add_argument("--format", required=True, choices=FORMATS, help="webdataset, hf or parquet")
+    export.add_argument(
+        "--out", default=None, help="export directory (default: <output_root>/export/<format>)"
+    )
+    add_config_args(export)
+
     sub.add_parser("stages", help="list the stages in data-flow order")
     return parser
 
@@ -78,6 +89,22 @@ def report_truth(config: Config) -> None:
     )
 
 
+def run_export(config: Config, fmt: str, out: str | None) -> int:
+    """Export the built dataset; the report's skip counts are printed (and kept in the export's export.json)."""
+    configure(config.storage)
+    dataset = config.output_root / "dataset"
+    target = as_path(out, config.storage) if out else config.output_root / "export" / fmt
+    try:
+        report = export_dataset(
+            fmt, dataset, target, config.export.shard_bytes, verify_images=config.export.verify_images
+        )
+    except (ShardError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "stages":
@@ -93,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "show-config":
         print(dump_config(config), end="")
         return 0
+
+    if args.command == "export":
+        return run_export(config, args.format, args.out)
 
     if args.command == "report":
         try:
