@@ -30,6 +30,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import re
 import tarfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -433,10 +434,9 @@ def write_hf_metadata(out_dir: Path | ObjectPath, files: list[dict[str, Any]], f
     the files' checksums, so a rewrite (``remove``) never reuses a ``.map`` cache of the old content."""
     import datasets
 
-    fingerprint = hashlib.sha256("".join(f["sha256"] for f in files).encode()).hexdigest()[:16]
     state = {
         "_data_files": [{"filename": f["name"]} for f in files],
-        "_fingerprint": fingerprint,
+        "_fingerprint": _hf_fingerprint(files),
         "_format_columns": None,
         "_format_kwargs": {},
         "_format_type": None,
@@ -451,6 +451,10 @@ def write_hf_metadata(out_dir: Path | ObjectPath, files: list[dict[str, Any]], f
     )
     atomic_write_bytes(out_dir / HF_INFO, (json.dumps(dict(sorted(info.items())), indent=2) + "\n").encode())
     atomic_write_json(out_dir / HF_STATE, state)
+
+
+def _hf_fingerprint(files: list[dict[str, Any]]) -> str:
+    return hashlib.sha256("".join(f["sha256"] for f in files).encode()).hexdigest()[:16]
 
 
 def write_parquet(
@@ -548,13 +552,24 @@ def filter_table_file(fmt: str, data: bytes, drop_keys: set[str]) -> tuple[bytes
     return encoded, kept.num_rows, dropped
 
 
-def remove_from_export(out_dir: str | Path | ObjectPath, drop_keys: set[str], reason: str) -> dict[str, int]:
-    """Rewrite only the files of one export that hold a key in ``drop_keys``; the rest keep their bytes."""
+def revision_name(name: str, revision: int) -> str:
+    """``laioncele-000003.tar`` -> ``laioncele-000003-rm2.tar``: a rewritten file gets a new name, so a crash
+    between writing it and switching the manifest leaves the old manifest consistent with the old file."""
+    stem, dot, suffix = name.partition(".")
+    return f"{re.sub(r'-rm[0-9]+$', '', stem)}-rm{revision}{dot}{suffix}"
+
+
+def remove_from_export(
+    out_dir: str | Path | ObjectPath, drop_keys: set[str], reason: str, revision: int
+) -> dict[str, int]:
+    """Rewrite, under new names, only the files of one export that hold a key in ``drop_keys``; every other file
+    keeps its name and bytes. Indexes (``wids.json``, ``state.json``) and ``export.json`` are switched after the
+    new files exist; the replaced files are deleted last."""
     out_dir = as_path(out_dir)
     manifest = load_export_manifest(out_dir)
     fmt = manifest["format"]
     removed = 0
-    rewritten = 0
+    replaced = []
     for record in manifest["files"]:
         data = (out_dir / record["name"]).read_bytes()
         result = (
@@ -563,21 +578,26 @@ def remove_from_export(out_dir: str | Path | ObjectPath, drop_keys: set[str], re
         if result is None:
             continue
         new, kept, dropped = result
-        record.update(_write_file(out_dir, record["name"], new, kept))
+        replaced.append(record["name"])
+        record.update(_write_file(out_dir, revision_name(record["name"], revision), new, kept))
         removed += dropped
-        rewritten += 1
+    if not replaced:
+        return {"rows_removed": 0, "files_rewritten": 0}
     manifest["rows"] = sum(f["rows"] for f in manifest["files"])
-    manifest.setdefault("removed", {})
+    manifest["removed"] = {**manifest.get("removed", {})}
     manifest["removed"][reason] = manifest["removed"].get(reason, 0) + removed
     if fmt == "webdataset":
         write_wids_index(out_dir, manifest["files"])
-    elif fmt == "hf" and rewritten:
+    elif fmt == "hf":
         _rewrite_hf_state(out_dir, manifest["files"])
     atomic_write_json(out_dir / EXPORT_MANIFEST, manifest)
-    return {"rows_removed": removed, "files_rewritten": rewritten}
+    for name in replaced:
+        (out_dir / name).unlink(missing_ok=True)
+    return {"rows_removed": removed, "files_rewritten": len(replaced)}
 
 
 def _rewrite_hf_state(out_dir: Path | ObjectPath, files: list[dict[str, Any]]) -> None:
     state = json.loads((out_dir / HF_STATE).read_text())
-    state["_fingerprint"] = hashlib.sha256("".join(f["sha256"] for f in files).encode()).hexdigest()[:16]
+    state["_data_files"] = [{"filename": f["name"]} for f in files]
+    state["_fingerprint"] = _hf_fingerprint(files)
     atomic_write_json(out_dir / HF_STATE, state)
