@@ -16,8 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from dataset_fixture import build_fake_dataset
+from test_object_store import BUCKET, s3_endpoint  # noqa: F401  (moto's S3 server on 127.0.0.1)
 
-from laioncele import schema
+from laioncele import schema, storage
 from laioncele.export import (
     EXPORT_MANIFEST,
     EXPORTS_REGISTRY,
@@ -191,3 +192,20 @@ def test_cli_export_reports_skips_and_replaces_a_previous_export(
     assert json.loads((out / EXPORT_MANIFEST).read_text())["rows"] == exported_rows(source)
     with pytest.raises(SystemExit):
         cli_main(["export", "--format", "csv", "--out", str(out)])
+
+
+@pytest.mark.usefixtures("s3_endpoint")
+@pytest.mark.parametrize("fmt", ["webdataset", "parquet"])
+def test_exports_to_an_object_store_hold_the_bytes_of_local_ones(
+    source: dict, tmp_path: Path, fmt: str
+) -> None:
+    """Uploaded files (temp key, then a copy) are the local export's bytes, and no temp key is left behind."""
+    writer = write_webdataset if fmt == "webdataset" else write_parquet
+    local = writer(source["dataset"], tmp_path / fmt, shard_bytes=SHARD_BYTES)
+    remote = writer(source["dataset"], f"s3://{BUCKET}/exports/{fmt}", shard_bytes=SHARD_BYTES)
+    assert remote.files == local.files and remote.skipped == EXPECTED_SKIPS
+    prefix = storage.as_path(f"s3://{BUCKET}/exports/{fmt}")
+    for record in remote.files:
+        assert (prefix / record["name"]).read_bytes() == (tmp_path / fmt / record["name"]).read_bytes()
+    assert json.loads((prefix / EXPORT_MANIFEST).read_text())["rows"] == exported_rows(source)
+    assert not [p for p in prefix.glob("*") if p.name.startswith(TMP_PREFIX)]
