@@ -14,13 +14,15 @@ deleted. Every other shard and export file keeps its name and bytes. Exports are
 so re-running after a crash finds the same rows in the dataset and finishes the job. Each removal is logged
 in ``dataset/removals.json`` (counts and a fingerprint of the list, not the names) and the card is rewritten.
 
-Stage directories upstream of ``dataset/`` (download, faces, ...) are build intermediates, not released, and
+F_mean (``mean_name_embedding.npy``) is recomputed over the remaining identities. Stage directories upstream
+of ``dataset/`` (download, faces, ...) are build intermediates, not released, and
 are not touched: add the names to ``names.opt_out_names`` so a rebuild never collects them again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -41,11 +43,15 @@ from laioncele.shards import (
     UNITS_DIR,
     atomic_write_bytes,
     atomic_write_json,
+    iter_shards,
     load_manifest,
     read_shard,
     read_shards,
 )
 from laioncele.storage import ObjectPath, as_path
+from laioncele.targets import embeddings_from_table, mean_name_embedding
+
+MEAN_FILE = "mean_name_embedding.npy"  # as pipelines.stages.targets.MEAN_FILE
 
 REASON_IDENTITY = "removed_on_request"
 REASON_CAPTION = "caption_names_removed_person"
@@ -205,6 +211,8 @@ def remove_names(
         exports[location] = remove_from_export(out, drop_keys, REASON_IDENTITY, revision) if drop_keys else {}
     images = rewrite_stage(dataset_dir / "images", _images_edit(plan), revision, compression)
     identities = rewrite_stage(dataset_dir / "identities", _identities_edit(plan), revision, compression)
+    if identities:
+        rewrite_mean_embedding(dataset_dir)
     entry = {
         "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "names": len(names),
@@ -221,6 +229,27 @@ def remove_names(
     if config is not None:
         write_card(dataset_dir, config)
     return entry
+
+
+def rewrite_mean_embedding(dataset_dir: Path | ObjectPath) -> None:
+    """F_mean (paper eq. 4) is the mean over the identities' name embeddings: recompute it without the removed
+    ones (the targets stage computed it over the same identities), so no trace of their target remains."""
+    path = dataset_dir / MEAN_FILE
+    if not path.is_file():
+        return
+    arrays = [
+        embeddings_from_table(t)[0].astype(np.float32)
+        for _, t in iter_shards(
+            dataset_dir / "identities", ["name_embedding", "pooled_embedding", "num_tokens", "embedding_dim"]
+        )
+        if t.num_rows
+    ]
+    if not arrays:
+        path.unlink()
+        return
+    buffer = io.BytesIO()
+    np.save(buffer, mean_name_embedding(arrays).astype(np.float32))
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _refresh_top_manifest(dataset_dir: Path | ObjectPath, log: list[dict[str, Any]]) -> None:

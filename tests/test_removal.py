@@ -8,6 +8,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from dataset_fixture import build_fake_dataset
@@ -134,6 +135,13 @@ def test_remove_drops_the_person_and_keeps_other_shards_byte_identical(run: dict
     assert REMOVED_ID not in identities and set(identities) == set(before_ids) - {REMOVED_ID}
     assert identities[COUPLE_ID]["n_images"] == before_ids[COUPLE_ID]["n_images"] - 1
     assert identities["person_00"] == before_ids["person_00"]
+    # F_mean is the mean over the remaining identities' targets, without the removed one's.
+    remaining = np.stack(
+        [np.asarray(r["name_embedding"], np.float32).reshape(8, 4) for r in identities.values()]
+    )
+    np.testing.assert_allclose(
+        np.load(dataset / "mean_name_embedding.npy"), remaining.mean(axis=0), rtol=1e-6
+    )
 
     top = json.loads((dataset / "manifest.json").read_text())
     assert top["parts"]["images"]["rows"] == after["rows"]
