@@ -342,9 +342,10 @@ def _start(
     fmt: str, dataset_dir: Any, out_dir: Any
 ) -> tuple[Path | ObjectPath, Path | ObjectPath, ExportReport]:
     dataset_dir, out_dir = as_path(dataset_dir), as_path(out_dir)
+    load_manifest(dataset_dir / "images")  # a ShardError naming the directory when nothing was built there
+    source = (dataset_dir / "images" / MANIFEST_NAME).read_bytes()
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / EXPORT_MANIFEST).unlink(missing_ok=True)  # an export being rewritten is not a finished one
-    source = (dataset_dir / "images" / MANIFEST_NAME).read_bytes()
     return (
         dataset_dir,
         out_dir,

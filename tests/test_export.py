@@ -192,6 +192,9 @@ def test_cli_export_reports_skips_and_replaces_a_previous_export(
     assert json.loads((out / EXPORT_MANIFEST).read_text())["rows"] == exported_rows(source)
     with pytest.raises(SystemExit):
         cli_main(["export", "--format", "csv", "--out", str(out)])
+    # No dataset built under the output root: an error naming it, exit 1, no traceback.
+    assert cli_main(["export", "--format", "hf", "--set", f"run.output_root={tmp_path / 'nothing'}"]) == 1
+    assert "has no manifest.json" in capsys.readouterr().err
 
 
 @pytest.mark.usefixtures("s3_endpoint")
