@@ -63,6 +63,20 @@ HF_STATE = "state.json"
 HF_INFO = "dataset_info.json"
 # LAION's licence column where a dataset carries it (LAION-400M ships ``LICENSE``; most rows say "?").
 LICENCE_FIELDS = ("license",)
+# dataset/images columns an export carries (the face embedding stays in the Arrow dataset).
+EXPORTED_COLUMNS = (
+    "sample_id",
+    "identity_id",
+    "url",
+    "caption",
+    "image",
+    "width",
+    "height",
+    "bbox",
+    "landmarks",
+    "similarity",
+    "language",
+)
 FILE_PATTERNS = {"webdataset": "laioncele-*.tar", "hf": "data-*.arrow", "parquet": "laioncele-*.parquet"}
 # Per-sample bytes other than image and target (json, tar headers): only for cutting files to size.
 ROW_OVERHEAD = 1024
@@ -173,7 +187,7 @@ def iter_rows(
         seen: set[str] = set()
         for _, table in iter_shards(dataset_dir / "images"):
             present = [f for f in LICENCE_FIELDS if f in table.column_names]
-            for row in table.to_pylist():
+            for row in table.select([*EXPORTED_COLUMNS, *present]).to_pylist():
                 found = targets.get(row["identity_id"])
                 fmt = image_format(row["image"])
                 reason = _skip_reason(row, found, fmt, seen, verify_images)
