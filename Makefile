@@ -14,7 +14,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export TOKENIZERS_PARALLELISM := false
 export WANDB_MODE := disabled
 
-.PHONY: install test lint build-dataset train-encoder bench gpu-check report cost-model clean
+.PHONY: install test lint build-dataset train-encoder bench gpu-check report cost-model clean export
 
 install: $(STAMP)
 
@@ -66,6 +66,11 @@ cost-model: install
 
 report: install
 	$(VPY) -m pipelines report --config $(CONFIG) $(foreach s,$(SET),--set $(s))
+
+# Trainer-ready export of the built dataset (docs/exports.md): FORMAT=webdataset|hf|parquet, OUT=dir (optional).
+FORMAT ?= webdataset
+export: install
+	$(VPY) -m pipelines export --config $(CONFIG) --format $(FORMAT) $(if $(OUT),--out $(OUT)) $(foreach s,$(SET),--set $(s))
 
 clean:
 	rm -rf output bench/work .pytest_cache .ruff_cache

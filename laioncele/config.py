@@ -410,6 +410,16 @@ class ReportConfig(Section):
     seed: int = 0  # picks the random sample of identities
 
 
+class ExportConfig(Section):
+    """Trainer-ready exports (``python -m pipelines export``) and the dataset card (docs/exports.md)."""
+
+    # Target size of one WebDataset tar / parquet file / HF arrow file: a file is closed once it reaches this.
+    shard_bytes: int = Field(256 * 1024 * 1024, gt=0)
+    verify_images: bool = True  # open every image before exporting it; undecodable ones are skipped, counted
+    # Where the dataset card tells people to send removal requests.
+    removal_contact: str = "open an issue titled 'removal request' on the LaionCele repository"
+
+
 class Config(Section):
     """The whole pipeline's configuration."""
 
@@ -428,6 +438,7 @@ class Config(Section):
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
 
     def section_hash(self, *sections: str) -> str:
         """A short stable hash of the named sections, stored in manifests to detect config drift on resume."""

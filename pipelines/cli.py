@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 import time
 from pathlib import Path
 
-from laioncele.config import Config, dump_config, load_config
+from laioncele.config import Config, config_from_dict, dump_config, load_config
+from laioncele.export import FORMATS
+from laioncele.export import export as export_dataset
+from laioncele.removal import read_names, remove_names
 from laioncele.report import write_report
 from laioncele.shards import ShardError, atomic_write_json, read_shards
-from laioncele.storage import is_object_uri
+from laioncele.storage import as_path, configure, is_object_uri
 from laioncele.truth_check import load_truth, truth_check
 from pipelines.runner import StageFailed, run_stage
 from pipelines.sample_server import serve_directory
@@ -59,6 +63,28 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show-config", help="print the effective config (after file and overrides)")
     add_config_args(show)
 
+    export = sub.add_parser(
+        "export", help="write a trainer-ready export of the built dataset (docs/exports.md)"
+    )
+    export.add_argument("--format", required=True, choices=FORMATS, help="webdataset, hf or parquet")
+    export.add_argument(
+        "--out", default=None, help="export directory (default: <output_root>/export/<format>)"
+    )
+    add_config_args(export)
+
+    remove = sub.add_parser(
+        "remove", help="drop named people from the built dataset and every export (opt-out after release)"
+    )
+    remove.add_argument("--names", required=True, help="file with one name per line (# comments allowed)")
+    remove.add_argument(
+        "--export",
+        dest="exports",
+        action="append",
+        default=[],
+        help="an export directory not recorded in dataset/exports.json (repeatable)",
+    )
+    add_config_args(remove)
+
     sub.add_parser("stages", help="list the stages in data-flow order")
     return parser
 
@@ -78,6 +104,43 @@ def report_truth(config: Config) -> None:
     )
 
 
+def run_export(config: Config, fmt: str, out: str | None) -> int:
+    """Export the built dataset; the report's skip counts are printed (and kept in the export's export.json)."""
+    configure(config.storage)
+    dataset = config.output_root / "dataset"
+    target = as_path(out, config.storage) if out else config.output_root / "export" / fmt
+    try:
+        report = export_dataset(
+            fmt, dataset, target, config.export.shard_bytes, verify_images=config.export.verify_images
+        )
+    except (ShardError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    return 0
+
+
+def run_remove(config: Config, names_file: str, exports: list[str]) -> int:
+    """Apply a removal request; the card is rewritten with the build's own config (from dataset/manifest.json)."""
+    configure(config.storage)
+    dataset = config.output_root / "dataset"
+    try:
+        names = read_names(names_file)
+        top = dataset / "manifest.json"
+        built = json.loads(top.read_text()).get("config") if top.is_file() else None
+        card_config = config_from_dict(built) if built else config
+        entry = remove_names(dataset, names, card_config, exports, compression=config.shards.compression)
+    except (OSError, ShardError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"removed {entry['identities']} identities and {entry['images']} images for {len(names)} names "
+        f"({entry['image_reasons']}); exports: {entry['exports']}"
+    )
+    print("add these names to names.opt_out_names so a rebuild never collects them again")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "stages":
@@ -93,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "show-config":
         print(dump_config(config), end="")
         return 0
+
+    if args.command == "export":
+        return run_export(config, args.format, args.out)
+    if args.command == "remove":
+        return run_remove(config, args.names, args.exports)
 
     if args.command == "report":
         try:

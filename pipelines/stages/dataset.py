@@ -4,12 +4,12 @@ Images: one unit per download shard. Each task joins, shard-locally, the kept id
 URL and caption (download) and face geometry and embedding (faces, whose units came from the same download
 shard), so no task ever needs the whole corpus. Identities: written when the stage finishes, joining the
 identities table with the name targets. ``dataset/manifest.json`` then records counts, both sub-manifests'
-checksums, the config and the text-encoder source; ``mean_name_embedding.npy`` (F_mean) is copied beside it.
+checksums, the config and the text-encoder source; ``mean_name_embedding.npy`` (F_mean) is copied beside it, and
+``README.md``, the dataset card (``laioncele.dataset_card``), is written last.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from laioncele import schema
 from laioncele.config import Config
+from laioncele.dataset_card import dataset_parts, removals_log, write_card
 from laioncele.shards import (
     MANIFEST_NAME,
     UnitRecord,
@@ -143,17 +144,7 @@ def finish(config: Config, out_dir: Path) -> dict[str, Any]:
 def write_top_manifest(config: Config) -> dict[str, Any]:
     """dataset/manifest.json: what a consumer checks first (counts, sub-manifest checksums, provenance)."""
     root = dataset_root(config)
-    parts = {}
-    for name in ("images", IDENTITIES_DIR):
-        path = root / name / MANIFEST_NAME
-        manifest = load_manifest(root / name)
-        parts[name] = {
-            "rows": manifest["rows"],
-            "bytes": manifest["bytes"],
-            "shards": len(manifest["shards"]),
-            "manifest_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-            "schema": manifest["schema"],
-        }
+    parts = dataset_parts(root)
     top = {
         "dataset": "LaionCele",
         "run": config.run.name,
@@ -163,8 +154,10 @@ def write_top_manifest(config: Config) -> dict[str, Any]:
         "text_encoder_revision": text_encoder_revision(config.targets.source),
         "face_backend": config.faces.backend,
         "config": config.model_dump(mode="json"),
+        "removals": removals_log(root),  # applied by `python -m pipelines remove` since the build
     }
     atomic_write_json(root / MANIFEST_NAME, top)
+    write_card(root, config)  # README.md, the Hugging Face dataset card
     return top
 
 
