@@ -42,6 +42,9 @@ class RunConfig(Section):
     output_root: str = "output/sample"
     # A stage whose existing outputs were produced by a different config refuses to mix them unless this is set.
     overwrite: bool = False
+    # A stage that writes no rows (empty input, or every row dropped) always warns, naming the stage and the
+    # top drop reason; with this set the run also stops there and exits non-zero (production configs set it).
+    fail_on_empty: bool = False
 
 
 class RayConfig(Section):

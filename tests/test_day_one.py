@@ -1,0 +1,70 @@
+"""What a data engineer meets on day one (issue 27): loud empty results, safe defaults, errors that name the
+input, quiet interrupts. The pipeline runs in-process on tiny parquet inputs (``ray.executor=local``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.cli import main as cli_main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_parquet(path: Path, **columns: list) -> Path:
+    pq.write_table(pa.table({k: pa.array(v, pa.string()) for k, v in columns.items()}), path)
+    return path
+
+
+def run_args(stage: str, parquet: Path, out: Path, *extra: str) -> list[str]:
+    args = ["run", stage, "--set", f"input.paths=[{parquet}]", "--set", f"run.output_root={out}"]
+    for item in ("ray.executor=local", "ray.progress_bars=false", *extra):
+        args += ["--set", item]
+    return args
+
+
+# ---------------------------------------------------------------------------------------------- empty results
+
+
+def test_every_row_dropped_warns_with_the_stage_and_top_drop_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parquet = write_parquet(
+        tmp_path / "in.parquet",
+        URL=["https://a/1.jpg", "https://a/2.jpg", "https://a/3.jpg", ""],
+        TEXT=["", "   ", None, "Brad Pitt"],
+    )
+    assert cli_main(run_args("ingest", parquet, tmp_path / "out")) == 0
+    err = capsys.readouterr().err
+    assert "WARNING: empty result: stage 'ingest' dropped every row (4 in, 0 out)" in err
+    assert "top drop reason: empty_caption (3 of 4 rows)" in err and "missing_url=1" in err
+
+
+def test_fail_on_empty_exits_non_zero_at_the_stage_that_emptied(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parquet = write_parquet(tmp_path / "empty.parquet", URL=[], TEXT=[])
+    assert cli_main([*run_args("all", parquet, tmp_path / "out"), "--fail-on-empty"]) == 1
+    captured = capsys.readouterr()
+    assert f"stage 'ingest' read 0 rows: its input holds no rows ({parquet})" in captured.err
+    assert "stopped at stage 'ingest'" in captured.err
+    assert not (tmp_path / "out" / "ner").exists()  # nothing ran after the empty stage
+    assert "pipeline finished" not in captured.out
+    # The config key does the same, and --no-fail-on-empty overrides it.
+    assert cli_main(run_args("ingest", parquet, tmp_path / "out", "run.fail_on_empty=true")) == 1
+    assert (
+        cli_main(
+            [*run_args("ingest", parquet, tmp_path / "out", "run.fail_on_empty=true"), "--no-fail-on-empty"]
+        )
+        == 0
+    )
+
+
+def test_production_config_fails_on_empty() -> None:
+    from laioncele.config import load_config
+
+    assert load_config(REPO / "configs" / "laion5b.yaml").run.fail_on_empty
+    assert not load_config(REPO / "configs" / "sample.yaml").run.fail_on_empty
