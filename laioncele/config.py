@@ -38,8 +38,10 @@ class Section(BaseModel):
 class RunConfig(Section):
     """Where outputs go and how a re-run treats existing outputs."""
 
-    name: str = "sample"
-    output_root: str = "output/sample"
+    # Without --config nothing may land in configs/sample.yaml's output/sample: a later `make build-dataset`
+    # would meet outputs built by another config (and the hash-mismatch error).
+    name: str = "default"
+    output_root: str = "output/default"
     # A stage whose existing outputs were produced by a different config refuses to mix them unless this is set.
     overwrite: bool = False
     # A stage that writes no rows (empty input, or every row dropped) always warns, naming the stage and the
@@ -90,7 +92,8 @@ class SampleServerConfig(Section):
 class InputConfig(Section):
     """LAION metadata parquet files: local paths, globs, directories or s3:// / gs:// URIs."""
 
-    paths: list[str] = Field(default_factory=lambda: ["sample/laion_sample.parquet"])
+    # Empty by default: ingest then says how to name an input (no silent default file that may not exist).
+    paths: list[str] = Field(default_factory=list)
     # Cap rows read (None: all); handy for smoke runs over the production config.
     max_rows: int | None = Field(None, gt=0)
 

@@ -235,6 +235,11 @@ class ParquetUnit:
 def expand_input_paths(paths: list[str]) -> list[str]:
     """Files behind the configured paths: plain files, directories (all *.parquet below) and globs.
     Local paths and URIs (s3://, gs://) go through pyarrow's filesystem layer."""
+    if not paths:
+        raise ValueError(
+            "no input: input.paths is empty (the built-in defaults name no input). Build the embedded sample "
+            "with --config configs/sample.yaml, or name LAION parquet with --set input.paths=[FILE.parquet]"
+        )
     files: list[str] = []
     for spec in paths:
         filesystem, path = filesystem_from_uri(spec) if "://" in spec else (pafs.LocalFileSystem(), spec)

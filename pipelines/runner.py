@@ -64,6 +64,19 @@ def stage_config_hash(stage: Stage, config: Config) -> str:
     return hashlib.sha256(f"{stage.name}:{own}:{upstream}".encode()).hexdigest()[:16]
 
 
+def config_mismatch_message(stage: Stage, out_dir: Path | ObjectPath, built: str | None, current: str) -> str:
+    """Why a finished stage is not reused, and the safe way on: a new output root keeps the old build (the
+    overwrite switch discards it, so it comes last)."""
+    sections = ", ".join([*stage.config_sections, *stage.extra_sections])
+    upstream = f" and of its upstream stage {stage.upstream!r}" if stage.upstream else ""
+    return (
+        f"stage {stage.name!r} under {out_dir} was built with config hash {built}; the current config hashes to "
+        f"{current} (the hash covers config sections {sections}{upstream}). To keep that build, write this one "
+        f"elsewhere: --set run.output_root=<new directory>. To resume that build, run it with the config it was "
+        f"built with. Only to discard it: --set run.overwrite=true"
+    )
+
+
 class UnitTask:
     """Base of every stage's task class: Ray Data calls it with a batch of units; it processes each one and
     returns one commit record (or error) per unit. Subclasses load models in ``__init__`` and implement
@@ -134,8 +147,7 @@ def run_stage(stage: Stage, config: Config, log: Callable[[str], None] = print) 
             return manifest
         if not config.run.overwrite:
             raise ShardError(
-                f"{out_dir} was built with config hash {manifest.get('config_hash')}, the current config hashes "
-                f"to {config_hash}. Delete it or set run.overwrite=true."
+                config_mismatch_message(stage, out_dir, manifest.get("config_hash"), config_hash)
             )
         (out_dir / MANIFEST_NAME).unlink()
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -68,3 +68,44 @@ def test_production_config_fails_on_empty() -> None:
 
     assert load_config(REPO / "configs" / "laion5b.yaml").run.fail_on_empty
     assert not load_config(REPO / "configs" / "sample.yaml").run.fail_on_empty
+
+
+# ---------------------------------------------------------------------------------------------- defaults
+
+
+def test_defaults_neither_collide_with_the_sample_nor_name_a_missing_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from laioncele.config import load_config
+
+    defaults, sample = load_config(None), load_config(REPO / "configs" / "sample.yaml")
+    assert Path(defaults.run.output_root).resolve() != Path(sample.run.output_root).resolve()
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["run", "ingest", "--set", "ray.executor=local"]) == 1
+    err = capsys.readouterr().err
+    assert "input.paths is empty" in err and "--config configs/sample.yaml" in err
+    assert not (tmp_path / "output" / "sample").exists()
+
+
+def test_config_mismatch_names_both_hashes_and_suggests_a_new_output_root_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from laioncele.config import load_config
+    from laioncele.shards import load_manifest
+    from pipelines.runner import stage_config_hash
+    from pipelines.stages import STAGES
+
+    parquet = write_parquet(tmp_path / "in.parquet", URL=["https://a/1.jpg"], TEXT=["Brad Pitt on set"])
+    out = tmp_path / "out"
+    assert cli_main(run_args("ingest", parquet, out)) == 0
+    built = load_manifest(out / "ingest")["config_hash"]
+    changed = run_args("ingest", parquet, out, "ingest.min_width=64")
+    current = stage_config_hash(STAGES["ingest"], load_config(None, changed[3::2]))
+    assert built != current
+    capsys.readouterr()
+    assert cli_main(changed) == 1
+    err = capsys.readouterr().err
+    assert built in err and current in err
+    assert "Delete it" not in err
+    assert err.index("run.output_root=") < err.index("run.overwrite=true")
+    assert load_manifest(out / "ingest")["config_hash"] == built  # the old build is untouched
