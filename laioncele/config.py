@@ -55,8 +55,8 @@ class RayConfig(Section):
     # "local" runs every unit in this process, one after another: for debugging and single-process baselines.
     executor: Literal["ray", "local"] = "ray"
     address: str | None = None  # None: start a local instance (or use RAY_ADDRESS when set)
-    num_cpus: int | None = None  # local instance only; None means all cores
-    num_gpus: int | None = None
+    num_cpus: int | None = Field(None, gt=0)  # local instance only; None means all cores (0 would hang)
+    num_gpus: int | None = Field(None, ge=0)
     progress_bars: bool = True
 
 
@@ -490,6 +490,18 @@ def config_from_dict(tree: dict[str, Any]) -> Config:
         raise ValueError("; ".join(_describe(e) for e in exc.errors())) from None
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and what the YAML error is, in one line (PyYAML's own message spans several)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if mark is None:
+        return problem
+    context = getattr(exc, "context", None)
+    if context and (start := getattr(exc, "context_mark", None)) is not None:
+        context += f" from line {start.line + 1}"
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" + (f" ({context})" if context else "")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config (or the defaults when ``path`` is None) and apply ``key=value`` overrides.
 
@@ -500,7 +512,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"config file {str(path)!r} does not exist")
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ValueError(f"config file {str(path)!r} is not valid YAML: {_yaml_problem(exc)}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ValueError(f"config file {str(path)!r} must hold a mapping at the top level")
         tree = loaded or {}

@@ -109,3 +109,66 @@ def test_config_mismatch_names_both_hashes_and_suggests_a_new_output_root_first(
     assert "Delete it" not in err
     assert err.index("run.output_root=") < err.index("run.overwrite=true")
     assert load_manifest(out / "ingest")["config_hash"] == built  # the old build is untouched
+
+
+# ---------------------------------------------------------------------------------------------- input errors
+
+
+def _no_ray(config) -> None:  # tripwire: the input checks must fail before any Ray work
+    raise AssertionError("Ray was started before the input was checked")
+
+
+def test_a_non_parquet_input_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "metadata.parquet"
+    bad.write_text("URL,TEXT\nhttps://a/1.jpg,Brad Pitt\n")
+    assert cli_main(run_args("ingest", bad, tmp_path / "out")) == 1
+    err = capsys.readouterr().err
+    assert f"input file {bad} cannot be read as parquet" in err and "Traceback" not in err
+
+
+def test_missing_columns_fail_in_the_driver_naming_the_file_and_laion_columns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pipelines.runner
+
+    monkeypatch.setattr(pipelines.runner, "ensure_ray", _no_ray)
+    good = write_parquet(tmp_path / "a.parquet", URL=["https://a/1.jpg"], TEXT=["Brad Pitt"])
+    bad = write_parquet(tmp_path / "b.parquet", URL=["https://a/2.jpg"], CAPTION_TEXT=["Brad Pitt"])
+    args = run_args("ingest", good, tmp_path / "out", "ray.executor=ray", f"input.paths=[{good}, {bad}]")
+    assert cli_main(args) == 1
+    err = capsys.readouterr().err
+    assert f"input file {bad} lacks LAION column(s) TEXT" in err
+    assert "'CAPTION_TEXT'" in err and "Traceback" not in err
+
+
+def test_unknown_input_columns_are_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from laioncele.shards import read_shards
+
+    parquet = write_parquet(
+        tmp_path / "in.parquet", URL=["https://a/1.jpg"], TEXT=["Brad Pitt"], LICENSE=["?"], NSFW=["UNLIKELY"]
+    )
+    with caplog.at_level("WARNING", logger="laioncele.ingest"):
+        assert cli_main(run_args("ingest", parquet, tmp_path / "out")) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "not kept by ingest (dropped): LICENSE, NSFW" in warnings[0]
+    assert str(parquet) in warnings[0]
+    assert "LICENSE" not in read_shards(tmp_path / "out" / "ingest").column_names
+
+
+def test_invalid_yaml_names_the_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("run:\n  output_root: out\n ingest:\n  min_width: 3\n")
+    assert cli_main(["show-config", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"config file '{path}' is not valid YAML: line 3, column 2" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_ray_num_cpus_must_be_positive(value: str) -> None:
+    from laioncele.config import load_config
+
+    with pytest.raises(ValueError, match=r"ray\.num_cpus.*greater than 0"):
+        load_config(None, [f"ray.num_cpus={value}"])
