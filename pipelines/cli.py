@@ -14,7 +14,9 @@ from laioncele.shards import ShardError, atomic_write_json, read_shards
 from laioncele.storage import is_object_uri
 from laioncele.truth_check import load_truth, truth_check
 from pipelines.empty_result import empty_result_warning
+from pipelines.interrupts import Interrupted, raise_on_sigterm
 from pipelines.runner import StageFailed, run_stage
+from pipelines.runtime import stop_ray
 from pipelines.sample_server import serve_directory
 from pipelines.stages import ORDER, STAGES
 
@@ -115,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage == "all" and args.from_stage:
         names = ORDER[ORDER.index(args.from_stage) :]
     started = time.monotonic()
+    raise_on_sigterm()
     empty: str | None = None  # the warning of the first stage that wrote no rows
     try:
         with contextlib.ExitStack() as stack:
@@ -145,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ShardError, StageFailed, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (raise_on_sigterm): one line, no traceback
+        interrupted = Interrupted.at(exc, "")
+        stop_ray()  # now, so the shutdown's own chatter comes before the one line, not after it
+        print(interrupted.message(), file=sys.stderr)
+        return interrupted.exit_code
     print(f"pipeline finished in {time.monotonic() - started:.1f}s; outputs under {config.output_root}")
     if empty:
         print(f"{empty} (--fail-on-empty makes this an error)", file=sys.stderr)

@@ -172,3 +172,133 @@ def test_ray_num_cpus_must_be_positive(value: str) -> None:
 
     with pytest.raises(ValueError, match=r"ray\.num_cpus.*greater than 0"):
         load_config(None, [f"ray.num_cpus={value}"])
+
+
+# ---------------------------------------------------------------------------------------------- resume
+
+
+def test_a_resume_with_no_units_left_does_not_redo_the_names_aggregation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from laioncele.shards import load_manifest
+
+    people = ["Brad Pitt", "Angelina Jolie", "Tom Hanks"]
+    captions = [f"{p} at the {e} premiere" for p in people for e in ("Cannes", "Venice", "London", "Berlin")]
+    parquet = write_parquet(
+        tmp_path / "in.parquet", URL=[f"https://a/{i}.jpg" for i in range(len(captions))], TEXT=captions
+    )
+    out = tmp_path / "out"
+    extra = ("names.min_candidates=2", "names.second_pass_min_count=2")
+    for stage in ("ingest", "ner", "names", "candidates"):
+        assert cli_main(run_args(stage, parquet, out, *extra)) == 0
+    assert load_manifest(out / "candidates")["rows"] > 0
+    aggregated = [
+        out / "names" / "known_names.json",
+        out / "candidates" / "kept_pairs.ipc",
+        out / "candidates" / "names_table" / "manifest.json",
+    ]
+    before = {path: path.stat().st_mtime_ns for path in aggregated}
+    shards = {stage: load_manifest(out / stage)["shards"] for stage in ("names", "candidates")}
+    # Interrupted after every unit committed, before the manifests: the resume has 0 units to run.
+    for stage in ("names", "candidates"):
+        (out / stage / "manifest.json").unlink()
+    capsys.readouterr()
+    for stage in ("names", "candidates"):
+        assert cli_main(run_args(stage, parquet, out, *extra)) == 0
+        assert load_manifest(out / stage)["shards"] == shards[stage]
+    assert "[names] 1 units, 1 already committed, 0 to run" in capsys.readouterr().out
+    assert {path: path.stat().st_mtime_ns for path in aggregated} == before
+
+
+# ---------------------------------------------------------------------------------------------- interrupts
+
+
+def interrupt_cli(parquet: Path, out: Path, signum: int, *extra: str) -> tuple[int, str]:
+    """Run ``python -m pipelines run ingest`` in its own process, send ``signum`` once 3 units are committed,
+    and return its exit code and output."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from laioncele.shards import UNITS_DIR
+
+    cmd = [sys.executable, "-m", "pipelines", "run", "ingest"]
+    for item in (f"input.paths=[{parquet}]", f"run.output_root={out}", "ingest.rows_per_unit=100", *extra):
+        cmd += ["--set", item]
+    env = {**os.environ, "RAY_ADDRESS": "", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    units = out / "ingest" / UNITS_DIR
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline:
+        if units.is_dir() and len(list(units.glob("*.json"))) >= 3:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signum)
+    try:
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode, output.decode()
+
+
+@pytest.fixture(scope="module")
+def laion_200_units(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from laioncele.laion_synth import write_laion_parquet
+
+    path = tmp_path_factory.mktemp("laion") / "part-0.parquet"
+    return write_laion_parquet(path, 20_000, seed=7, row_group_size=100)
+
+
+@pytest.mark.slow
+def test_ctrl_c_prints_one_line_and_a_rerun_resumes(
+    laion_200_units: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import re
+    import signal
+
+    from laioncele.shards import load_manifest
+
+    out = tmp_path / "out"
+    rc, output = interrupt_cli(
+        laion_200_units, out, signal.SIGINT, "ray.executor=local", "ray.progress_bars=false"
+    )
+    assert not (out / "ingest" / "manifest.json").exists(), "the run finished before it could be interrupted"
+    assert rc == 130, output
+    assert "Traceback" not in output
+    last = output.strip().splitlines()[-1]
+    match = re.fullmatch(
+        r"interrupted \(Ctrl-C\) in stage 'ingest', (\d+) of 200 units committed; .*rerun.*", last
+    )
+    assert match and int(match.group(1)) >= 3, last
+    # The same command again resumes: only the units not committed run.
+    capsys.readouterr()
+    assert cli_main(run_args("ingest", laion_200_units, out, "ingest.rows_per_unit=100")) == 0
+    assert f"200 units, {match.group(1)} already committed" in capsys.readouterr().out
+    assert load_manifest(out / "ingest")["rows_in"] == 20_000
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_sigterm_on_ray_prints_one_line_and_no_c_stack_dump(laion_200_units: Path, tmp_path: Path) -> None:
+    import signal
+
+    out = tmp_path / "out"
+    rc, output = interrupt_cli(
+        laion_200_units,
+        out,
+        signal.SIGTERM,
+        "ingest.concurrency=1",
+        "ray.num_cpus=1",
+        "ray.progress_bars=false",
+    )
+    assert not (out / "ingest" / "manifest.json").exists(), "the run finished before it could be interrupted"
+    assert rc == 143, output
+    # Ray's core library used to print "*** SIGTERM received ... PC: @ 0x..." and abort (exit 134).
+    assert "SIGTERM received" not in output and "Traceback" not in output, output
+    lines = [line for line in output.splitlines() if line.startswith("interrupted")]
+    assert len(lines) == 1 and "(SIGTERM) in stage 'ingest'" in lines[0] and "rerun" in lines[0], output
