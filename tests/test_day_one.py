@@ -63,6 +63,21 @@ def test_fail_on_empty_exits_non_zero_at_the_stage_that_emptied(
     )
 
 
+def test_a_downstream_stage_names_the_empty_upstream_or_its_own_drops() -> None:
+    from pipelines.empty_result import empty_result_warning
+    from pipelines.stages import STAGES
+
+    upstream_empty = {"rows": 0, "rows_in": 0, "drops": {}}
+    assert "stage 'ner' read 0 rows: its upstream stage 'ingest' is empty" in str(
+        empty_result_warning(STAGES["ner"], upstream_empty, [])
+    )
+    all_rare = {"rows": 0, "rows_in": 12, "drops": {"below_min_candidates": 9, "opt_out": 3}}
+    warning = str(empty_result_warning(STAGES["candidates"], all_rare, []))
+    assert "stage 'candidates' dropped every row (12 in, 0 out)" in warning
+    assert "top drop reason: below_min_candidates (9 of 12 rows)" in warning
+    assert empty_result_warning(STAGES["candidates"], {"rows": 1, "rows_in": 12, "drops": {}}, []) is None
+
+
 def test_production_config_fails_on_empty() -> None:
     from laioncele.config import load_config
 
