@@ -14,7 +14,7 @@ from laioncele.shards import ShardError, atomic_write_json, read_shards
 from laioncele.storage import is_object_uri
 from laioncele.truth_check import load_truth, truth_check
 from pipelines.empty_result import empty_result_warning
-from pipelines.interrupts import Interrupted, raise_on_sigterm
+from pipelines.interrupts import Interrupted, sigterm_interrupts
 from pipelines.runner import StageFailed, run_stage
 from pipelines.runtime import stop_ray
 from pipelines.sample_server import serve_directory
@@ -88,6 +88,12 @@ def report_truth(config: Config) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The CLI; SIGTERM stops it like Ctrl-C does: one line, exit 143 (see ``pipelines.interrupts``)."""
+    with sigterm_interrupts():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "stages":
         for name in ORDER:
@@ -117,7 +123,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage == "all" and args.from_stage:
         names = ORDER[ORDER.index(args.from_stage) :]
     started = time.monotonic()
-    raise_on_sigterm()
     empty: str | None = None  # the warning of the first stage that wrote no rows
     try:
         with contextlib.ExitStack() as stack:
@@ -148,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ShardError, StageFailed, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (raise_on_sigterm): one line, no traceback
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (sigterm_interrupts): one line, no traceback
         interrupted = Interrupted.at(exc, "")
         stop_ray()  # now, so the shutdown's own chatter comes before the one line, not after it
         print(interrupted.message(), file=sys.stderr)

@@ -7,8 +7,10 @@ is turned into the same exception as Ctrl-C, so one handler in the CLI covers bo
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
+from collections.abc import Iterator
 from types import FrameType
 
 
@@ -44,10 +46,18 @@ def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
-def raise_on_sigterm() -> None:
-    """SIGTERM raises ``Interrupted`` in the main thread, like Ctrl-C raises KeyboardInterrupt."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_interrupted)
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Within the block, SIGTERM raises ``Interrupted`` in the main thread, like Ctrl-C raises
+    KeyboardInterrupt; the previous handler is back afterwards (the CLI also runs in-process, in tests)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def reclaim_sigterm(previous: signal.Handlers | object) -> None:

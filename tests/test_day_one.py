@@ -3,6 +3,7 @@ input, quiet interrupts. The pipeline runs in-process on tiny parquet inputs (``
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pyarrow as pa
@@ -37,7 +38,9 @@ def test_every_row_dropped_warns_with_the_stage_and_top_drop_reason(
         URL=["https://a/1.jpg", "https://a/2.jpg", "https://a/3.jpg", ""],
         TEXT=["", "   ", None, "Brad Pitt"],
     )
+    sigterm_handler = signal.getsignal(signal.SIGTERM)
     assert cli_main(run_args("ingest", parquet, tmp_path / "out")) == 0
+    assert signal.getsignal(signal.SIGTERM) is sigterm_handler  # the in-process CLI restores it
     err = capsys.readouterr().err
     assert "WARNING: empty result: stage 'ingest' dropped every row (4 in, 0 out)" in err
     assert "top drop reason: empty_caption (3 of 4 rows)" in err and "missing_url=1" in err
@@ -232,7 +235,6 @@ def interrupt_cli(parquet: Path, out: Path, signum: int, *extra: str) -> tuple[i
     """Run ``python -m pipelines run ingest`` in its own process, send ``signum`` once 3 units are committed,
     and return its exit code and output."""
     import os
-    import signal
     import subprocess
     import sys
     import time
@@ -274,7 +276,6 @@ def test_ctrl_c_prints_one_line_and_a_rerun_resumes(
     laion_200_units: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import re
-    import signal
 
     from laioncele.shards import load_manifest
 
@@ -300,8 +301,6 @@ def test_ctrl_c_prints_one_line_and_a_rerun_resumes(
 @pytest.mark.ray
 @pytest.mark.slow
 def test_sigterm_on_ray_prints_one_line_and_no_c_stack_dump(laion_200_units: Path, tmp_path: Path) -> None:
-    import signal
-
     out = tmp_path / "out"
     rc, output = interrupt_cli(
         laion_200_units,
