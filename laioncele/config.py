@@ -38,10 +38,15 @@ class Section(BaseModel):
 class RunConfig(Section):
     """Where outputs go and how a re-run treats existing outputs."""
 
-    name: str = "sample"
-    output_root: str = "output/sample"
+    # Without --config nothing may land in configs/sample.yaml's output/sample: a later `make build-dataset`
+    # would meet outputs built by another config (and the hash-mismatch error).
+    name: str = "default"
+    output_root: str = "output/default"
     # A stage whose existing outputs were produced by a different config refuses to mix them unless this is set.
     overwrite: bool = False
+    # A stage that writes no rows (empty input, or every row dropped) always warns, naming the stage and the
+    # top drop reason; with this set the run also stops there and exits non-zero (production configs set it).
+    fail_on_empty: bool = False
 
 
 class RayConfig(Section):
@@ -50,8 +55,8 @@ class RayConfig(Section):
     # "local" runs every unit in this process, one after another: for debugging and single-process baselines.
     executor: Literal["ray", "local"] = "ray"
     address: str | None = None  # None: start a local instance (or use RAY_ADDRESS when set)
-    num_cpus: int | None = None  # local instance only; None means all cores
-    num_gpus: int | None = None
+    num_cpus: int | None = Field(None, gt=0)  # local instance only; None means all cores (0 would hang)
+    num_gpus: int | None = Field(None, ge=0)
     progress_bars: bool = True
 
 
@@ -87,7 +92,8 @@ class SampleServerConfig(Section):
 class InputConfig(Section):
     """LAION metadata parquet files: local paths, globs, directories or s3:// / gs:// URIs."""
 
-    paths: list[str] = Field(default_factory=lambda: ["sample/laion_sample.parquet"])
+    # Empty by default: ingest then says how to name an input (no silent default file that may not exist).
+    paths: list[str] = Field(default_factory=list)
     # Cap rows read (None: all); handy for smoke runs over the production config.
     max_rows: int | None = Field(None, gt=0)
 
@@ -495,6 +501,18 @@ def config_from_dict(tree: dict[str, Any]) -> Config:
         raise ValueError("; ".join(_describe(e) for e in exc.errors())) from None
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and what the YAML error is, in one line (PyYAML's own message spans several)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if mark is None:
+        return problem
+    context = getattr(exc, "context", None)
+    if context and (start := getattr(exc, "context_mark", None)) is not None:
+        context += f" from line {start.line + 1}"
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" + (f" ({context})" if context else "")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config (or the defaults when ``path`` is None) and apply ``key=value`` overrides.
 
@@ -505,7 +523,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"config file {str(path)!r} does not exist")
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ValueError(f"config file {str(path)!r} is not valid YAML: {_yaml_problem(exc)}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ValueError(f"config file {str(path)!r} must hold a mapping at the top level")
         tree = loaded or {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import fnmatch
 import hashlib
+import logging
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -37,10 +38,25 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     "language": ("language", "lang"),
 }
 REQUIRED = ("url", "caption")
+# What LAION's own parquet calls each column: the names error messages give.
+LAION_NAMES = {
+    "url": "URL",
+    "caption": "TEXT",
+    "width": "WIDTH",
+    "height": "HEIGHT",
+    "similarity": "similarity",
+    "punsafe": "punsafe",
+    "pwatermark": "pwatermark",
+    "language": "LANGUAGE",
+}
+
+logger = logging.getLogger(__name__)
 
 
-def resolve_columns(source_columns: list[str]) -> dict[str, str]:
-    """Map our column names to the source file's actual column names (only those present)."""
+def resolve_columns(source_columns: list[str], source: str | None = None) -> dict[str, str]:
+    """Map our column names to the source file's actual column names (only those present).
+
+    A missing required column raises ``ValueError`` naming ``source`` (the file) and LAION's column name."""
     by_lower = {}
     for name in source_columns:
         by_lower.setdefault(name.lower(), name)
@@ -52,8 +68,19 @@ def resolve_columns(source_columns: list[str]) -> dict[str, str]:
                 break
     missing = [c for c in REQUIRED if c not in resolved]
     if missing:
-        raise ValueError(f"LAION metadata lacks required column(s) {missing}; found columns {source_columns}")
+        wanted = "; ".join(
+            f"{LAION_NAMES[c]} (the {c}; also accepted, any case: {', '.join(COLUMN_ALIASES[c])})"
+            for c in missing
+        )
+        where = f"input file {source}" if source else "LAION metadata"
+        raise ValueError(f"{where} lacks LAION column(s) {wanted}; its columns are {source_columns}")
     return resolved
+
+
+def unused_columns(source_columns: list[str]) -> list[str]:
+    """Input columns ingest does not keep (the schema has no place for them): reported, never silent."""
+    used = set(resolve_columns(source_columns).values())
+    return [name for name in source_columns if name not in used]
 
 
 def sample_ids(urls: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -235,6 +262,11 @@ class ParquetUnit:
 def expand_input_paths(paths: list[str]) -> list[str]:
     """Files behind the configured paths: plain files, directories (all *.parquet below) and globs.
     Local paths and URIs (s3://, gs://) go through pyarrow's filesystem layer."""
+    if not paths:
+        raise ValueError(
+            "no input: input.paths is empty (the built-in defaults name no input). Build the embedded sample "
+            "with --config configs/sample.yaml, or name LAION parquet with --set input.paths=[FILE.parquet]"
+        )
     files: list[str] = []
     for spec in paths:
         filesystem, path = filesystem_from_uri(spec) if "://" in spec else (pafs.LocalFileSystem(), spec)
@@ -269,18 +301,33 @@ def _with_scheme(spec: str, path: str) -> str:
 
 
 def open_parquet(path: str) -> pq.ParquetFile:
-    if "://" in path:
-        filesystem, inner = filesystem_from_uri(path)
-        return pq.ParquetFile(filesystem.open_input_file(inner))
-    return pq.ParquetFile(path)
+    """Open one input file; an unreadable or non-parquet file raises ``ValueError`` naming it (Arrow's own
+    "Parquet magic bytes not found" names no file)."""
+    try:
+        if "://" in path:
+            filesystem, inner = filesystem_from_uri(path)
+            return pq.ParquetFile(filesystem.open_input_file(inner))
+        return pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ValueError(f"input file {path} cannot be read as parquet: {exc}") from None
 
 
 def plan_units(paths: list[str], rows_per_unit: int, max_rows: int | None = None) -> list[ParquetUnit]:
-    """Cut the input into units of whole row groups of about ``rows_per_unit`` rows, in a stable order."""
+    """Cut the input into units of whole row groups of about ``rows_per_unit`` rows, in a stable order.
+
+    Each file's columns are checked here, on the driver, from its footer: a file without LAION's URL and
+    TEXT fails the plan naming the file, before any worker starts; columns ingest does not keep are logged
+    as a warning (once per set of columns)."""
     units: list[ParquetUnit] = []
+    unused: dict[tuple[str, ...], list[str]] = {}
     budget = max_rows
     for file_index, path in enumerate(expand_input_paths(paths)):
-        meta = open_parquet(path).metadata
+        parquet = open_parquet(path)
+        columns = parquet.schema_arrow.names
+        resolve_columns(columns, source=path)
+        if extra := unused_columns(columns):
+            unused.setdefault(tuple(extra), []).append(path)
+        meta = parquet.metadata
         group: list[int] = []
         rows = 0
         for rg in range(meta.num_row_groups):
@@ -296,6 +343,14 @@ def plan_units(paths: list[str], rows_per_unit: int, max_rows: int | None = None
                 group, rows = [], 0
         if group:
             units.append(_unit(file_index, path, group, rows))
+    for extra, files in unused.items():
+        logger.warning(
+            "input columns not kept by ingest (dropped): %s, in %d file(s), e.g. %s; ingest keeps %s",
+            ", ".join(extra),
+            len(files),
+            files[0],
+            ", ".join(LAION_NAMES.values()),
+        )
     return units
 
 

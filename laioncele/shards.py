@@ -280,7 +280,9 @@ def completed_units(out_dir: str | Path, config_hash: str, overwrite: bool = Fal
                 continue
             raise ShardError(
                 f"{out_dir} holds unit {record.unit_id!r} written with config hash {record.config_hash}, "
-                f"but the current config hashes to {config_hash}. Delete the directory or set run.overwrite=true."
+                f"but the current config hashes to {config_hash}. To keep that partial build, write this one "
+                f"elsewhere: --set run.output_root=<new directory>; to resume it, run it with the config it was "
+                f"started with; only to discard it: --set run.overwrite=true"
             )
         shards_ok = all(_has_size(out_dir / s.name, s.bytes) for s in record.shards)
         if shards_ok:

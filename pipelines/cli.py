@@ -17,7 +17,10 @@ from laioncele.report import write_report
 from laioncele.shards import ShardError, atomic_write_json, read_shards
 from laioncele.storage import as_path, configure, is_object_uri
 from laioncele.truth_check import load_truth, truth_check
+from pipelines.empty_result import empty_result_warning
+from pipelines.interrupts import Interrupted, sigterm_interrupts
 from pipelines.runner import StageFailed, run_stage
+from pipelines.runtime import stop_ray
 from pipelines.sample_server import serve_directory
 from pipelines.stages import ORDER, STAGES
 
@@ -52,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=ORDER,
         default=None,
         help="with 'all': start at this stage (earlier stages must be complete)",
+    )
+    run.add_argument(
+        "--fail-on-empty",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="exit non-zero at the first stage that writes no rows (default: run.fail_on_empty)",
     )
     add_config_args(run)
 
@@ -142,12 +151,20 @@ def run_remove(config: Config, names_file: str, exports: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The CLI; SIGTERM stops it like Ctrl-C does: one line, exit 143 (see ``pipelines.interrupts``)."""
+    with sigterm_interrupts():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "stages":
         for name in ORDER:
             stage = STAGES[name]
             print(f"{name:12s} <- {stage.upstream or 'LAION parquet':12s} {stage.description}")
         return 0
+    if getattr(args, "fail_on_empty", None) is not None:
+        args.overrides.append(f"run.fail_on_empty={str(args.fail_on_empty).lower()}")
     try:
         config = load_config(args.config, args.overrides)
     except ValueError as exc:
@@ -174,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage == "all" and args.from_stage:
         names = ORDER[ORDER.index(args.from_stage) :]
     started = time.monotonic()
+    empty: str | None = None  # the warning of the first stage that wrote no rows
     try:
         with contextlib.ExitStack() as stack:
             if config.sample_server.serve_dir and "download" in names:  # only downloads read from it
@@ -182,7 +200,14 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 print(f"serving {config.sample_server.serve_dir} at {url} for the sample's downloads")
             for name in names:
-                run_stage(STAGES[name], config)
+                manifest = run_stage(STAGES[name], config)
+                warning = None if empty else empty_result_warning(STAGES[name], manifest, config.input.paths)
+                if warning:
+                    empty = warning
+                    print(warning, file=sys.stderr)
+                    if config.run.fail_on_empty:
+                        print(f"error: stopped at stage {name!r} (run.fail_on_empty)", file=sys.stderr)
+                        return 1
         if "dataset" in names:
             if config.sample_server.truth:
                 report_truth(config)
@@ -196,5 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ShardError, StageFailed, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (sigterm_interrupts): one line, no traceback
+        interrupted = Interrupted.at(exc, "")
+        stop_ray()  # now, so the shutdown's own chatter comes before the one line, not after it
+        print(interrupted.message(), file=sys.stderr)
+        return interrupted.exit_code
     print(f"pipeline finished in {time.monotonic() - started:.1f}s; outputs under {config.output_root}")
+    if empty:
+        print(f"{empty} (--fail-on-empty makes this an error)", file=sys.stderr)
     return 0

@@ -12,6 +12,7 @@ import json
 import time
 import traceback
 from collections.abc import Callable, Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from laioncele.shards import (
     MANIFEST_NAME,
     ShardError,
     UnitRecord,
+    atomic_write_json,
     completed_units,
     finalize_stage,
     load_manifest,
@@ -31,13 +33,16 @@ from laioncele.shards import (
     write_unit,
 )
 from laioncele.storage import ObjectPath, as_path, configure
+from pipelines.interrupts import Interrupted
 from pipelines.runtime import ensure_ray
-from pipelines.stage import Stage
+from pipelines.stage import Stage, Unit
 
 
 class StageFailed(RuntimeError):
     """Some units raised; the rest are committed, and a re-run retries only the failed ones."""
 
+
+PLAN_NAME = "_plan.json"  # the units a stage planned, and the config hash they were planned for
 
 # Stages whose directory is not their name: the final dataset's images sit beside its identities.
 STAGE_PATHS = {"dataset": "dataset/images"}
@@ -62,6 +67,19 @@ def stage_config_hash(stage: Stage, config: Config) -> str:
             )
         upstream = load_manifest(upstream_dir)["config_hash"]
     return hashlib.sha256(f"{stage.name}:{own}:{upstream}".encode()).hexdigest()[:16]
+
+
+def config_mismatch_message(stage: Stage, out_dir: Path | ObjectPath, built: str | None, current: str) -> str:
+    """Why a finished stage is not reused, and the safe way on: a new output root keeps the old build (the
+    overwrite switch discards it, so it comes last)."""
+    sections = ", ".join([*stage.config_sections, *stage.extra_sections])
+    upstream = f" and of its upstream stage {stage.upstream!r}" if stage.upstream else ""
+    return (
+        f"stage {stage.name!r} under {out_dir} was built with config hash {built}; the current config hashes to "
+        f"{current} (the hash covers config sections {sections}{upstream}). To keep that build, write this one "
+        f"elsewhere: --set run.output_root=<new directory>. To resume that build, run it with the config it was "
+        f"built with. Only to discard it: --set run.overwrite=true"
+    )
 
 
 class UnitTask:
@@ -120,7 +138,16 @@ class UnitTask:
 
 
 def run_stage(stage: Stage, config: Config, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run ``stage`` to completion (resuming committed units) and return its manifest."""
+    """Run ``stage`` to completion (resuming committed units) and return its manifest.
+
+    Ctrl-C or SIGTERM raise ``Interrupted`` saying where the stage stopped (the CLI prints it in one line)."""
+    try:
+        return _run_stage(stage, config, log)
+    except KeyboardInterrupt as exc:
+        raise Interrupted.at(exc, f"stage {stage.name!r}") from None
+
+
+def _run_stage(stage: Stage, config: Config, log: Callable[[str], None] = print) -> dict[str, Any]:
     started = time.monotonic()
     configure(config.storage)
     out_dir = stage_dir(config, stage.name)
@@ -134,14 +161,12 @@ def run_stage(stage: Stage, config: Config, log: Callable[[str], None] = print) 
             return manifest
         if not config.run.overwrite:
             raise ShardError(
-                f"{out_dir} was built with config hash {manifest.get('config_hash')}, the current config hashes "
-                f"to {config_hash}. Delete it or set run.overwrite=true."
+                config_mismatch_message(stage, out_dir, manifest.get("config_hash"), config_hash)
             )
         (out_dir / MANIFEST_NAME).unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    upstream_dir = stage_dir(config, stage.upstream) if stage.upstream else None
-    units = stage.plan(config, upstream_dir)
+    units = _planned_units(stage, config, out_dir, config_hash)
     ids = [safe_unit_id(u.unit_id) for u in units]
     if len(set(ids)) != len(ids):
         raise ValueError(f"stage {stage.name!r} planned duplicate unit ids")
@@ -151,7 +176,14 @@ def run_stage(stage: Stage, config: Config, log: Callable[[str], None] = print) 
 
     failures: dict[str, str] = {}
     if pending:
-        failures = _map_units(stage, config, out_dir, config_hash, pending)
+        try:
+            failures = _map_units(stage, config, out_dir, config_hash, pending)
+        except KeyboardInterrupt as exc:
+            now_done = completed_units(out_dir, config_hash)
+            committed = sum(uid in now_done for uid in ids)
+            raise Interrupted.at(
+                exc, f"stage {stage.name!r}, {committed} of {len(units)} units committed"
+            ) from None
     if failures:
         first = next(iter(failures.items()))
         raise StageFailed(
@@ -167,6 +199,24 @@ def run_stage(stage: Stage, config: Config, log: Callable[[str], None] = print) 
         stage.after(config)
     _log_summary(stage, manifest, time.monotonic() - started, log)
     return manifest
+
+
+def _planned_units(stage: Stage, config: Config, out_dir: Path, config_hash: str) -> list[Unit]:
+    """The stage's units. A stage with an upstream plans once per config hash (its plan reads only the
+    upstream's committed output and the config, both in the hash) and a resume reuses that plan: a plan that
+    aggregates the corpus (the names stage's known names, the candidates' per-name table) is not redone when
+    its units are committed. Ingest always replans: it lists input files, which the hash does not cover."""
+    upstream_dir = stage_dir(config, stage.upstream) if stage.upstream else None
+    saved = out_dir / PLAN_NAME
+    if upstream_dir is not None and saved.is_file():
+        plan = json.loads(saved.read_text())
+        if plan.get("config_hash") == config_hash:
+            return [Unit(u["unit_id"], u["payload"], u["rows"]) for u in plan["units"]]
+    saved.unlink(missing_ok=True)  # before planning: an interrupted plan may have rewritten its side files
+    units = stage.plan(config, upstream_dir)
+    if upstream_dir is not None:
+        atomic_write_json(saved, {"config_hash": config_hash, "units": [asdict(u) for u in units]})
+    return units
 
 
 def _map_units(

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 
 import ray
 
 from laioncele.config import RayConfig
+from pipelines.interrupts import reclaim_sigterm
 
 # Variables that keep workers offline and quiet; workers inherit them through the runtime env.
 WORKER_ENV = {
@@ -30,6 +32,7 @@ def ensure_ray(config: RayConfig) -> None:
         os.environ.setdefault(key, value)
     if ray.is_initialized():
         return
+    previous_sigterm = signal.getsignal(signal.SIGTERM)  # ray.init replaces it
     address = config.address or os.environ.get("RAY_ADDRESS")
     kwargs: dict = {
         "runtime_env": {"env_vars": WORKER_ENV},
@@ -46,6 +49,13 @@ def ensure_ray(config: RayConfig) -> None:
             include_dashboard=False,
             **kwargs,
         )
+    reclaim_sigterm(previous_sigterm)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = config.progress_bars
     ctx.execution_options.verbose_progress = False
+
+
+def stop_ray() -> None:
+    """Shut down this process's Ray connection (and the local instance it started), if any."""
+    if ray.is_initialized():
+        ray.shutdown()
