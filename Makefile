@@ -14,7 +14,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export TOKENIZERS_PARALLELISM := false
 export WANDB_MODE := disabled
 
-.PHONY: install test lint build-dataset train-encoder bench gpu-check report cost-model clean export
+.PHONY: install test lint build-dataset train-encoder bench gpu-check report cost-model clean export cluster-up cluster-down
 
 install: $(STAMP)
 
@@ -63,6 +63,15 @@ gpu-check: install
 # manifests when output/sample exists); writes bench/cost_model.json.
 cost-model: install
 	$(VPY) -m bench.cost_model
+
+# A 3-node Ray cluster on this machine (head + 2 worker nodes, 1 CPU each, own raylets and temp dirs), for trying
+# the cluster path: `make cluster-up`, then `RAY_ADDRESS=<printed job server> make build-dataset`.
+CLUSTER_DIR ?= output/cluster
+cluster-up: install
+	$(VPY) -m infra.local_cluster up --dir $(CLUSTER_DIR)
+
+cluster-down: install
+	$(VPY) -m infra.local_cluster down --dir $(CLUSTER_DIR)
 
 report: install
 	$(VPY) -m pipelines report --config $(CONFIG) $(foreach s,$(SET),--set $(s))

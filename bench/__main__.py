@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
-BENCHMARKS = ["ingest", "names", "download", "faces", "identity", "targets", "training", "pipeline"]
+BENCHMARKS = ["ingest", "names", "download", "faces", "identity", "targets", "training", "pipeline", "scale"]
 
 
 def machine() -> dict:

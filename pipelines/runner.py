@@ -235,9 +235,9 @@ def _map_units(
             "config_hash": config_hash,
         },
         batch_size=1,
-        compute=ray.data.ActorPoolStrategy(
-            min_size=1, max_size=max(1, min(resources.concurrency, len(items)))
-        ),
+        # A fixed-size pool: every actor starts (and loads its models) at once, instead of the autoscaler adding
+        # the second actor only after the first has a backlog.
+        compute=ray.data.ActorPoolStrategy(size=max(1, min(resources.concurrency, len(items)))),
         num_cpus=resources.num_cpus,
         num_gpus=resources.num_gpus or None,
         # Ray Data restarts a killed actor and retries its unit (max_restarts=-1 by default for actor pools);

@@ -85,3 +85,16 @@ def test_ingest_on_ray_then_crash_and_resume(ray_local, laion_parquet: Path, tmp
     )
     assert shard_fingerprint(crashed / "ingest") == shard_fingerprint(tmp_path / "clean" / "ingest")
     assert load_manifest(crashed / "ingest")["drops"] == manifest["drops"]
+
+
+def test_a_stage_module_imports_no_other_stage_dependencies() -> None:
+    """A Ray worker unpickling the ingest task imports ``pipelines.stages`` first: it must not pull in torch or
+    img2dataset (the download and faces stages' dependencies), which cost every worker seconds and ~400 MB."""
+    code = (
+        "import sys, pipelines.stages.ingest, pipelines.stages.names; "
+        "print(sorted(m for m in ('torch', 'img2dataset', 'insightface', 'cv2') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]", out.stdout

@@ -96,8 +96,10 @@ NER_STAGE = Stage(
 # ---------------------------------------------------------------------------------------------- names
 
 
-def _count_per_name(mentions: pa.Table) -> pa.Table:
-    counts = name_index.count_names(mentions)
+def _count_per_name(mentions: pa.Table, min_count: int = 1) -> pa.Table:
+    """Names mentioned in at least ``min_count`` samples, with their most frequent surface form. Filtered inside
+    each group's task, so the driver gathers the frequent names only, not the corpus's whole name vocabulary."""
+    counts = name_index.count_names(mentions, min_count)
     forms = Counter(
         zip(mentions.column("name_key").to_pylist(), mentions.column("surface_form").to_pylist(), strict=True)
     )
@@ -135,7 +137,9 @@ def plan_second_pass(config: Config, upstream_dir: Path | None) -> list[Unit]:
     ):
         if min_count == 0:
             continue
-        counts = group_apply(config, ner_dir, columns, explode, "name_key", _count_per_name)
+        counts = group_apply(
+            config, ner_dir, columns, explode, "name_key", partial(_count_per_name, min_count=min_count)
+        )
         if not counts.num_rows:
             continue
         for key, n, display in zip(
