@@ -62,9 +62,12 @@ class PeakRss:
 
 def spilled_bytes() -> int:
     """Bytes Ray has spilled from the object store so far in this session (0 before any spill)."""
+    import ray
     from ray._private.internal_api import memory_summary
 
-    match = re.search(r"Spilled (\d+) MiB", memory_summary(stats_only=True))
+    # This driver's own instance: other Ray instances on the machine must not be asked.
+    address = ray.get_runtime_context().gcs_address
+    match = re.search(r"Spilled (\d+) MiB", memory_summary(address=address, stats_only=True))
     return int(match.group(1)) * 1024 * 1024 if match else 0
 
 
