@@ -8,16 +8,10 @@ import os
 import ray
 
 from laioncele.config import RayConfig
+from laioncele.offline_env import OFFLINE_ENV, apply_offline_defaults
 
 # Variables that keep workers offline and quiet; workers inherit them through the runtime env.
-WORKER_ENV = {
-    "NO_ALBUMENTATIONS_UPDATE": "1",
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "TOKENIZERS_PARALLELISM": "false",
-    "WANDB_MODE": "disabled",
-}
+WORKER_ENV = dict(OFFLINE_ENV)
 
 
 def ensure_ray(config: RayConfig) -> None:
@@ -26,8 +20,7 @@ def ensure_ray(config: RayConfig) -> None:
     ``address="local"`` keeps a build without an address from silently joining whatever cluster
     ``ray start`` last left on this machine (``ray.init()``'s default behaviour).
     """
-    for key, value in WORKER_ENV.items():
-        os.environ.setdefault(key, value)
+    apply_offline_defaults()
     if ray.is_initialized():
         return
     address = config.address or os.environ.get("RAY_ADDRESS")

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+import laioncele.offline_env  # noqa: F401  (the entry points' offline env defaults, before any test imports)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LAIONCELE_SHARED_DIR", REPO_ROOT.parent / "shared"))
