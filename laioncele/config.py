@@ -24,6 +24,7 @@ RESOURCE_KEYS = frozenset(
         "num_gpus",
         "num_gpus_per_actor",
         "progress_bars",
+        "progress_interval_s",
         "batch_size",
         "recognition_batch_size",
         "thread_count",
@@ -53,6 +54,8 @@ class RayConfig(Section):
     num_cpus: int | None = None  # local instance only; None means all cores
     num_gpus: int | None = None
     progress_bars: bool = True
+    # Without a terminal, a stage prints a progress line (rows/s, ETA) at most this often (pipelines.progress).
+    progress_interval_s: float = Field(10.0, gt=0)
 
 
 class ShardConfig(Section):

@@ -8,12 +8,15 @@ import sys
 import time
 from pathlib import Path
 
+import ray
+
 from laioncele.config import Config, dump_config, load_config
 from laioncele.report import write_report
 from laioncele.shards import ShardError, atomic_write_json, read_shards
 from laioncele.storage import is_object_uri
 from laioncele.truth_check import load_truth, truth_check
 from pipelines.runner import StageFailed, run_stage
+from pipelines.runtime import native_stderr_to, ray_log_file, ray_logs_to
 from pipelines.sample_server import serve_directory
 from pipelines.stages import ORDER, STAGES
 
@@ -113,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
                     serve_directory(Path(config.sample_server.serve_dir), config.sample_server.port)
                 )
                 print(f"serving {config.sample_server.serve_dir} at {url} for the sample's downloads")
+            ray_log = stack.enter_context(ray_logs_to(ray_log_file(config)))
+            if config.ray.executor == "ray" and not ray.is_initialized():  # this run starts (or joins) Ray
+                stack.enter_context(native_stderr_to(ray_log))  # Ray's C++ core writes to fd 2 directly
+                stack.callback(ray.shutdown)  # first on exit: actors stop while their log lines are filtered
+            print(f"Ray's own log lines go to {ray_log}")
             for name in names:
                 run_stage(STAGES[name], config)
         if "dataset" in names:

@@ -1,14 +1,20 @@
-"""Start or join Ray once per process, configured from ``config.ray``."""
+"""Start or join Ray once per process, configured from ``config.ray``; keep Ray's own log lines off the console."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import ray
 
-from laioncele.config import RayConfig
+from laioncele.config import Config, RayConfig
 from laioncele.offline_env import OFFLINE_ENV, apply_offline_defaults
+from laioncele.storage import is_object_uri
 
 # Variables that keep workers offline and quiet; workers inherit them through the runtime env.
 WORKER_ENV = dict(OFFLINE_ENV)
@@ -40,5 +46,82 @@ def ensure_ray(config: RayConfig) -> None:
             **kwargs,
         )
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = config.progress_bars
+    ctx.enable_progress_bars = False  # the driver shows each stage's progress itself (pipelines.progress)
     ctx.execution_options.verbose_progress = False
+
+
+# Ray's Python loggers that write to the console: the core ("ray": start-up notices such as the token-auth
+# warning) and Ray Data (execution plans, "Starting execution", its progress blocks when output is piped).
+RAY_CONSOLE_LOGGERS = ("ray", "ray.data")
+
+
+def ray_log_file(config: Config) -> Path:
+    """``<output_root>/logs/ray.log``; for an object-store output_root, ``logs/<run.name>/ray.log`` here."""
+    if is_object_uri(config.output_root):
+        return Path("logs") / config.run.name / "ray.log"
+    return Path(config.output_root) / "logs" / "ray.log"
+
+
+@contextlib.contextmanager
+def ray_logs_to(log_file: Path) -> Iterator[Path]:
+    """Send Ray's own log lines to ``log_file`` while the block runs; the console keeps Ray's errors only.
+
+    A build's console then shows the stages' lines; Ray's INFO/WARNING lines stay available in
+    ``log_file`` (and in Ray's session directory, as before). Enter it before ``ensure_ray``: some warnings
+    come from ``ray.init``. Handler levels are restored on exit.
+    """
+    import ray.data  # noqa: F401  (configures the "ray.data" logger's handlers, which are adjusted below)
+
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    to_file = logging.FileHandler(log_file, encoding="utf-8")
+    to_file.setLevel(logging.INFO)
+    to_file.setFormatter(
+        logging.Formatter("%(asctime)s\t%(levelname)s %(filename)s:%(lineno)s -- %(message)s")
+    )
+    saved: list[tuple[logging.Handler, int]] = []
+    for name in RAY_CONSOLE_LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                saved.append((handler, handler.level))
+                handler.setLevel(max(handler.level, logging.ERROR))
+        logger.addHandler(to_file)
+    try:
+        yield log_file
+    finally:
+        for name in RAY_CONSOLE_LOGGERS:
+            logging.getLogger(name).removeHandler(to_file)
+        for handler, level in saved:
+            handler.setLevel(level)
+        to_file.close()
+
+
+@contextlib.contextmanager
+def native_stderr_to(log_file: Path) -> Iterator[None]:
+    """While the block runs, Ray's C++ log lines written to this process's stderr go to ``log_file``.
+
+    fd 2 is pointed at a filter child process (``pipelines.stderr_filter``) that forwards everything else
+    (tracebacks, progress bars) to the original stderr, so nothing else changes. Restored on exit; the child
+    ends when the last writer closes the pipe.
+    """
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    original = os.dup(2)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.stderr_filter", str(log_file)],
+        stdin=subprocess.PIPE,
+        stdout=original,
+    )
+    assert child.stdin is not None
+    os.dup2(child.stdin.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(original, 2)
+        os.close(original)
+        child.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(
+                timeout=5
+            )  # Ray processes started meanwhile may hold the pipe: the child then waits for them
