@@ -18,6 +18,8 @@ from laioncele.storage import is_object_uri
 
 # Variables that keep workers offline and quiet; workers inherit them through the runtime env.
 WORKER_ENV = dict(OFFLINE_ENV)
+# Whether a Ray started here prints its workers' stdout/stderr on this console (off inside ``ray_logs_to``).
+_worker_output_to_console = True
 
 
 def ensure_ray(config: RayConfig) -> None:
@@ -33,7 +35,7 @@ def ensure_ray(config: RayConfig) -> None:
     kwargs: dict = {
         "runtime_env": {"env_vars": WORKER_ENV},
         "logging_level": logging.WARNING,
-        "log_to_driver": True,
+        "log_to_driver": _worker_output_to_console,
     }
     if address:
         ray.init(address=address, **kwargs)
@@ -67,9 +69,12 @@ def ray_logs_to(log_file: Path) -> Iterator[Path]:
     """Send Ray's own log lines to ``log_file`` while the block runs; the console keeps Ray's errors only.
 
     A build's console then shows the stages' lines; Ray's INFO/WARNING lines stay available in
-    ``log_file`` (and in Ray's session directory, as before). Enter it before ``ensure_ray``: some warnings
-    come from ``ray.init``. Handler levels are restored on exit.
+    ``log_file`` (and in Ray's session directory, as before). A Ray started inside the block does not forward
+    its workers' stdout/stderr (library chatter such as absl's "RAW: Lock blocking"): that stays in the
+    session directory's ``logs/worker-*`` files; a failed unit's error reaches the driver in its record.
+    Enter it before ``ensure_ray``: some warnings come from ``ray.init``. Everything is restored on exit.
     """
+    global _worker_output_to_console
     import ray.data  # noqa: F401  (configures the "ray.data" logger's handlers, which are adjusted below)
 
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -86,9 +91,11 @@ def ray_logs_to(log_file: Path) -> Iterator[Path]:
                 saved.append((handler, handler.level))
                 handler.setLevel(max(handler.level, logging.ERROR))
         logger.addHandler(to_file)
+    _worker_output_to_console = False  # workers' own output stays in Ray's session dir (logs/worker-*)
     try:
         yield log_file
     finally:
+        _worker_output_to_console = True
         for name in RAY_CONSOLE_LOGGERS:
             logging.getLogger(name).removeHandler(to_file)
         for handler, level in saved:
@@ -100,9 +107,11 @@ def ray_logs_to(log_file: Path) -> Iterator[Path]:
 def native_stderr_to(log_file: Path) -> Iterator[None]:
     """While the block runs, Ray's C++ log lines written to this process's stderr go to ``log_file``.
 
-    fd 2 is pointed at a filter child process (``pipelines.stderr_filter``) that forwards everything else
-    (tracebacks, progress bars) to the original stderr, so nothing else changes. Restored on exit; the child
-    ends when the last writer closes the pipe.
+    Native code writes to file descriptor 2, so fd 2 is pointed at a filter child process
+    (``pipelines.stderr_filter``) that forwards everything but Ray's C++ log lines to the original stderr.
+    Python's ``sys.stderr`` (tracebacks, progress bars, Ray's Python errors) writes to the original stderr
+    directly: a terminal stays a terminal (``isatty``) and nothing Python prints waits on the filter.
+    Everything is restored on exit; the child ends when the last writer of the pipe closes it.
     """
     log_file.parent.mkdir(parents=True, exist_ok=True)
     sys.stderr.flush()
@@ -113,15 +122,20 @@ def native_stderr_to(log_file: Path) -> Iterator[None]:
         stdout=original,
     )
     assert child.stdin is not None
+    python_stderr = sys.stderr
     os.dup2(child.stdin.fileno(), 2)
+    sys.stderr = open(  # noqa: SIM115  (closed in finally; closefd=False leaves `original` to us)
+        original, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False
+    )
     try:
         yield
     finally:
         sys.stderr.flush()
+        sys.stderr.close()
+        sys.stderr = python_stderr
         os.dup2(original, 2)
         os.close(original)
         child.stdin.close()
+        # Ray processes started meanwhile may still hold the pipe: the child then ends when they do.
         with contextlib.suppress(subprocess.TimeoutExpired):
-            child.wait(
-                timeout=5
-            )  # Ray processes started meanwhile may hold the pipe: the child then waits for them
+            child.wait(timeout=5)

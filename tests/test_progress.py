@@ -78,6 +78,52 @@ def test_the_stderr_filter_moves_native_ray_lines_and_passes_the_rest_at_once() 
     assert split_native(NATIVE[:30], at_eof=True) == (NATIVE[:30], b"", b"")  # at the end, nothing is held
 
 
+NATIVE_WRITER = """
+import os, sys
+from pathlib import Path
+from pipelines.runtime import native_stderr_to
+with native_stderr_to(Path(sys.argv[1])):
+    os.write(2, b"native: kept\\n" + {native!r})
+    print("python stderr is a tty:", sys.stderr.isatty(), file=sys.stderr)
+print("after: back on fd 2", file=sys.stderr)
+"""
+
+
+def test_native_stderr_lines_go_to_the_log_and_a_terminal_stays_a_terminal(tmp_path: Path) -> None:
+    """Under a pseudo-terminal: Ray's C++ line lands in the log, the rest on the terminal, the bar's tty intact."""
+    import pty
+
+    log = tmp_path / "ray.log"
+    controller, terminal = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", NATIVE_WRITER.format(native=NATIVE), str(log)],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env=env,
+        cwd=REPO,
+    )
+    os.close(terminal)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # the terminal closed: every writer is gone
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert child.wait(timeout=60) == 0
+    os.close(controller)
+    text = seen.decode().replace("\r\n", "\n")
+    assert (
+        "native: kept\n" in text and "python stderr is a tty: True" in text and "after: back on fd 2" in text
+    )
+    assert "core_worker" not in text
+    assert log.read_bytes() == NATIVE
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_ray_run_prints_stage_lines_only_and_keeps_rays_log_lines_in_the_run(tmp_path: Path) -> None:
