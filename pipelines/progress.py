@@ -92,3 +92,9 @@ class StageProgress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+    def __enter__(self) -> StageProgress:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

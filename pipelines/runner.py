@@ -194,12 +194,11 @@ def _map_units(
         # the retried unit rewrites its shards from scratch, so nothing is duplicated.
     )
     failures: dict[str, str] = {}
-    progress = _progress(stage, config, len(items))
-    for row in dataset.iter_rows():
-        if row["error"]:
-            failures[row["unit_id"]] = row["error"]
-        progress.advance(_rows_in(row["record"]))
-    progress.close()
+    with _progress(stage, config, len(items)) as progress:
+        for row in dataset.iter_rows():
+            if row["error"]:
+                failures[row["unit_id"]] = row["error"]
+            progress.advance(_rows_in(row["record"]))
     return failures
 
 
@@ -208,13 +207,12 @@ def _run_units_locally(
 ) -> dict[str, str]:
     task = stage.task(config.model_dump(mode="json"), str(out_dir), config_hash)
     failures: dict[str, str] = {}
-    progress = _progress(stage, config, len(pending))
-    for unit in pending:
-        result = task({"unit_id": [safe_unit_id(unit.unit_id)], "payload": [json.dumps(unit.payload)]})
-        if result["error"][0]:
-            failures[result["unit_id"][0]] = result["error"][0]
-        progress.advance(_rows_in(result["record"][0]))
-    progress.close()
+    with _progress(stage, config, len(pending)) as progress:
+        for unit in pending:
+            result = task({"unit_id": [safe_unit_id(unit.unit_id)], "payload": [json.dumps(unit.payload)]})
+            if result["error"][0]:
+                failures[result["unit_id"][0]] = result["error"][0]
+            progress.advance(_rows_in(result["record"][0]))
     return failures
 
 
