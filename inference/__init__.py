@@ -5,6 +5,7 @@ Importing this package loads torch but not diffusers; only ``named_prompt_embeds
 
 from __future__ import annotations
 
+import laioncele.offline_env  # noqa: F401  (first: offline env defaults before any dependency import)
 from inference.conditioning import named_prompt_embeds
 from inference.interpolate import interpolate
 from inference.prepend import prepend_name

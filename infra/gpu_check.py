@@ -14,7 +14,7 @@ Runs, on ``cuda`` when there is one (else on CPU, with a note: use ``--quick`` t
    and ViT-bigG/14-sized CLIP vision towers (at ``training.feature_precision``'s default and at fp32, with the
    default's cosine to fp32; a whole shard through ``extract`` incl. JPEG decode), per-tower bf16, fp16/bf16
    weights, end-to-end forward+backward with the last two blocks trainable, and the CPU preprocessing rate.
-5. ``inference``: a tiny random SDXL pipeline (``tests/tiny_sdxl.py``) in fp16 on the device: text and
+5. ``inference``: a tiny random SDXL pipeline (``inference/tiny.py``) in fp16 on the device: text and
    encoder-predicted name embeddings, recalibration and 2-step name-prepended generation; timing of
    ``prepend_name`` + ``recalibrate`` at SDXL width.
 
@@ -587,9 +587,6 @@ def check_tower_throughput(work: Path, device: torch.device, quick: bool) -> dic
 
 
 def check_inference(device: torch.device, quick: bool, train_result: dict[str, Any]) -> dict[str, Any]:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from tiny_sdxl import build_tiny_sdxl_pipeline
-
     from encoder_training.data import decode_image, face_crop
     from inference.conditioning import named_prompt_embeds
     from inference.encoder import load_name_encoder
@@ -597,6 +594,7 @@ def check_inference(device: torch.device, quick: bool, train_result: dict[str, A
     from inference.pipeline import calibrated, generate, resolve_dtype, text_name_embedding
     from inference.prepend import prepend_name
     from inference.recalibrate import recalibrate
+    from inference.tiny import build_tiny_sdxl_pipeline
     from laioncele.shards import read_shards
 
     dtype = resolve_dtype(device, "auto")  # float16 on CUDA, as load_sdxl picks

@@ -24,6 +24,7 @@ RESOURCE_KEYS = frozenset(
         "num_gpus",
         "num_gpus_per_actor",
         "progress_bars",
+        "progress_interval_s",
         "batch_size",
         "recognition_batch_size",
         "thread_count",
@@ -58,6 +59,8 @@ class RayConfig(Section):
     num_cpus: int | None = Field(None, gt=0)  # local instance only; None means all cores (0 would hang)
     num_gpus: int | None = Field(None, ge=0)
     progress_bars: bool = True
+    # Without a terminal, a stage prints a progress line (rows/s, ETA) at most this often (pipelines.progress).
+    progress_interval_s: float = Field(10.0, gt=0)
 
 
 class ShardConfig(Section):

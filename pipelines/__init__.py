@@ -9,3 +9,5 @@ Architecture, one job per module:
 - ``stages/``  one module per stage (ingest, ...): the callable task class that calls into ``laioncele``.
 The logic of every stage lives in ``laioncele``; this package only distributes it.
 """
+
+import laioncele.offline_env  # noqa: F401  (first: offline env defaults before any dependency import)

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import ray
+
 from laioncele.config import Config, config_from_dict, dump_config, load_config
 from laioncele.export import FORMATS
 from laioncele.export import export as export_dataset
@@ -20,7 +22,7 @@ from laioncele.truth_check import load_truth, truth_check
 from pipelines.empty_result import empty_result_warning
 from pipelines.interrupts import Interrupted, sigterm_interrupts
 from pipelines.runner import StageFailed, run_stage
-from pipelines.runtime import stop_ray
+from pipelines.runtime import native_stderr_to, ray_log_file, ray_logs_to, stop_ray
 from pipelines.sample_server import serve_directory
 from pipelines.stages import ORDER, STAGES
 
@@ -199,6 +201,11 @@ def _main(argv: list[str] | None) -> int:
                     serve_directory(Path(config.sample_server.serve_dir), config.sample_server.port)
                 )
                 print(f"serving {config.sample_server.serve_dir} at {url} for the sample's downloads")
+            ray_log = stack.enter_context(ray_logs_to(ray_log_file(config)))
+            if config.ray.executor == "ray" and not ray.is_initialized():  # this run starts (or joins) Ray
+                stack.enter_context(native_stderr_to(ray_log))  # Ray's C++ core writes to fd 2 directly
+                stack.callback(ray.shutdown)  # first on exit: actors stop while their log lines are filtered
+            print(f"Ray's own log lines go to {ray_log}")
             for name in names:
                 manifest = run_stage(STAGES[name], config)
                 warning = None if empty else empty_result_warning(STAGES[name], manifest, config.input.paths)

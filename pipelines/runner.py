@@ -18,7 +18,6 @@ from typing import Any
 
 import pyarrow as pa
 import ray
-from tqdm import tqdm
 
 from laioncele.config import Config
 from laioncele.shards import (
@@ -34,6 +33,7 @@ from laioncele.shards import (
 )
 from laioncele.storage import ObjectPath, as_path, configure
 from pipelines.interrupts import Interrupted
+from pipelines.progress import StageProgress
 from pipelines.runtime import ensure_ray
 from pipelines.stage import Stage, Unit
 
@@ -244,9 +244,11 @@ def _map_units(
         # the retried unit rewrites its shards from scratch, so nothing is duplicated.
     )
     failures: dict[str, str] = {}
-    for row in dataset.iter_rows():
-        if row["error"]:
-            failures[row["unit_id"]] = row["error"]
+    with _progress(stage, config, len(items)) as progress:
+        for row in dataset.iter_rows():
+            if row["error"]:
+                failures[row["unit_id"]] = row["error"]
+            progress.advance(_rows_in(row["record"]))
     return failures
 
 
@@ -255,16 +257,31 @@ def _run_units_locally(
 ) -> dict[str, str]:
     task = stage.task(config.model_dump(mode="json"), str(out_dir), config_hash)
     failures: dict[str, str] = {}
-    for unit in tqdm(pending, desc=stage.name, unit="unit", disable=not config.ray.progress_bars):
-        result = task({"unit_id": [safe_unit_id(unit.unit_id)], "payload": [json.dumps(unit.payload)]})
-        if result["error"][0]:
-            failures[result["unit_id"][0]] = result["error"][0]
+    with _progress(stage, config, len(pending)) as progress:
+        for unit in pending:
+            result = task({"unit_id": [safe_unit_id(unit.unit_id)], "payload": [json.dumps(unit.payload)]})
+            if result["error"][0]:
+                failures[result["unit_id"][0]] = result["error"][0]
+            progress.advance(_rows_in(result["record"][0]))
     return failures
+
+
+def _progress(stage: Stage, config: Config, total_units: int) -> StageProgress:
+    return StageProgress(
+        stage.name, total_units, enabled=config.ray.progress_bars, interval_s=config.ray.progress_interval_s
+    )
+
+
+def _rows_in(record: str) -> int:
+    """Input rows of a unit's commit record (0 for a failed unit, which has none)."""
+    return int(json.loads(record)["rows_in"]) if record else 0
 
 
 def _log_summary(stage: Stage, manifest: dict[str, Any], seconds: float, log: Callable[[str], None]) -> None:
     drops = ", ".join(f"{k}={v}" for k, v in manifest["drops"].items()) or "none"
+    rate = manifest["rows_in"] / seconds if seconds > 0 else 0.0
     log(
-        f"[{stage.name}] done in {seconds:.1f}s: rows in {manifest['rows_in']}, out {manifest['rows']}, "
+        f"[{stage.name}] done in {seconds:.1f}s ({rate:,.1f} rows/s): rows in {manifest['rows_in']}, "
+        f"out {manifest['rows']}, "
         f"{len(manifest['shards'])} shards; dropped: {drops}"
     )

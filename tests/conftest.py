@@ -1,4 +1,9 @@
-"""Shared test fixtures. Tests that read ../shared/ skip with a clear reason when it is absent."""
+"""Shared test fixtures. Tests that read ../shared/ skip with a clear reason when it is absent.
+
+The labelled face photos are also shipped in ``sample/images/`` (byte-identical, same ``labels.csv``), so the
+tests that need them read that copy and run on a fresh clone. ``LAIONCELE_SHARED_DIR`` points the shared
+fixtures somewhere else (a missing path shows what a fresh clone skips).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,11 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+import laioncele.offline_env  # noqa: F401  (the entry points' offline env defaults, before any test imports)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / "shared"
+SHARED = Path(os.environ.get("LAIONCELE_SHARED_DIR", REPO_ROOT.parent / "shared"))
+SAMPLE_FACES = REPO_ROOT / "sample" / "images"
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +24,12 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"needs the shared fixtures folder at {SHARED} (not present in this checkout)")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def face_photos() -> Path:
+    """The 64 labelled photos of 13 public figures with ``labels.csv``: the copy the repo ships (no ../shared)."""
+    return SAMPLE_FACES
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ address, so a regression in the address checks fails a test instead of sending a
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import socket
@@ -467,8 +468,11 @@ def test_header_opt_out_can_be_switched_off_explicitly() -> None:
         ignoring.close()
 
 
-def test_real_photos_download_and_reencode(shared_dir: Path) -> None:
-    photos = sorted((shared_dir / "fixtures" / "faces").glob("*.jpg"))[:6]
+def test_real_photos_download_and_reencode(face_photos: Path) -> None:
+    labelled = sorted(
+        row["file"] for row in csv.DictReader((face_photos / "labels.csv").open(encoding="utf-8"))
+    )
+    photos = [face_photos / name for name in labelled[:6]]
     assert photos
     with LocalHTTPServer() as server:
         urls = {p.stem: server.image(f"/{p.name}", p.read_bytes()) for p in photos}
@@ -479,7 +483,7 @@ def test_real_photos_download_and_reencode(shared_dir: Path) -> None:
         downloader.close()
     assert result.counts == Counter({"ok": len(photos)})
     for row in result.ok.to_pylist():
-        with Image.open(shared_dir / "fixtures" / "faces" / f"{row['sample_id']}.jpg") as source:
+        with Image.open(face_photos / f"{row['sample_id']}.jpg") as source:
             source_size = source.size
         stored = decoded(row["image"])
         assert stored.format == "WEBP" and stored.size == (row["width"], row["height"])

@@ -54,12 +54,20 @@ def offline():
 
 
 @pytest.fixture(scope="module")
-def labelled(shared_dir: Path, offline):
+def labelled(face_photos: Path, offline):
     """Every fixture photo with its labels and the offline backend's faces (one batched analyze call)."""
-    root = shared_dir / "fixtures" / "faces"
-    rows = list(csv.DictReader((root / "labels.csv").open(encoding="utf-8")))
-    faces = offline.analyze([_load_rgb(root / row["file"]) for row in rows])
+    rows = list(csv.DictReader((face_photos / "labels.csv").open(encoding="utf-8")))
+    faces = offline.analyze([_load_rgb(face_photos / row["file"]) for row in rows])
     return [(row, found) for row, found in zip(rows, faces, strict=True)]
+
+
+def test_the_shipped_photos_are_the_shared_fixture_photos(face_photos: Path, shared_dir: Path) -> None:
+    """The repo's copy stands in for ../shared/fixtures/faces in every photo test, so it must be the same bytes."""
+    shared = shared_dir / "fixtures" / "faces"
+    files = [row["file"] for row in csv.DictReader((shared / "labels.csv").open(encoding="utf-8"))]
+    assert len(files) == 64
+    for name in ["labels.csv", *files]:
+        assert (face_photos / name).read_bytes() == (shared / name).read_bytes(), name
 
 
 def test_offline_finds_the_person_in_every_single_person_photo(labelled):
@@ -123,9 +131,8 @@ def test_offline_faces_have_the_contract_shape_and_conventions(labelled):
     assert left_mouth[0] < right_mouth[0]
 
 
-def test_offline_batched_descriptors_equal_one_at_a_time(shared_dir, offline):
-    root = shared_dir / "fixtures" / "faces"
-    images = [_load_rgb(root / name) for name in ("couple.jpg", "img3.jpg", "img13.jpg")]
+def test_offline_batched_descriptors_equal_one_at_a_time(face_photos, offline):
+    images = [_load_rgb(face_photos / name) for name in ("couple.jpg", "img3.jpg", "img13.jpg")]
     faces = offline.detect(images)
     batched = offline.embed(images, faces)
     for image, image_faces, batched_faces in zip(images, faces, batched, strict=True):
@@ -342,10 +349,9 @@ def test_stage_maps_a_batch_to_face_rows_and_counts_every_drop(insight):
     assert table["embedding"].null_count == 6
 
 
-def test_stage_with_the_offline_backend_on_real_photo_bytes(shared_dir, offline):
-    root = shared_dir / "fixtures" / "faces"
-    couple = (root / "couple.jpg").read_bytes()
-    cmyk = _encode(Image.open(root / "img1.jpg").convert("CMYK"), "JPEG", quality=95)
+def test_stage_with_the_offline_backend_on_real_photo_bytes(face_photos, offline):
+    couple = (face_photos / "couple.jpg").read_bytes()
+    cmyk = _encode(Image.open(face_photos / "img1.jpg").convert("CMYK"), "JPEG", quality=95)
     stage = FaceStage(FacesConfig(backend="offline"), backend=offline)
     columns = stage(
         {"sample_id": np.array(["couple", "cmyk", "bad"], object), "image": [couple, cmyk, b"xx"]}
@@ -382,11 +388,10 @@ def test_stage_isolates_an_image_that_crashes_the_backend(insight):
     assert list(columns["status"]) == ["ok", "backend_error"]
 
 
-def test_offline_estimated_landmarks_agree_with_the_68_point_model(shared_dir, offline):
+def test_offline_estimated_landmarks_agree_with_the_68_point_model(face_photos, offline):
     """The 5-point model's nose tip and mouth corners are template estimates; check them against measurements."""
     measured_backend = load_backend("offline", landmarks=68)
-    root = shared_dir / "fixtures" / "faces"
-    images = [_load_rgb(root / name) for name in ("img1.jpg", "img13.jpg", "couple.jpg", "img30.jpg")]
+    images = [_load_rgb(face_photos / name) for name in ("img1.jpg", "img13.jpg", "couple.jpg", "img30.jpg")]
     pairs = [
         (a, b)
         for fa, fb in zip(offline.detect(images), measured_backend.detect(images), strict=True)

@@ -101,22 +101,24 @@ def test_fid_in_clip_space_is_zero_for_identical_sets_and_grows_with_difference(
     assert abs(same) < 1e-2 and different > same + 1e-2
 
 
-def test_identity_consistency_separates_people_on_real_photos(shared_dir):
-    faces = shared_dir / "fixtures" / "faces"
+def test_identity_consistency_separates_people_on_real_photos(face_photos):
     backend = load_face_backend("offline")  # the measurement backend when the dataset used insightface
-    references = reference_face_embeddings([read_reference(faces / f"img{i}.jpg") for i in (1, 2)], backend)
-    same, found_same = identity_consistency([read_reference(faces / "img4.jpg")], references, backend)
-    other, found_other = identity_consistency([read_reference(faces / "img40.jpg")], references, backend)
+    references = reference_face_embeddings(
+        [read_reference(face_photos / f"img{i}.jpg") for i in (1, 2)], backend
+    )
+    same, found_same = identity_consistency([read_reference(face_photos / "img4.jpg")], references, backend)
+    other, found_other = identity_consistency(
+        [read_reference(face_photos / "img40.jpg")], references, backend
+    )
     blank, found_blank = identity_consistency([Image.new("RGB", (96, 96), "gray")], references, backend)
     assert (found_same, found_other, found_blank) == (1, 1, 0) and blank == []
     assert same[0] > backend.match_threshold > other[0]
 
 
-def test_evaluation_runs_end_to_end_and_emits_the_table(clip, shared_dir, tmp_path):
+def test_evaluation_runs_end_to_end_and_emits_the_table(clip, face_photos, tmp_path):
     pipe = build_tiny_sdxl_pipeline(seed=0)
     backend = load_face_backend("offline")
-    faces = shared_dir / "fixtures" / "faces"
-    references = reference_face_embeddings([read_reference(faces / "img1.jpg")], backend)
+    references = reference_face_embeddings([read_reference(face_photos / "img1.jpg")], backend)
     # the name embedding is a stand-in (a text name); the references make identity consistency run
     identities = [Identity("photo", text_name_embedding(pipe, "Angelina Jolie")[0], references)]
     settings = InferenceConfig(

@@ -60,8 +60,8 @@ def export_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def faces(shared_dir):
-    return shared_dir / "fixtures" / "faces"
+def faces(face_photos):
+    return face_photos
 
 
 @pytest.fixture(scope="module")

@@ -171,5 +171,5 @@ DATASET_STAGE = Stage(
     resources=lambda config: Resources(concurrency=2, num_cpus=1),
     finish=finish,
     after=write_top_manifest,
-    description="final dataset: images.arrow + identities.arrow shards, top manifest, F_mean",
+    description="final dataset: images/ + identities/ shard directories, top manifest, F_mean",
 )
