@@ -36,6 +36,7 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     "punsafe": ("punsafe",),
     "pwatermark": ("pwatermark",),
     "language": ("language", "lang"),
+    "license": ("license", "licence"),
 }
 REQUIRED = ("url", "caption")
 # What LAION's own parquet calls each column: the names error messages give.
@@ -48,6 +49,7 @@ LAION_NAMES = {
     "punsafe": "punsafe",
     "pwatermark": "pwatermark",
     "language": "LANGUAGE",
+    "license": "LICENSE",
 }
 
 logger = logging.getLogger(__name__)
@@ -224,7 +226,7 @@ def clean_batch(raw: pa.Table, config: IngestConfig | None = None) -> IngestResu
         "width": pc.cast(width, pa.int32(), safe=False) if "width" in columns else None,
         "height": pc.cast(height, pa.int32(), safe=False) if "height" in columns else None,
     }
-    for name in ("similarity", "punsafe", "pwatermark", "language"):
+    for name in ("similarity", "punsafe", "pwatermark", "language", "license"):
         out[name] = raw.column(columns[name]) if name in columns else None
     table = pa.table({k: v for k, v in out.items() if v is not None}).filter(pa.array(keep))
     table = table.append_column("sample_id", sample_ids(table.column("url")))

@@ -8,6 +8,7 @@ or their meaning change.
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 SCHEMA_NAME_KEY = b"laioncele.schema"
 SCHEMA_VERSION_KEY = b"laioncele.schema_version"
@@ -21,7 +22,7 @@ def _versioned(name: str, version: int, fields: list[pa.Field]) -> pa.Schema:
 
 INGEST = _versioned(
     "ingest",
-    1,
+    2,
     [
         pa.field("sample_id", pa.string(), nullable=False),  # 16 hex chars of sha256(url): stable across runs
         pa.field("url", pa.string(), nullable=False),
@@ -32,6 +33,9 @@ INGEST = _versioned(
         pa.field("punsafe", pa.float32()),
         pa.field("pwatermark", pa.float32()),
         pa.field("language", pa.string()),
+        pa.field(
+            "license", pa.string()
+        ),  # LAION's LICENSE column where the input has one (LAION-400M), else null
     ],
 )
 
@@ -50,7 +54,7 @@ NAMES_NER = _versioned(
 
 NAMES_FOUND = _versioned(
     "names_found",
-    2,
+    3,
     [
         pa.field("sample_id", pa.string(), nullable=False),
         pa.field("url", pa.string(), nullable=False),
@@ -60,6 +64,7 @@ NAMES_FOUND = _versioned(
         pa.field("surface_forms", pa.list_(pa.string()), nullable=False),
         pa.field("n_names", pa.int32(), nullable=False),
         pa.field("language", pa.string()),
+        pa.field("license", pa.string()),  # carried from ingest
         # the keys in names that only the second pass found (NER did not name them in this caption)
         pa.field("second_pass_names", pa.list_(pa.string()), nullable=False),
     ],
@@ -67,7 +72,7 @@ NAMES_FOUND = _versioned(
 
 NAMES_SAMPLES = _versioned(
     "names_samples",
-    1,
+    2,
     [
         pa.field("sample_id", pa.string(), nullable=False),
         pa.field("url", pa.string(), nullable=False),
@@ -76,6 +81,7 @@ NAMES_SAMPLES = _versioned(
         pa.field("names", pa.list_(pa.string()), nullable=False),  # canonical name keys
         pa.field("n_names", pa.int32(), nullable=False),
         pa.field("language", pa.string()),
+        pa.field("license", pa.string()),  # carried from ingest
     ],
 )
 
@@ -110,7 +116,7 @@ NAME_TARGETS = _versioned(
 
 DOWNLOAD = _versioned(
     "download",
-    1,
+    2,
     [
         pa.field("sample_id", pa.string(), nullable=False),
         pa.field("url", pa.string(), nullable=False),
@@ -125,6 +131,7 @@ DOWNLOAD = _versioned(
         pa.field("sha256", pa.string(), nullable=False),  # hex sha256 of ``image``
         pa.field("attempts", pa.int32(), nullable=False),
         pa.field("language", pa.string()),  # carried from ingest
+        pa.field("license", pa.string()),  # carried from ingest
     ],
 )
 
@@ -226,7 +233,7 @@ DATASET_IDENTITIES = _versioned(
 
 DATASET_IMAGES = _versioned(
     "dataset_images",
-    1,
+    2,
     [
         pa.field("sample_id", pa.string(), nullable=False),
         pa.field("identity_id", pa.string(), nullable=False),
@@ -242,6 +249,7 @@ DATASET_IMAGES = _versioned(
         pa.field("face_embedding", pa.list_(pa.float32()), nullable=False),  # L2-normalised
         pa.field("similarity", pa.float32(), nullable=False),  # face to identity centroid
         pa.field("language", pa.string()),
+        pa.field("license", pa.string()),  # carried from ingest
     ],
 )
 
@@ -296,3 +304,27 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
         else:
             raise ValueError(f"column {field.name!r} is required by schema {schema_id(schema)} but missing")
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def carry_columns(
+    target: pa.Table, source: pa.Table, columns: tuple[str, ...], key: str = "sample_id"
+) -> pa.Table:
+    """``target`` with ``columns`` replaced by ``source``'s values for the same ``key`` (target's row order
+    kept; null where ``source`` lacks the key or the column): how a stage passes along columns its worker does
+    not need, such as a caption's language and licence through the download."""
+    index = pc.index_in(target.column(key), value_set=source.column(key))
+    for name in columns:
+        values = (
+            source.column(name).take(index)
+            if name in source.column_names
+            else pa.nulls(target.num_rows, target.schema.field(name).type)
+        )
+        position = target.schema.get_field_index(name)
+        field = target.schema.field(name)
+        values = values.cast(field.type)
+        target = (
+            target.set_column(position, field, values)
+            if position >= 0
+            else target.append_column(name, values)
+        )
+    return target

@@ -148,7 +148,7 @@ def build_fake_dataset(root: Path, n_identities: int = 6, seed: int = 0) -> Fake
     languages = ["en", "de", "fr", None]
     image_cols: dict[str, list] = {k: [] for k in ("sample_id", "identity_id", "url", "caption", "image")}
     image_cols.update(
-        {k: [] for k in ("width", "height", "bbox", "face_embedding", "similarity", "language")}
+        {k: [] for k in ("width", "height", "bbox", "face_embedding", "similarity", "language", "license")}
     )
     identity_rows = []
     for i, (iid, name, count) in enumerate(zip(ids, names, counts, strict=True)):
@@ -184,6 +184,7 @@ def build_fake_dataset(root: Path, n_identities: int = 6, seed: int = 0) -> Fake
                 ("face_embedding", faces_arr[j].tolist()),
                 ("similarity", float(sims[j])),
                 ("language", language),
+                ("license", "?" if j % 2 else "CC-BY-4.0"),  # LAION-400M's LICENSE values: mostly "?"
             ):
                 image_cols[key].append(value)
         identity_rows.append(

@@ -115,6 +115,7 @@ def test_webdataset_export_loads_with_webdataset_and_wids(source: dict, tmp_path
     assert meta["identity_id"] == row["identity_id"] and meta["url"] == row["url"]
     assert meta["name"] == source["names"][row["identity_id"]] and meta["caption"] == row["caption"]
     assert meta["bbox"] == pytest.approx(row["bbox"])
+    assert meta["license"] == row["license"] is not None  # the licence LAION carries travels with the image
     target = sample["npy"]
     assert target.dtype == np.float16
     np.testing.assert_array_equal(target, source["targets"][row["identity_id"]])

@@ -29,6 +29,35 @@ def test_upper_and_lower_case_laion_columns() -> None:
         resolve_columns(["TEXT", "WIDTH"])
 
 
+def test_laion_licence_column_is_kept_and_absent_is_null() -> None:
+    """LAION-400M ships LICENSE: ingest keeps it (the exports carry it to users); files without it give nulls."""
+    raw = pa.table(
+        {
+            "URL": ["https://a/1.jpg", "https://a/2.jpg"],
+            "TEXT": ["Tom Hanks at the premiere", "a cat"],
+            "LICENSE": ["CC-BY-4.0", "?"],
+        }
+    )
+    assert resolve_columns(raw.column_names)["license"] == "LICENSE"
+    kept = clean_batch(raw, IngestConfig(min_width=0)).table
+    assert kept.column("license").to_pylist() == ["CC-BY-4.0", "?"]
+    without = clean_batch(raw.drop_columns(["LICENSE"]), IngestConfig(min_width=0)).table
+    assert without.column("license").null_count == without.num_rows == 2
+
+
+def test_carry_columns_keeps_the_target_order_and_nulls_unknown_keys() -> None:
+    from laioncele.schema import DOWNLOAD, carry_columns
+
+    source = pa.table(
+        {"sample_id": ["a", "b", "c"], "language": ["en", None, "de"], "license": ["x", "y", "z"]}
+    )
+    target = pa.table({"sample_id": ["c", "z", "a"], "language": pa.nulls(3, pa.string())})
+    target = target.append_column(DOWNLOAD.field("license"), pa.nulls(3, pa.string()))
+    out = carry_columns(target, source, ("language", "license"))
+    assert out.column("language").to_pylist() == ["de", None, "en"]
+    assert out.column("license").to_pylist() == ["z", None, "x"]
+
+
 def test_sample_id_is_stable_and_url_specific() -> None:
     a = sample_ids(pa.array(["https://a/1.jpg", "https://a/2.jpg", "https://a/1.jpg"])).to_pylist()
     assert a[0] == a[2] != a[1] and all(len(x) == 16 for x in a)

@@ -40,7 +40,7 @@ def test_round_trip_splits_into_shards_and_keeps_every_row(tmp_path: Path) -> No
     manifest = write_shards(table, tmp_path / "s", rows_per_shard=1000, config_hash="abc", drops={"x": 3})
     assert [s["rows"] for s in manifest["shards"]] == [1000, 1000, 500]
     assert manifest["rows"] == 2500 and manifest["drops"] == {"x": 3}
-    assert manifest["schema"] == {"name": "ingest", "version": 1}
+    assert manifest["schema"] == {"name": "ingest", "version": 2}
     back = read_shards(tmp_path / "s")
     assert back.equals(table.replace_schema_metadata(back.schema.metadata))
     assert read_shards(tmp_path / "s", columns=["sample_id"]).column_names == ["sample_id"]

@@ -88,6 +88,7 @@ class DatasetImagesTask(UnitTask):
                     "face_embedding": face["embedding"],
                     "similarity": kept["similarity"],
                     "language": image.get("language"),
+                    "license": image.get("license"),
                 }
             )
         table = pa.Table.from_pylist(rows, schema=schema.DATASET_IMAGES)

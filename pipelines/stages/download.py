@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 from laioncele import schema
 from laioncele.config import Config
 from laioncele.download import Downloader
+from laioncele.schema import carry_columns
 from laioncele.shards import UnitRecord, finalize_stage
 from pipelines.runner import UnitTask, stage_config_hash, stage_dir
 from pipelines.stage import Resources, Stage, Unit, read_unit_rows, units_per_shard
@@ -42,19 +43,8 @@ class DownloadTask(UnitTask):
             batch = rows.slice(start, SUB_BATCH)
             result = self.downloader(batch.select(["sample_id", "url", "caption", "names"]))
             ok = result.ok
-            if ok.num_rows:  # carry the caption language along (the Downloader does not need it)
-                language = dict(
-                    zip(
-                        batch.column("sample_id").to_pylist(),
-                        batch.column("language").to_pylist(),
-                        strict=True,
-                    )
-                )
-                ok = ok.set_column(
-                    ok.schema.get_field_index("language"),
-                    schema.DOWNLOAD.field("language"),
-                    pa.array([language.get(s) for s in ok.column("sample_id").to_pylist()], pa.string()),
-                )
+            if ok.num_rows:  # carry the caption's language and licence along (the Downloader needs neither)
+                ok = carry_columns(ok, batch, ("language", "license"))
             ok_parts.append(ok)
             failure_parts.append(result.failures)
             counts.update(result.counts)

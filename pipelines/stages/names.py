@@ -225,6 +225,7 @@ class SecondPassTask(UnitTask):
                 "surface_forms": pa.array(forms_out, pa.list_(pa.string())),
                 "n_names": pa.array([len(k) for k in keys_out], pa.int32()),
                 "language": taken.column("language"),
+                "license": taken.column("license"),
                 "second_pass_names": pa.array(added_out, pa.list_(pa.string())),
             },
             schema=schema.NAMES_FOUND,
