@@ -195,7 +195,7 @@ def background_captions() -> list[str]:
 
 def word_ngrams(text: str, sizes: tuple[int, ...] = (2, 3)) -> set[str]:
     """Folded word sequences of ``text`` (the keys a name found in it could have)."""
-    words = [fold(w).replace("’", "'") for w in _WORDS.findall(text)]
+    words = [fold(w).replace("’", "'").removesuffix("'s") for w in _WORDS.findall(text)]
     return {" ".join(words[i : i + n]) for n in sizes for i in range(len(words) - n + 1)}
 
 
