@@ -16,7 +16,17 @@ import traceback
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
-BENCHMARKS = ["ingest", "names", "download", "faces", "identity", "targets", "training", "pipeline"]
+BENCHMARKS = [
+    "ingest",
+    "names",
+    "names_identity",
+    "download",
+    "faces",
+    "identity",
+    "targets",
+    "training",
+    "pipeline",
+]
 
 
 def machine() -> dict:

@@ -6,7 +6,7 @@ names and how clean the candidate list is, not per-caption scores. Rules, in the
 - **true**: its key is an identity's key or that key with the identity's middle initial ("anna k muller");
   an identity's true candidates are merged (their samples united) before it is counted as found.
 - **false**, with a cause: a photographer's name (credited, not depicted), a distractor's words (brand,
-  product, place, cultivar), or a variant of one identity (most of its samples are that identity's true rows:
+  product, place, cultivar) or a name made mostly of either's rows, or a variant of one identity (most of its samples are that identity's true rows:
   initialled form "a muller", catalogue order "muller anna", or another variant, named by the mention form
   most of those rows take); anything else is "unexplained".
 - **background**: a key that is a 2-3 word sequence of the real source captions (the truth's
@@ -57,6 +57,12 @@ def score_identities(
             owner[r].append(k)
     photographers = {p["key"]: p for p in truth.get("photographers", [])}
     distractors = [(_words(d["text"]), d["kind"]) for d in truth.get("distractors", [])]
+    # rows that credit a photographer or show a distractor: a candidate made mostly of them is theirs
+    not_people: dict[int, str] = {}
+    for p in truth.get("photographers", []):
+        not_people.update(dict.fromkeys(p["rows"], "photographer_credit"))
+    for d in truth.get("distractors", []):
+        not_people.update(dict.fromkeys(d["rows"], f"distractor_{d['kind']}"))
     background = frozenset(truth.get("background_name_keys", []))
 
     found_rows: dict[int, set[int]] = defaultdict(set)
@@ -72,7 +78,8 @@ def score_identities(
             entry.update(verdict="true", listed=people[k]["given_name_listed"], identity=people[k]["key"])
         else:
             entry.update(
-                verdict="false", **_false_cause(key, rows, people, owner, form_of, photographers, distractors)
+                verdict="false",
+                **_false_cause(key, rows, people, owner, form_of, photographers, distractors, not_people),
             )
             if entry["cause"] == "unexplained" and key in background:
                 entry.update(verdict="background", cause="background", listed=_listed(key))
@@ -139,6 +146,7 @@ def _false_cause(
     form_of: list[dict[int, str]],
     photographers: Mapping[str, dict[str, Any]],
     distractors: list[tuple[str, str]],
+    not_people: Mapping[int, str],
 ) -> dict[str, Any]:
     """Why a candidate that is no identity came out (see the module docstring), and its given-name group."""
     if key in photographers:
@@ -147,6 +155,9 @@ def _false_cause(
     for text, kind in distractors:
         if padded in f" {text} " or f" {text} " in padded:
             return {"cause": f"distractor_{kind}", "listed": _listed(key)}
+    theirs = Counter(not_people[r] for r in rows if r in not_people)
+    if theirs and theirs.most_common(1)[0][1] * 2 >= len(rows):  # "lake charles beach" -> "charles beach"
+        return {"cause": theirs.most_common(1)[0][0], "listed": _listed(key)}
     votes = Counter(k for r in rows for k in owner.get(r, ()))
     if votes:
         k, n = votes.most_common(1)[0]

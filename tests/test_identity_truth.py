@@ -40,6 +40,7 @@ CANDIDATES = {
     "lily grace": range(50, 60),  # a plant cultivar
     "matt damon": range(60, 65),  # a real name of the background: out of purity
     "tote bag": range(65, 70),  # no one's, nowhere in the background keys
+    "grace rose": [50, 51, 52, 53, 70],  # other words, but mostly the cultivar's rows
 }
 
 
@@ -49,25 +50,22 @@ def test_score_identities_hand_computed() -> None:
     assert (s["identity_recall_5_19"], s["identities_5_19"]) == (0.5, 2)
     assert (s["identity_recall_20_plus"], s["identities_20_plus"]) == (1.0, 1)
     assert s["mention_recall"] == round((7 + 15 + 0) / 35, 4)
-    # 9 candidates with >= 5 samples: 3 true, 5 false, 1 background
-    assert (s["candidates"], s["true_candidates"], s["false_candidates"], s["background_candidates"]) == (
-        9,
-        3,
-        5,
-        1,
-    )
-    assert s["purity"] == 0.375
+    # 10 candidates with >= 5 samples: 3 true, 6 false, 1 background
+    counts = (s["candidates"], s["true_candidates"], s["false_candidates"], s["background_candidates"])
+    assert counts == (10, 3, 6, 1)
+    assert s["purity"] == round(3 / 9, 4)
     assert s["listed"]["identity_recall_5_19"] == 1.0 and s["listed"]["identity_recall_20_plus"] is None
     assert s["listed"]["mention_recall"] == 0.7
-    assert (s["listed"]["true_candidates"], s["listed"]["false_candidates"], s["listed"]["purity"]) == (
+    listed = s["listed"]
+    assert (listed["true_candidates"], listed["false_candidates"], listed["purity"]) == (
         2,
-        3,
-        0.4,
+        4,
+        round(2 / 6, 4),
     )
     assert s["unlisted"]["identity_recall_5_19"] == 0.0 and s["unlisted"]["identity_recall_20_plus"] == 1.0
     assert s["unlisted"]["mention_recall"] == 0.6 and s["unlisted"]["purity"] == round(1 / 3, 4)
     assert s["false_causes"] == {
-        "photographer_credit": 1, "distractor_cultivar": 1, "initialled_form": 1, "inverted_form": 1,
+        "photographer_credit": 1, "distractor_cultivar": 2, "initialled_form": 1, "inverted_form": 1,
         "unexplained": 1,
     }  # fmt: skip
     assert [(f["name"], f["n_samples"], f["cause"]) for f in s["top_false_candidates"]] == [
@@ -75,6 +73,7 @@ def test_score_identities_hand_computed() -> None:
         ("lily grace", 10, "distractor_cultivar"),
         ("a muller", 5, "initialled_form"),
         ("balogun temi", 5, "inverted_form"),
+        ("grace rose", 5, "distractor_cultivar"),
         ("tote bag", 5, "unexplained"),
     ]
     assert s["top_background_candidates"] == [{"name": "matt damon", "n_samples": 5}]
