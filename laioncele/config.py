@@ -129,6 +129,9 @@ class NamesConfig(Section):
     corpus_pair_min_samples: int = Field(5, ge=0)
     corpus_pair_min_person_share: float = Field(0.2, ge=0, le=1)
     corpus_pair_min_capitalised_share: float = Field(0.8, ge=0, le=1)
+    # The second pass reads an initialled name ("A. Muller") as the one known full name it abbreviates
+    # ("Anna Muller"), instead of a name of its own (names_evidence.initialled_aliases).
+    merge_initialled: bool = True
     # A known name NER named itself in under this share of the samples that mention it keeps only those samples
     # (the candidates stage): the second pass would otherwise give a phrase NER took for a name a few times
     # ("Teddy Bear", "Olive Green") every caption that contains it. A person's lower-case mentions stay: NER

@@ -9,8 +9,10 @@ names and how clean the candidate list is, not per-caption scores. Rules, in the
   product, place, cultivar) or a name made mostly of either's rows, or a variant of one identity (most of its samples are that identity's true rows:
   initialled form "a muller", catalogue order "muller anna", or another variant, named by the mention form
   most of those rows take); anything else is "unexplained".
-- **background**: a key that is a 2-3 word sequence of the real source captions (the truth's
-  ``background_name_keys``): a real name or a phrase of real LAION, truth unknown. Left out of purity's
+- **background**: any other name found mostly in real background captions (every row whose text is not
+  invented: credit rows count, as their caption is real), or whose key is a 2-3 word sequence of the real
+  source captions (the truth's ``background_name_keys``): a real name or a phrase of real LAION, whose truth
+  is unknown without labels ("Gladstone, Bernard", "J.J. Johnson", "Peter and Paul Fortress"). Left out of purity's
   denominator and counted on its own.
 """
 
@@ -57,12 +59,16 @@ def score_identities(
             owner[r].append(k)
     photographers = {p["key"]: p for p in truth.get("photographers", [])}
     distractors = [(_words(d["text"]), d["kind"]) for d in truth.get("distractors", [])]
-    # rows that credit a photographer or show a distractor: a candidate made mostly of them is theirs
+    # rows that show a distractor: a candidate made mostly of them is the distractor's
     not_people: dict[int, str] = {}
-    for p in truth.get("photographers", []):
-        not_people.update(dict.fromkeys(p["rows"], "photographer_credit"))
     for d in truth.get("distractors", []):
         not_people.update(dict.fromkeys(d["rows"], f"distractor_{d['kind']}"))
+    # rows whose text is invented; the others are real background captions (credit rows too: a real caption
+    # plus "photo by X")
+    invented = set(owner) | set(not_people)
+    credited: dict[int, str] = {}  # row -> photographer key
+    for p in truth.get("photographers", []):
+        credited.update(dict.fromkeys(p["rows"], p["key"]))
     background = frozenset(truth.get("background_name_keys", []))
 
     found_rows: dict[int, set[int]] = defaultdict(set)
@@ -81,8 +87,16 @@ def score_identities(
                 verdict="false",
                 **_false_cause(key, rows, people, owner, form_of, photographers, distractors, not_people),
             )
-            if entry["cause"] == "unexplained" and key in background:
-                entry.update(verdict="background", cause="background", listed=_listed(key))
+            if entry["cause"] == "unexplained":
+                photographer = Counter(credited[r] for r in rows if r in credited).most_common(1)
+                if (
+                    photographer
+                    and photographer[0][1] * 2 >= len(rows)
+                    and set(key.split()) & set(photographer[0][0].split())
+                ):
+                    entry.update(cause="photographer_credit")  # a part of the credited name ("jon smith jr")
+                elif key in background or len(rows - invented) * 2 >= len(rows):
+                    entry.update(verdict="background", cause="background")
         judged.append(entry)
 
     result: dict[str, Any] = {"min_samples": min_samples, "identities": len(people)}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterable
 
 import pyarrow as pa
 
@@ -174,3 +175,17 @@ def frequent_pairs(
         displays.append(forms.most_common(1)[0][0])
         counts.append(n)
     return pa.table({"name_key": keys, "display": displays, "n_samples": pa.array(counts, pa.int64())})
+
+
+def initialled_aliases(known_keys: Iterable[str]) -> dict[str, str]:
+    """Initialled key -> the one known full name it abbreviates ("a muller" -> "anna muller"), so "A. Muller"
+    joins Anna Muller instead of becoming a name of its own (NER makes a known name of a frequent "a muller"
+    too). One that could stand for two known names ("j smith": "john smith", "jane smith") is left alone; one
+    that is a person's own name ("R. Kelly") joins a known "Robert Kelly" if there is one."""
+    known = set(known_keys)
+    full: dict[str, set[str]] = {}
+    for key in known:
+        first, _, rest = key.partition(" ")
+        if len(first) > 1 and rest:
+            full.setdefault(f"{first[0]} {rest}", set()).add(key)
+    return {short: next(iter(keys)) for short, keys in full.items() if len(keys) == 1 and short in known}

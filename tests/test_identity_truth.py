@@ -39,8 +39,9 @@ CANDIDATES = {
     "jon smith": range(40, 50),  # credited, not depicted
     "lily grace": range(50, 60),  # a plant cultivar
     "matt damon": range(60, 65),  # a real name of the background: out of purity
-    "tote bag": range(65, 70),  # no one's, nowhere in the background keys
+    "tote bag": range(65, 70),  # no key of the background, but found only in background rows: out of purity
     "grace rose": [50, 51, 52, 53, 70],  # other words, but mostly the cultivar's rows
+    "lily muller": [0, 1, 50, 51, 30],  # invented rows, no one's majority: unexplained
 }
 
 
@@ -50,20 +51,21 @@ def test_score_identities_hand_computed() -> None:
     assert (s["identity_recall_5_19"], s["identities_5_19"]) == (0.5, 2)
     assert (s["identity_recall_20_plus"], s["identities_20_plus"]) == (1.0, 1)
     assert s["mention_recall"] == round((7 + 15 + 0) / 35, 4)
-    # 10 candidates with >= 5 samples: 3 true, 6 false, 1 background
+    # 11 candidates with >= 5 samples: 3 true, 6 false, 2 background
     counts = (s["candidates"], s["true_candidates"], s["false_candidates"], s["background_candidates"])
-    assert counts == (10, 3, 6, 1)
+    assert counts == (11, 3, 6, 2)
     assert s["purity"] == round(3 / 9, 4)
-    assert s["listed"]["identity_recall_5_19"] == 1.0 and s["listed"]["identity_recall_20_plus"] is None
-    assert s["listed"]["mention_recall"] == 0.7
-    listed = s["listed"]
+    listed, unlisted = s["listed"], s["unlisted"]
+    assert listed["identity_recall_5_19"] == 1.0 and listed["identity_recall_20_plus"] is None
+    assert listed["mention_recall"] == 0.7
+    # listed: the two true names of Anna; a muller, jon smith, lily grace, grace rose, lily muller
     assert (listed["true_candidates"], listed["false_candidates"], listed["purity"]) == (
         2,
-        4,
-        round(2 / 6, 4),
+        5,
+        round(2 / 7, 4),
     )
-    assert s["unlisted"]["identity_recall_5_19"] == 0.0 and s["unlisted"]["identity_recall_20_plus"] == 1.0
-    assert s["unlisted"]["mention_recall"] == 0.6 and s["unlisted"]["purity"] == round(1 / 3, 4)
+    assert unlisted["identity_recall_5_19"] == 0.0 and unlisted["identity_recall_20_plus"] == 1.0
+    assert unlisted["mention_recall"] == 0.6 and unlisted["purity"] == 0.5  # temi balogun / balogun temi
     assert s["false_causes"] == {
         "photographer_credit": 1, "distractor_cultivar": 2, "initialled_form": 1, "inverted_form": 1,
         "unexplained": 1,
@@ -74,9 +76,12 @@ def test_score_identities_hand_computed() -> None:
         ("a muller", 5, "initialled_form"),
         ("balogun temi", 5, "inverted_form"),
         ("grace rose", 5, "distractor_cultivar"),
-        ("tote bag", 5, "unexplained"),
+        ("lily muller", 5, "unexplained"),
     ]
-    assert s["top_background_candidates"] == [{"name": "matt damon", "n_samples": 5}]
+    assert s["top_background_candidates"] == [
+        {"name": "matt damon", "n_samples": 5},
+        {"name": "tote bag", "n_samples": 5},
+    ]
     assert s["form_split"] == {
         "initial": {"mentions": 2, "assigned_to_person": 0, "into_false_names": 2, "false_names_made": 1},
         "inverted": {"mentions": 6, "assigned_to_person": 0, "into_false_names": 5, "false_names_made": 1},

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from laioncele.names_evidence import frequent_pairs, pair_occurrences
+from laioncele.names_evidence import frequent_pairs, initialled_aliases, pair_occurrences
 from laioncele.names_lexicon import given_names
 from laioncele.shards import read_shards
 from pipelines.cli import main as cli_main
@@ -29,6 +29,7 @@ CAPTIONS = (
     + ["Lavuna okandi attends the gala"] * 6  # not capitalised where the caption has capitals
     + ["Tenzo Barrowick attends the gala"] * 4  # too rare
     + ["Image of Women's Niner For Life Baseball Jacket"] * 6  # possessive first word, everyday words
+    + [f"K. Renbeley attends the {e}" for e in ("Met Gala", "BAFTA Awards", "Oscars", "Grammys", "Emmys")]
 )
 
 
@@ -62,6 +63,11 @@ def test_frequent_pairs_keep_only_the_person() -> None:
     }
 
 
+def test_initialled_aliases_point_to_the_one_full_name() -> None:
+    known = ["anna muller", "a muller", "john smith", "jane smith", "j smith", "r kelly", "e hinton"]
+    assert initialled_aliases(known) == {"a muller": "anna muller"}  # "j smith" is ambiguous; no full Kelly
+
+
 def test_second_pass_admits_the_unlisted_person_by_corpus_evidence(tmp_path: Path) -> None:
     parquet = tmp_path / "laion.parquet"
     pq.write_table(
@@ -81,6 +87,10 @@ def test_second_pass_admits_the_unlisted_person_by_corpus_evidence(tmp_path: Pat
             assert cli_main(["run", stage, *sum((["--set", s] for s in sets), [])]) == 0
         tables[on] = {r["name_key"]: r for r in read_shards(out / "candidates" / "names_table").to_pylist()}
     assert "kazuvi renbeley" not in tables[0]  # the given-name gate alone decides
+    assert (
+        tables[0]["k renbeley"]["n_candidates"] == 5
+    )  # NER reads the initialled mentions: a name of its own
     found = tables[5]["kazuvi renbeley"]
-    assert found["n_candidates"] == 6  # every mention, lower and upper case too, kept as confirmed
-    assert set(tables[5]) - set(tables[0]) == {"kazuvi renbeley"}
+    # every mention, lower and upper case too, kept as confirmed, and the initialled ones joined to it
+    assert found["n_candidates"] == 6 + 5
+    assert set(tables[5]) == set(tables[0]) - {"k renbeley"} | {"kazuvi renbeley"}
