@@ -125,7 +125,7 @@ class NamesConfig(Section):
     # in a person context in corpus_pair_min_person_share of them, capitalised in corpus_pair_min_capitalised_share
     # of the mixed-case captions that write it, joins the known names whatever the given-name lists say. On the
     # known-truth bench (bench/names_identity_bench.py, docs/names_identity.md) it lifts identity recall for people
-    # no list knows from 0 to 0.56 (5-19 mentions) and 1.0 (20+) at 100k rows, with no added false names.
+    # no list knows from 0 to 0.56 (5-19 mentions) and 1.0 (20+) at 100k rows, with no added false name.
     corpus_pair_min_samples: int = Field(5, ge=0)
     corpus_pair_min_person_share: float = Field(0.2, ge=0, le=1)
     corpus_pair_min_capitalised_share: float = Field(0.8, ge=0, le=1)
