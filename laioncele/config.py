@@ -130,6 +130,17 @@ class NamesConfig(Section):
     # known names once NER tags it in this many samples (0: never). Famous people are tagged thousands of times
     # across LAION; the identity stage drops a phrase that is no person (its images share no face).
     gated_min_count: int = Field(50, ge=0)
+    # Corpus evidence (names_evidence.py): a two-word, name-shaped pair in at least this many samples (0: off),
+    # in a person context in corpus_pair_min_person_share of them, capitalised in corpus_pair_min_capitalised_share
+    # of the mixed-case captions that write it, joins the known names whatever the given-name lists say. On the
+    # known-truth bench (bench/names_identity_bench.py, docs/names_identity.md) it lifts identity recall for people
+    # no list knows from 0 to 0.56 (5-19 mentions) and 1.0 (20+) at 100k rows, with no added false name.
+    corpus_pair_min_samples: int = Field(5, ge=0)
+    corpus_pair_min_person_share: float = Field(0.2, ge=0, le=1)
+    corpus_pair_min_capitalised_share: float = Field(0.8, ge=0, le=1)
+    # The second pass reads an initialled name ("A. Muller") as the one known full name it abbreviates
+    # ("Anna Muller"), instead of a name of its own (names_evidence.initialled_aliases).
+    merge_initialled: bool = True
     # A known name NER named itself in under this share of the samples that mention it keeps only those samples
     # (the candidates stage): the second pass would otherwise give a phrase NER took for a name a few times
     # ("Teddy Bear", "Olive Green") every caption that contains it. A person's lower-case mentions stay: NER

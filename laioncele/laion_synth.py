@@ -89,3 +89,26 @@ def write_laion_parquet(
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(generate_laion_table(n_rows, seed, bad_fraction), path, row_group_size=row_group_size)
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m laioncele.laion_synth --rows N --seed S --out DIR``: the known-truth corpus of
+    ``laioncele.laion_synth_corpus`` (parquet shards and truth.json under DIR)."""
+    import argparse  # noqa: PLC0415
+
+    from laioncele.laion_synth_corpus import write_corpus  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog="python -m laioncele.laion_synth", description=main.__doc__)
+    parser.add_argument("--rows", type=int, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--rows-per-shard", type=int, default=100_000)
+    args = parser.parse_args(argv)
+    truth = write_corpus(args.out, args.rows, args.seed, args.rows_per_shard)
+    mentions = sum(len(p["rows"]) for p in truth["identities"])
+    print(f"{args.rows} rows, {len(truth['identities'])} identities, {mentions} mentions -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

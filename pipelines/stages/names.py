@@ -21,6 +21,7 @@ import pyarrow as pa
 from laioncele import name_index, schema
 from laioncele.config import Config
 from laioncele.names import KnownNameMatcher, NameExtractor, name_key, within
+from laioncele.names_evidence import frequent_pairs, initialled_aliases, pair_occurrences
 from laioncele.shards import (
     UnitRecord,
     atomic_write_json,
@@ -121,6 +122,28 @@ def _gated_mentions(ner_rows: pa.Table) -> pa.Table:
     )
 
 
+def _corpus_evidence_names(config: Config) -> list[tuple[str, str, int]]:
+    """(key, display, samples) of the pairs the whole corpus shows as names (``names_evidence``), read from the
+    ingest captions; none when ``names.corpus_pair_min_samples`` is 0."""
+    names = config.names
+    if names.corpus_pair_min_samples == 0:
+        return []
+    per_key = partial(
+        frequent_pairs,
+        min_samples=names.corpus_pair_min_samples,
+        min_person_share=names.corpus_pair_min_person_share,
+        min_capitalised_share=names.corpus_pair_min_capitalised_share,
+    )
+    found = group_apply(
+        config, stage_dir(config, "ingest"), ["sample_id", "caption"], pair_occurrences, "name_key", per_key
+    )
+    if not found.num_rows:
+        return []
+    return list(
+        zip(*(found.column(c).to_pylist() for c in ("name_key", "display", "n_samples")), strict=True)
+    )
+
+
 def plan_second_pass(config: Config, upstream_dir: Path | None) -> list[Unit]:
     """Units are the ingest shards again; first, the corpus-wide list of names NER found often enough, and of
     gated names (see ``NameExtractor.extract``) NER tagged in at least ``names.gated_min_count`` samples."""
@@ -150,6 +173,10 @@ def plan_second_pass(config: Config, upstream_dir: Path | None) -> list[Unit]:
         ):
             if n >= min_count and key not in known:
                 known[key] = {"name_key": key, "display": display, "n_samples": n, "gated": gated}
+    for key, display, n in _corpus_evidence_names(config):
+        known.setdefault(
+            key, {"name_key": key, "display": display, "n_samples": n, "gated": True, "corpus": True}
+        )
     out = stage_dir(config, "names")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / KNOWN_NAMES_FILE, list(known.values()))
@@ -162,7 +189,12 @@ class SecondPassTask(UnitTask):
     def __init__(self, config: dict[str, Any], out_dir: str, config_hash: str) -> None:
         super().__init__(config, out_dir, config_hash)
         known = json.loads((self.out_dir / KNOWN_NAMES_FILE).read_text())
-        self.matcher = KnownNameMatcher([k["display"] for k in known])
+        self.initialled = (
+            initialled_aliases(k["name_key"] for k in known) if self.config.names.merge_initialled else {}
+        )
+        self.matcher = KnownNameMatcher([k["display"] for k in known if k["name_key"] not in self.initialled])
+        # names the corpus evidence made known: NER never reads their captions, so their matches count as NER's
+        self.corpus_names = frozenset(k["name_key"] for k in known if k.get("corpus"))
         self.ingest_dir = stage_dir(self.config, "ingest")
         self.ner_dir = stage_dir(self.config, "ner")
         self.ner_manifest = load_manifest(self.ner_dir)
@@ -193,6 +225,10 @@ class SecondPassTask(UnitTask):
             zip(rows.column("sample_id").to_pylist(), rows.column("caption").to_pylist(), strict=True)
         ):
             keys, forms, gated = (list(x) for x in ner.get(sid, ([], [], [])))
+            if self.initialled and any(k in self.initialled for k in keys):  # "a muller" -> "anna muller"
+                drops["initialled_merged"] += sum(k in self.initialled for k in keys)
+                merged = dict(zip((self.initialled.get(k, k) for k in keys), forms, strict=True))
+                keys, forms = list(merged), list(merged.values())
             added = []
             for display in self.matcher(caption):
                 key = name_key(display, self.config.names)
@@ -202,6 +238,8 @@ class SecondPassTask(UnitTask):
                     drops["second_pass_added"] += 1
                     if key in gated:  # a known gated name NER tagged here counts as NER's
                         drops["second_pass_gated"] += 1
+                    elif key in self.corpus_names:
+                        drops["second_pass_corpus"] += 1
                     else:
                         added.append(key)
             if keys:
@@ -230,7 +268,10 @@ class SecondPassTask(UnitTask):
             },
             schema=schema.NAMES_FOUND,
         )
-        stats = {key: drops.pop(key, 0) for key in ("second_pass_added", "second_pass_gated")}
+        stats = {
+            key: drops.pop(key, 0)
+            for key in ("second_pass_added", "second_pass_gated", "second_pass_corpus", "initialled_merged")
+        }
         return self.write(
             unit_id, table, schema.NAMES_FOUND, rows.num_rows, drops, [payload["shard"]["name"]], stats
         )

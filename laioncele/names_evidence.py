@@ -1,0 +1,191 @@
+"""Corpus evidence for names no given-name list knows (issue 25).
+
+The pre-filter sends a caption to NER only where a listed given name (or dotted initials) opens a name, so a
+person whose given name is in no list ("Temidayo Balogun", a romanised name, a stage name) never reaches NER,
+however often the corpus writes them. This is the corpus-wide alternative: every two-word, name-shaped pair
+of every caption is an occurrence; a pair that the corpus shows often, in person contexts and consistently
+capitalised becomes a known name for the second pass, whether or not a list knows its given name. Lists
+stay out of the decision; the second pass's own rules (photo credits, trademarks) and the face stage still
+apply downstream.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable
+
+import pyarrow as pa
+
+from laioncele.names_lexicon import (
+    HONORIFICS,
+    PARTICLES,
+    brand_words,
+    common_words,
+    default_blocklist,
+    fold,
+    is_common_noun,
+    surname_ranks,
+    word_zipf,
+)
+from laioncele.names_text import clean_caption
+
+# Words right after a person's name in LAION's person captions (what the person does or what is theirs).
+PERSON_AFTER = frozenset(
+    [
+        "attends",
+        "attend",
+        "attending",
+        "arrives",
+        "arrive",
+        "arriving",
+        "poses",
+        "posing",
+        "performs",
+        "performing",
+        "speaks",
+        "speaking",
+        "visits",
+        "wears",
+        "wearing",
+        "leaves",
+        "leaving",
+        "walks",
+        "sings",
+        "singing",
+        "smiles",
+        "wins",
+        "during",
+        "hairstyle",
+        "haircut",
+        "hair",
+        "makeup",
+        "signed",
+        "autographed",
+        "autograph",
+        "wallpaper",
+        "photographed",
+        "interview",
+    ]
+)
+# Words right before one ("Actress X", "Portrait of X").
+PERSON_BEFORE = frozenset(
+    ["actress", "actor", "singer", "model", "rapper", "musician", "footballer", "player", "star", "portrait"]
+)
+_OF_PERSON = frozenset(["portrait", "photo", "picture", "photos", "pictures", "image", "images"])
+_CREDIT_BEFORE = frozenset(["by", "via", "credit", "courtesy"])  # "photo by X": X is no one pictured
+EVERYDAY_ZIPF = 5.0  # a word this frequent in English ("men", "central") is no name unless a census surname
+_TOKEN = re.compile(r"[^\W\d_]+(?:[-'’][^\W\d_]+)*|\S")
+
+OCCURRENCES = pa.schema(
+    [
+        ("name_key", pa.string()),
+        ("sample_id", pa.string()),
+        ("display", pa.string()),
+        ("cased", pa.bool_()),  # the caption mixes cases, so its capitals say something
+        ("capitalised", pa.bool_()),
+        ("person_context", pa.bool_()),
+    ]
+)
+
+
+def _name_word(word: str) -> bool:
+    """Whether a word could be half of a two-word name: alphabetic, 2+ letters, no everyday or brand word."""
+    folded = fold(word)
+    return (
+        len(folded) >= 2
+        and word[0].isalpha()
+        and not is_common_noun(word)
+        and (word_zipf(folded) < EVERYDAY_ZIPF or surname_ranks().get(folded, 10**6) <= 1000)
+        and folded not in common_words()
+        and folded not in brand_words()
+        and folded not in PARTICLES
+        and folded not in HONORIFICS
+    )
+
+
+def pair_occurrences(table: pa.Table) -> pa.Table:
+    """Every name-shaped word pair of each caption (``sample_id``, ``caption``), with whether it is capitalised
+    and in a person context (a person word right after it, a person title or "portrait of" right before,
+    never after "by"): the transform ``plan_second_pass`` groups by ``name_key``."""
+    out: dict[str, list] = {name: [] for name in OCCURRENCES.names}
+    blocked = default_blocklist()
+    for sid, caption in zip(
+        table.column("sample_id").to_pylist(), table.column("caption").to_pylist(), strict=True
+    ):
+        text = clean_caption(caption).replace("’", "'")
+        tokens = _TOKEN.findall(text)
+        cased = text.lower() != text and text.upper() != text
+        seen = set()
+        for i in range(len(tokens) - 1):
+            first, second = tokens[i], tokens[i + 1]
+            surname = second.removesuffix("'s")
+            if first.endswith("'s") or not (_name_word(first) and _name_word(surname)):
+                continue
+            key = f"{fold(first)} {fold(surname)}"
+            if key in seen or key in blocked:
+                continue
+            seen.add(key)
+            before = fold(tokens[i - 1]) if i > 0 else ""
+            after = fold(tokens[i + 2]) if i + 2 < len(tokens) else ""
+            person = before not in _CREDIT_BEFORE and (
+                surname != second
+                or after in PERSON_AFTER
+                or before in PERSON_BEFORE
+                or (before == "of" and i > 1 and fold(tokens[i - 2]) in _OF_PERSON)
+            )
+            out["name_key"].append(key)
+            out["sample_id"].append(sid)
+            out["display"].append(f"{first} {surname}")
+            out["cased"].append(cased)
+            out["capitalised"].append(first[0].isupper() and second[0].isupper() and not first[1:].isupper())
+            out["person_context"].append(person)
+    return pa.table(out, schema=OCCURRENCES)
+
+
+def frequent_pairs(
+    occurrences: pa.Table, min_samples: int, min_person_share: float, min_capitalised_share: float
+) -> pa.Table:
+    """Per ``name_key`` (one group or several), the pairs the corpus shows as a name: in ``min_samples``
+    samples or more, in a person context in ``min_person_share`` of them (and at least twice), capitalised in
+    ``min_capitalised_share`` of the mixed-case captions that write them. Returns name_key, display (its most
+    frequent capitalised form), n_samples."""
+    keys, displays, counts = [], [], []
+    columns = {name: occurrences.column(name).to_pylist() for name in OCCURRENCES.names}
+    groups: dict[str, list[int]] = {}
+    for i, key in enumerate(columns["name_key"]):
+        groups.setdefault(key, []).append(i)
+    for key, rows in groups.items():
+        n = len({columns["sample_id"][i] for i in rows})
+        if n < min_samples:
+            continue
+        person = sum(columns["person_context"][i] for i in rows)
+        cased = [i for i in rows if columns["cased"][i]]
+        capitalised = sum(columns["capitalised"][i] for i in cased)
+        if (
+            person < max(2, min_person_share * n)
+            or not cased
+            or capitalised < min_capitalised_share * len(cased)
+        ):
+            continue
+        forms = Counter(columns["display"][i] for i in cased if columns["capitalised"][i]) or Counter(
+            columns["display"][i] for i in rows
+        )
+        keys.append(key)
+        displays.append(forms.most_common(1)[0][0])
+        counts.append(n)
+    return pa.table({"name_key": keys, "display": displays, "n_samples": pa.array(counts, pa.int64())})
+
+
+def initialled_aliases(known_keys: Iterable[str]) -> dict[str, str]:
+    """Initialled key -> the one known full name it abbreviates ("a muller" -> "anna muller"), so "A. Muller"
+    joins Anna Muller instead of becoming a name of its own (NER makes a known name of a frequent "a muller"
+    too). One that could stand for two known names ("j smith": "john smith", "jane smith") is left alone; one
+    that is a person's own name ("R. Kelly") joins a known "Robert Kelly" if there is one."""
+    known = set(known_keys)
+    full: dict[str, set[str]] = {}
+    for key in known:
+        first, _, rest = key.partition(" ")
+        if len(first) > 1 and rest:
+            full.setdefault(f"{first[0]} {rest}", set()).add(key)
+    return {short: next(iter(keys)) for short, keys in full.items() if len(keys) == 1 and short in known}
