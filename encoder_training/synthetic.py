@@ -87,6 +87,7 @@ def write_synthetic_dataset(
             columns["face_embedding"].append([1.0] + [0.0] * (face_dim - 1))
             columns["similarity"].append(0.8)
             columns["language"].append("en")
+            columns["license"].append(None)
     images = pa.table(columns, schema=DATASET_IMAGES)
     write_shards(identities, out_dir / "identities", schema=DATASET_IDENTITIES)
     write_shards(images, out_dir / "images", schema=DATASET_IMAGES, rows_per_shard=rows_per_shard)

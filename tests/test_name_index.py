@@ -24,6 +24,7 @@ def samples(
             "surface_forms": [[n.title() for n in r[1]] for r in rows],
             "n_names": pa.array([len(r[1]) for r in rows], pa.int32()),
             "language": pa.nulls(len(rows), pa.string()),
+            "license": pa.nulls(len(rows), pa.string()),
             "second_pass_names": [second_pass.get(r[0], []) for r in rows],
         },
         schema=schema.NAMES_FOUND,
