@@ -11,7 +11,9 @@ What is ours, because img2dataset's ``download_image`` (plain ``urllib.urlopen``
   http(s). urllib resolves and redirects on its own, out of reach of any check.
 - A response byte cap and a whole-body deadline (urllib reads an unbounded body, with per-read timeouts only).
 - Reasons per failure instead of an exception string; bounded retries of transient errors with exponential
-  backoff and a capped Retry-After on 429/503 (img2dataset's default is no retry); per-host concurrency.
+  backoff and a capped Retry-After on 429/503 (img2dataset's default is no retry); per-host concurrency and
+  a host-wide pause on Retry-After, kept by a scheduler that never leaves a thread waiting on a busy host
+  (``HostScheduler``), over a stream of sub-batches (``iter_batches``).
 - A name opt-out list applied before any request (``filter_opted_out``).
 - Image validation before the Resizer: pixel cap, truncation, first frame, EXIF rotation (see ``images``).
 

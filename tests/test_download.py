@@ -26,7 +26,14 @@ from tls_fixture import Issued, make_ca, make_leaf, server_context, write_cert
 
 from laioncele import schema
 from laioncele.config import Config, DownloadConfig
-from laioncele.download import Downloader, as_table, filter_opted_out, normalise_name, parse_retry_after
+from laioncele.download import (
+    Downloader,
+    HostScheduler,
+    as_table,
+    filter_opted_out,
+    normalise_name,
+    parse_retry_after,
+)
 from laioncele.netsafety import check_url, is_public_address
 
 MAX_SIDE = 128
@@ -457,6 +464,27 @@ def test_per_host_concurrency_is_bounded() -> None:
         downloader.close()
     assert result.counts == Counter({"ok": 12})
     assert 1 <= server.max_in_flight <= 2  # six threads, one host: never more than max_per_host at once
+
+
+def test_host_scheduler_parks_busy_and_paused_hosts_and_keeps_each_hosts_order() -> None:
+    now = [0.0]
+    scheduler: HostScheduler[int] = HostScheduler(max_per_host=1, clock=lambda: now[0])
+    for host, item in [("a", 1), ("a", 2), ("b", 3), ("a", 4), ("b", 5)]:
+        scheduler.add(host, item)
+    scheduler.close()
+    assert scheduler.take() == ("a", 1)
+    assert scheduler.take() == ("b", 3)  # a is busy: its next item waits, b's goes first
+    scheduler.pause("a", 10.0)
+    scheduler.done("a")
+    scheduler.done("b")
+    assert scheduler.take() == ("b", 5)  # a has a free slot but is paused
+    scheduler.done("b")
+    now[0] = 10.0
+    assert scheduler.take() == ("a", 2)  # the pause is over: a's items in their order
+    scheduler.done("a")
+    assert scheduler.take() == ("a", 4)
+    scheduler.done("a")
+    assert scheduler.take() is None  # closed and drained
 
 
 def test_a_busy_slow_host_does_not_hold_threads_other_hosts_need() -> None:
