@@ -289,7 +289,7 @@ Item = TypeVar("Item")
 def host_key(url: str | None) -> str:
     """The politeness key of a URL: its host name, lower-cased ("" when there is none)."""
     try:
-        return (urlsplit(url).hostname or "").lower() if url else ""
+        return (urlsplit(url.strip()).hostname or "").lower() if url else ""
     except ValueError:
         return ""
 
@@ -586,7 +586,8 @@ class Downloader:
         Calling the downloader slice by slice left every thread idle while each slice waited for its slowest
         URL (a 10 s timeout, a slow host); here the next slice's URLs are already being fetched meanwhile, so
         at most two slices' images are held at once. Politeness (``max_per_host``) and Retry-After pauses
-        hold across the whole stream, per host, without holding a thread (``HostScheduler``).
+        hold across the whole stream, per host, without holding a thread (``HostScheduler``). The stream
+        takes the whole thread pool: exhaust or ``close()`` it before starting another.
         """
         table = as_table(table)
         pieces = [table.slice(s, batch_rows) for s in range(0, table.num_rows, batch_rows)] or [table]

@@ -8,6 +8,7 @@ permanent failure is recorded once and never retried by a later run; a committed
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -39,28 +40,29 @@ class DownloadTask(UnitTask):
         rows = read_unit_rows(self.candidates_dir, payload)
         ok_parts, failure_parts, counts = [], [], Counter()
         # One stream over the unit: the threads go on with the next sub-batch while one waits for its slowest URL.
-        results = self.downloader.iter_batches(
+        stream = self.downloader.iter_batches(
             rows.select(["sample_id", "url", "caption", "names"]), SUB_BATCH
         )
-        for index, result in enumerate(results):
-            batch = rows.slice(index * SUB_BATCH, SUB_BATCH)
-            ok = result.ok
-            if ok.num_rows:  # carry the caption language along (the Downloader does not need it)
-                language = dict(
-                    zip(
-                        batch.column("sample_id").to_pylist(),
-                        batch.column("language").to_pylist(),
-                        strict=True,
+        with closing(stream) as results:  # closed on any error too: an open stream holds the thread pool
+            for index, result in enumerate(results):
+                batch = rows.slice(index * SUB_BATCH, SUB_BATCH)
+                ok = result.ok
+                if ok.num_rows:  # carry the caption language along (the Downloader does not need it)
+                    language = dict(
+                        zip(
+                            batch.column("sample_id").to_pylist(),
+                            batch.column("language").to_pylist(),
+                            strict=True,
+                        )
                     )
-                )
-                ok = ok.set_column(
-                    ok.schema.get_field_index("language"),
-                    schema.DOWNLOAD.field("language"),
-                    pa.array([language.get(s) for s in ok.column("sample_id").to_pylist()], pa.string()),
-                )
-            ok_parts.append(ok)
-            failure_parts.append(result.failures)
-            counts.update(result.counts)
+                    ok = ok.set_column(
+                        ok.schema.get_field_index("language"),
+                        schema.DOWNLOAD.field("language"),
+                        pa.array([language.get(s) for s in ok.column("sample_id").to_pylist()], pa.string()),
+                    )
+                ok_parts.append(ok)
+                failure_parts.append(result.failures)
+                counts.update(result.counts)
         ok_count = counts.pop("ok", 0)
         inputs = [payload["shard"]["name"]]
         failures = (
