@@ -52,6 +52,7 @@ FACES = REPO.parent / "shared" / "fixtures" / "faces"
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
 IMAGE_SIZE = 512
+SIDES = ("ours", "img2dataset", "fetch_ours", "fetch_img2dataset")
 ENCODE_QUALITY = 95
 
 
@@ -218,11 +219,54 @@ def _run_img2dataset(spec: dict[str, Any]) -> dict[str, Any]:
     return {"wall_s": wall, "reasons": dict(reasons), "error_messages": dict(messages.most_common(8))}
 
 
+def _run_fetch(spec: dict[str, Any], layer: str) -> dict[str, Any]:
+    """The fetch layers alone (no decode, no resize, no writing), processes x threads threads in one process.
+
+    ``fetch_ours``: ``Downloader._fetch_once`` (checked, pinned, bounded). ``fetch_img2dataset``: the "guard
+    around img2dataset's fetch" alternative: ``netsafety.check_url`` first, then img2dataset's own
+    ``download_image`` (urllib), which resolves again and reads without bounds.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from img2dataset.downloader import download_image
+
+    from laioncele.config import DownloadConfig
+    from laioncele.download import Downloader, FetchFailure
+    from laioncele.netsafety import check_url
+
+    urls = pq.read_table(spec["input"], columns=["url"]).column("url").to_pylist()
+    timeout = spec["timeout_s"]
+    downloader = Downloader(DownloadConfig(timeout_s=timeout, max_retries=0, allow_loopback=True))
+
+    def ours(url: str) -> str:
+        try:
+            downloader._fetch_once(url)  # the fetch layer only: what download_one runs before the encoder
+        except FetchFailure as failure:
+            return failure.reason
+        return "ok"
+
+    def theirs(url: str) -> str:
+        refused = check_url(url, allow_loopback=True)
+        if refused:
+            return refused
+        _key, stream, error = download_image((0, url), int(timeout), None, None)
+        return "ok" if stream is not None else _img2dataset_reason("failed_to_download", error)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(spec["processes"] * spec["threads"]) as pool:
+        reasons = Counter(pool.map(ours if layer == "fetch_ours" else theirs, urls))
+    downloader.close()
+    return {"wall_s": time.perf_counter() - started, "reasons": dict(reasons)}
+
+
 def side_main(which: str, spec_path: str) -> None:
     """Entry point of a side's process: run it, print its figures as JSON on the last stdout line."""
     spec = json.loads(Path(spec_path).read_text())
     load_before = os.getloadavg()
-    result = _run_ours(spec) if which == "ours" else _run_img2dataset(spec)
+    if which.startswith("fetch_"):
+        result = _run_fetch(spec, which)
+    else:
+        result = _run_ours(spec) if which == "ours" else _run_img2dataset(spec)
     ok = result["reasons"].get("ok", 0)
     result.update(_usage())
     result.update(
@@ -240,10 +284,8 @@ def side_main(which: str, spec_path: str) -> None:
 # --- both sides --------------------------------------------------------------------------------------------
 
 
-def _side(which: str, spec: dict[str, Any], work: Path) -> dict[str, Any]:
-    out = work / f"out_{which}"  # created by the side (img2dataset wants to create its own)
-    spec_path = work / f"spec_{which}.json"
-    spec_path.write_text(json.dumps({**spec, "out": str(out)}))
+def _sides(whiches: tuple[str, ...], spec: dict[str, Any], work: Path) -> dict[str, dict[str, Any]]:
+    """Run these sides at once (one: alone), each in its own Python process; their figures by side."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(SITE), str(REPO), str(REPO / "tests")]),
@@ -251,21 +293,23 @@ def _side(which: str, spec: dict[str, Any], work: Path) -> dict[str, Any]:
         "RAY_USAGE_STATS_ENABLED": "0",
         "TQDM_DISABLE": "1",
     }
-    code = (
-        f"import sys; from bench.download_vs_img2dataset import side_main; side_main({which!r}, sys.argv[1])"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(spec_path)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"{which} side failed ({done.returncode}):\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    started = {}
+    for which in whiches:
+        out = work / f"out_{which}"  # created by the side (img2dataset wants to create its own)
+        spec_path = work / f"spec_{which}.json"
+        spec_path.write_text(json.dumps({**spec, "out": str(out)}))
+        code = f"import sys; from bench.download_vs_img2dataset import side_main; side_main({which!r}, sys.argv[1])"
+        with open(work / f"{which}.out", "w") as stdout, open(work / f"{which}.err", "w") as stderr:
+            started[which] = subprocess.Popen(
+                [sys.executable, "-c", code, str(spec_path)], cwd=REPO, env=env, stdout=stdout, stderr=stderr
+            )
+    figures = {}
+    for which, process in started.items():
+        if process.wait(timeout=900) != 0:
+            error = (work / f"{which}.err").read_text()[-4000:]
+            raise RuntimeError(f"{which} side failed ({process.returncode}):\n{error}")
+        figures[which] = json.loads((work / f"{which}.out").read_text().strip().splitlines()[-1])
+    return figures
 
 
 def run(
@@ -274,7 +318,7 @@ def run(
     processes: int = 2,
     threads: int = 16,
     timeout_s: float = 5.0,
-    repeats: int = 3,
+    repeats: int = 2,
 ) -> dict[str, Any]:
     """Both sides ``repeats`` times, interleaved (ours, img2dataset, ours, ...) so a load change hits both;
     the headline ratio is the median over the (ours, next img2dataset) pairs."""
@@ -282,7 +326,7 @@ def run(
     from http_fixture import LocalHTTPServer
 
     items, kinds = corpus(n_urls, n_hosts, timeout_s)
-    runs: dict[str, list[dict[str, Any]]] = {"ours": [], "img2dataset": []}
+    runs: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
     with LocalHTTPServer() as server:
         urls = []
         for host, path, response in items:
@@ -297,13 +341,22 @@ def run(
                     sample_ids = [f"s{i:06d}" for i in range(len(urls))]
                     pq.write_table(pa.table({"url": urls, "sample_id": sample_ids}), spec["input"])
                     before = server.total_requests
-                    figures = _side(which, spec, work)
+                    figures = _sides((which,), spec, work)[which]
                     figures["requests_served"] = server.total_requests - before
                     runs[which].append(figures)
+        # Both at once: the same load, whatever the other helpers do meanwhile (they share the CPUs too).
+        with tempfile.TemporaryDirectory(prefix="dl_vs_i2d_together_") as tmp:
+            work = Path(tmp)
+            spec["input"] = str(work / "urls.parquet")
+            pq.write_table(pa.table({"url": urls, "sample_id": sample_ids}), spec["input"])
+            together = _sides(("ours", "img2dataset"), spec, work)
     best = {which: max(side_runs, key=lambda r: r["images_per_s"]) for which, side_runs in runs.items()}
-    pairs = sorted(
-        o["images_per_s"] / i["images_per_s"] for o, i in zip(runs["ours"], runs["img2dataset"], strict=True)
-    )
+
+    def median_ratio(a: str, b: str) -> float:
+        """Each run of ``a`` against the ``b`` run right after it (the nearest load), median over runs."""
+        pairs = sorted(x["images_per_s"] / y["images_per_s"] for x, y in zip(runs[a], runs[b], strict=True))
+        return round(pairs[len(pairs) // 2], 2)
+
     ours, theirs = best["ours"], best["img2dataset"]
     return {
         "n_urls": n_urls,
@@ -316,19 +369,32 @@ def run(
         "corpus_kinds": dict(kinds),
         "ours": ours,
         "img2dataset": theirs,
+        "fetch_layer_only": {
+            "ours": best["fetch_ours"],
+            "img2dataset_with_check_url": best["fetch_img2dataset"],
+            "throughput_ratio": median_ratio("fetch_ours", "fetch_img2dataset"),
+            "cpu_ratio": round(best["fetch_ours"]["cpu_s"] / best["fetch_img2dataset"]["cpu_s"], 2),
+        },
         "runs_images_per_s": {
             which: [r["images_per_s"] for r in side_runs] for which, side_runs in runs.items()
         },
         "runs_cpu_s": {which: [r["cpu_s"] for r in side_runs] for which, side_runs in runs.items()},
-        # Each run of ours against the img2dataset run right after it (the nearest load), median over runs.
-        "throughput_ratio_ours_over_img2dataset": round(pairs[len(pairs) // 2], 2),
+        "throughput_ratio_ours_over_img2dataset": median_ratio("ours", "img2dataset"),
+        "run_together": {
+            "ours": together["ours"],
+            "img2dataset": together["img2dataset"],
+            "throughput_ratio": round(
+                together["ours"]["images_per_s"] / together["img2dataset"]["images_per_s"], 2
+            ),
+        },
         "throughput_ratio_best_over_best": round(ours["images_per_s"] / theirs["images_per_s"], 2),
         # CPU seconds move far less with the load than wall time: images per CPU second, all processes.
-        "images_per_cpu_s": {which: round(r["ok"] / r["cpu_s"], 1) for which, r in best.items()},
+        "images_per_cpu_s": {which: round(best[which]["ok"] / best[which]["cpu_s"], 1) for which in runs},
         "cpu_ratio_ours_over_img2dataset": round(ours["cpu_s"] / theirs["cpu_s"], 2),
         "note": (
-            f"{repeats} interleaved runs per side (ours, img2dataset, ours, ...); 'ours'/'img2dataset' hold each "
-            "side's best run; loopback server in the parent process; shared 2-core machine with other "
+            f"{repeats} interleaved rounds of {', '.join(SIDES)}; each side's entry is its best run; "
+            "fetch_layer_only: the two fetch layers without decode or writing, in one process with as many "
+            "threads; loopback server in the parent process; shared 2-core machine with other "
             "helpers' work: see each side's loadavg"
         ),
     }
