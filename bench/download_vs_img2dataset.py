@@ -18,9 +18,10 @@ included) with the same processes x threads, the same timeout and no retries:
   extraction and sha256 on).
 
 Reported per side: wall seconds (from the side's start, after imports, to its last file written), ok images
-per second, outcomes by reason, CPU seconds (user+system, all its processes), the peak RSS of its largest
-process, images per CPU second, and ``os.getloadavg()`` before and after (the machine is shared: wall
-figures move with the load, CPU seconds much less).
+per second, outcomes by reason, CPU seconds (user+system, all its processes), peak RSS (of its largest
+process, and of all its processes together, sampled from /proc), images per CPU second, and
+``os.getloadavg()`` before and after (the machine is shared: wall figures move with the load, CPU seconds
+much less).
 
 Run alone: ``.venv/bin/python -m bench.download_vs_img2dataset`` (merges ``download.vs_img2dataset`` into
 bench/results.json); ``make bench`` runs it as part of the ``download`` benchmark.
@@ -28,6 +29,7 @@ bench/results.json); ``make bench`` runs it as part of the ``download`` benchmar
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -35,6 +37,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from multiprocessing import get_context
@@ -120,12 +123,64 @@ def corpus(
 # --- one side, in its own process --------------------------------------------------------------------------
 
 
-def _usage() -> dict[str, float]:
+def _proc_kib(pid: int, field: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        found.append(parent)
+        for task in Path(f"/proc/{parent}/task").glob("*/children"):
+            with contextlib.suppress(OSError, ValueError):  # the process may be gone already
+                todo += [int(child) for child in task.read_text().split()]
+    return found
+
+
+class _MemorySampler(threading.Thread):
+    """Peak memory of this process and its descendants, sampled from /proc every ``interval`` seconds.
+
+    ``ru_maxrss`` cannot be used here: a process inherits its parent's high-water mark across fork and exec,
+    so every side would report the bench driver's peak. ``VmHWM`` is reset at exec; ``VmRSS`` summed over the
+    process tree at one instant gives the side's total.
+    """
+
+    def __init__(self, interval: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.peak_process_kib = 0
+        self.peak_total_kib = 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            self.sample()
+
+    def sample(self) -> None:
+        tree = _descendants(os.getpid())
+        self.peak_total_kib = max(self.peak_total_kib, sum(_proc_kib(pid, "VmRSS") for pid in tree))
+        self.peak_process_kib = max([self.peak_process_kib] + [_proc_kib(pid, "VmHWM") for pid in tree])
+
+    def stop(self) -> dict[str, float]:
+        self._stop_event.set()
+        self.join()
+        self.sample()
+        return {
+            "peak_rss_mib_largest_process": round(self.peak_process_kib / 1024, 1),
+            "peak_rss_mib_all_processes": round(self.peak_total_kib / 1024, 1),
+        }
+
+
+def _cpu_s() -> float:
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {
-        "cpu_s": round(me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime, 2),
-        "peak_rss_mib_largest_process": round(max(me.ru_maxrss, kids.ru_maxrss) / 1024, 1),
-    }
+    return round(me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime, 2)
 
 
 def _ours_unit(args: tuple[str, int, int, dict[str, Any], str]) -> dict[str, int]:
@@ -185,8 +240,6 @@ def _img2dataset_reason(status: str, message: str | None) -> str:
 
 
 def _run_img2dataset(spec: dict[str, Any]) -> dict[str, Any]:
-    import contextlib
-
     from img2dataset import download
 
     started = time.perf_counter()
@@ -263,12 +316,15 @@ def side_main(which: str, spec_path: str) -> None:
     """Entry point of a side's process: run it, print its figures as JSON on the last stdout line."""
     spec = json.loads(Path(spec_path).read_text())
     load_before = os.getloadavg()
+    memory = _MemorySampler()
+    memory.start()
     if which.startswith("fetch_"):
         result = _run_fetch(spec, which)
     else:
         result = _run_ours(spec) if which == "ours" else _run_img2dataset(spec)
     ok = result["reasons"].get("ok", 0)
-    result.update(_usage())
+    result.update(memory.stop())
+    result["cpu_s"] = _cpu_s()
     result.update(
         {
             "wall_s": round(result["wall_s"], 2),
