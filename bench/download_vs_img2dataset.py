@@ -34,6 +34,7 @@ import io
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -410,8 +411,8 @@ def run(
 
     def median_ratio(a: str, b: str) -> float:
         """Each run of ``a`` against the ``b`` run right after it (the nearest load), median over runs."""
-        pairs = sorted(x["images_per_s"] / y["images_per_s"] for x, y in zip(runs[a], runs[b], strict=True))
-        return round(pairs[len(pairs) // 2], 2)
+        pairs = [x["images_per_s"] / y["images_per_s"] for x, y in zip(runs[a], runs[b], strict=True)]
+        return round(statistics.median(pairs), 2)
 
     ours, theirs = best["ours"], best["img2dataset"]
     return {
