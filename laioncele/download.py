@@ -300,8 +300,10 @@ class HostScheduler(Generic[Item]):
     Per-host politeness used to be a semaphore taken inside the thread: a thread whose URL's host was busy
     (``max_per_host`` requests in flight, e.g. a slow host) sat blocked while other hosts' URLs waited behind
     it. Here a thread only ever takes runnable work; the others are parked per host, in order, until a slot
-    frees or the host's Retry-After pause (``pause``) ends, and no thread waits on them. ``take`` returns
-    None once ``close`` was called and nothing is left to hand out.
+    frees or the host's Retry-After pause (``pause``) ends, and no thread waits on them. A slot is held from
+    ``take`` to ``done``: the whole download of the item, its retries' waits included (stricter than the old
+    semaphore, released while backing off). ``take`` returns None once ``close`` was called and nothing is
+    left to hand out.
     """
 
     def __init__(self, max_per_host: int, clock: Callable[[], float] = time.monotonic) -> None:
