@@ -1,4 +1,5 @@
-"""Download throughput against a local server: our ``Downloader`` (2 threads) vs a sequential ``requests`` loop.
+"""Download throughput against a local server: our ``Downloader`` (2 threads) vs a sequential ``requests`` loop,
+and (``vs_img2dataset``) our downloader side by side with img2dataset's ``download()`` on a mixed corpus.
 
 The server (tests/http_fixture.py, on 127.0.0.1) adds ``latency_s`` per response to stand in for a remote
 host's round trip; without it a loopback fetch costs ~nothing and only CPU would be measured. The baseline
@@ -26,6 +27,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from http_fixture import LocalHTTPServer, Response  # noqa: E402
 
+from bench import download_vs_img2dataset  # noqa: E402
 from laioncele.config import DownloadConfig  # noqa: E402
 from laioncele.download import Downloader  # noqa: E402
 
@@ -95,6 +97,8 @@ def run(n_images: int = 200, latency_s: float = 0.02, workers: int = 2, image_si
         "speedup_vs_requests": round(
             (results[workers][1] / results[workers][0]) / (fetched / sequential_s), 2
         ),
+        # The same 1,200 URLs through our downloader and img2dataset's download(), see that module.
+        "vs_img2dataset": download_vs_img2dataset.run(),
     }
 
 

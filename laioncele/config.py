@@ -194,6 +194,8 @@ class DownloadConfig(Section):
     max_retries: int = Field(2, ge=0)  # extra attempts for transient errors (timeout, connection, 5xx, 429)
     backoff_s: float = Field(1.0, ge=0)  # first retry waits this, doubling after
     max_retry_after_s: float = Field(30.0, ge=0)  # cap on an honoured Retry-After
+    # A Retry-After also holds the host's other URLs back (in this worker) this long at most; 0: only the URL waits
+    max_host_pause_s: float = Field(30.0, ge=0)
     max_redirects: int = Field(5, ge=0)
     max_url_chars: int = Field(8192, gt=0)  # a longer URL is "bad_url", never requested
     user_agent: str = "LaionCele/0.1 (+opt-out: see project README; honours X-Robots-Tag noai)"

@@ -11,7 +11,9 @@ What is ours, because img2dataset's ``download_image`` (plain ``urllib.urlopen``
   http(s). urllib resolves and redirects on its own, out of reach of any check.
 - A response byte cap and a whole-body deadline (urllib reads an unbounded body, with per-read timeouts only).
 - Reasons per failure instead of an exception string; bounded retries of transient errors with exponential
-  backoff and a capped Retry-After on 429/503 (img2dataset's default is no retry); per-host concurrency.
+  backoff and a capped Retry-After on 429/503 (img2dataset's default is no retry); per-host concurrency and
+  a host-wide pause on Retry-After, kept by a scheduler that never leaves a thread waiting on a busy host
+  (``HostScheduler``), over a stream of sub-batches (``iter_batches``).
 - A name opt-out list applied before any request (``filter_opted_out``).
 - Image validation before the Resizer: pixel cap, truncation, first frame, EXIF rotation (see ``images``).
 
@@ -37,6 +39,7 @@ Failure reasons (one per failed sample; ``counts`` also holds ``ok``):
 from __future__ import annotations
 
 import email.utils
+import heapq
 import http.client
 import io
 import socket
@@ -44,11 +47,11 @@ import ssl
 import threading
 import time
 import unicodedata
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 from urllib.parse import quote, urljoin, urlsplit
 
 import pyarrow as pa
@@ -278,6 +281,137 @@ def _classify_status(status: int, retry_after: float | None) -> FetchFailure:
     return FetchFailure(f"http_{status}", f"status {status}")
 
 
+# --- which URL a free thread takes next -----------------------------------------------------------------
+
+Item = TypeVar("Item")
+
+
+def host_key(url: str | None) -> str:
+    """The politeness key of a URL: its host name, lower-cased ("" when there is none)."""
+    try:
+        return (urlsplit(url.strip()).hostname or "").lower() if url else ""
+    except ValueError:
+        return ""
+
+
+class HostScheduler(Generic[Item]):
+    """Hands each free download thread the oldest item whose host has a free slot and is not paused.
+
+    Per-host politeness used to be a semaphore taken inside the thread: a thread whose URL's host was busy
+    (``max_per_host`` requests in flight, e.g. a slow host) sat blocked while other hosts' URLs waited behind
+    it. Here a thread only ever takes runnable work; the others are parked per host, in order, until a slot
+    frees or the host's Retry-After pause (``pause``) ends, and no thread waits on them. A slot is held from
+    ``take`` to ``done``: the whole download of the item, its retries' waits included (stricter than the old
+    semaphore, released while backing off). ``take`` returns None once ``close`` was called and nothing is
+    left to hand out.
+    """
+
+    def __init__(self, max_per_host: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_per_host = max_per_host
+        self.clock = clock
+        self._cond = threading.Condition()
+        self._queue: deque[tuple[str, Item]] = deque()  # runnable as far as known, oldest first
+        self._parked: dict[str, deque[Item]] = {}  # host -> items waiting for a slot or for its pause to end
+        self._active: Counter[str] = Counter()  # host -> items taken and not done
+        self._paused_until: dict[str, float] = {}
+        self._wakeups: list[tuple[float, str]] = []  # heap of (pause end, host)
+        self._closed = False
+
+    def add(self, host: str, item: Item) -> None:
+        with self._cond:
+            self._queue.append((host, item))
+            self._cond.notify()
+
+    def close(self) -> None:
+        """No more items: threads return once the rest is handed out."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def cancel(self) -> None:
+        """Drop what was not handed out yet and close (the consumer stopped early)."""
+        with self._cond:
+            self._queue.clear()
+            self._parked.clear()
+            self._closed = True
+            self._cond.notify_all()
+
+    def pause(self, host: str, seconds: float) -> None:
+        """Hand out no new item of ``host`` for ``seconds`` (items already taken go on)."""
+        with self._cond:
+            until = self.clock() + seconds
+            if until > self._paused_until.get(host, 0.0):
+                self._paused_until[host] = until
+                heapq.heappush(self._wakeups, (until, host))
+
+    def done(self, host: str) -> None:
+        with self._cond:
+            self._active[host] -= 1
+            if not self._active[host]:
+                del self._active[host]
+            self._unpark(host, self.clock())
+            self._cond.notify_all()
+
+    def take(self) -> tuple[str, Item] | None:
+        """(host, item) to work on now, waiting while everything left is parked; None when drained."""
+        with self._cond:
+            while True:
+                now = self.clock()
+                self._wake(now)
+                while self._queue:
+                    host, item = self._queue.popleft()
+                    if self._runnable(host, now):
+                        self._active[host] += 1
+                        return host, item
+                    self._parked.setdefault(host, deque()).append(item)
+                if self._closed and not self._parked:
+                    return None
+                timeout = max(0.0, self._wakeups[0][0] - now) if self._wakeups else None
+                self._cond.wait(timeout)
+
+    def _runnable(self, host: str, now: float) -> bool:
+        return self._active[host] < self.max_per_host and self._paused_until.get(host, 0.0) <= now
+
+    def _unpark(self, host: str, now: float) -> None:
+        """Put as many of ``host``'s parked items back at the queue's front as it has free slots."""
+        parked = self._parked.get(host)
+        if not parked or self._paused_until.get(host, 0.0) > now:
+            return
+        free = max(0, self.max_per_host - self._active[host])
+        back = [(host, parked.popleft()) for _ in range(min(free, len(parked)))]
+        self._queue.extendleft(reversed(back))
+        if not parked:
+            del self._parked[host]
+
+    def _wake(self, now: float) -> None:
+        while self._wakeups and self._wakeups[0][0] <= now:
+            _until, host = heapq.heappop(self._wakeups)
+            if self._paused_until.get(host, 0.0) <= now:
+                self._paused_until.pop(host, None)
+                self._unpark(host, now)
+
+
+class _Slice:
+    """One slice of a batch stream: its rows, and the outcome of each distinct URL as threads finish them."""
+
+    def __init__(self, removed: pa.Table, rows: list[dict[str, Any]], urls: list[str | None]) -> None:
+        self.removed = removed
+        self.rows = rows
+        self.urls = urls
+        self.distinct = list(dict.fromkeys(urls))  # a URL repeated in the slice is fetched once
+        self.outcomes: dict[str | None, _Outcome] = {}
+        self._lock = threading.Lock()
+        self.finished = threading.Event()
+        if not self.distinct:
+            self.finished.set()
+
+    def record(self, url: str | None, outcome: _Outcome) -> None:
+        with self._lock:
+            self.outcomes[url] = outcome
+            if len(self.outcomes) == len(self.distinct):
+                self.finished.set()
+
+
 # --- the batch downloader -------------------------------------------------------------------------------
 
 
@@ -304,8 +438,6 @@ class Downloader:
         self.ua_tokens = [t.strip().lower() for t in self.config.user_agent_tokens if t.strip()]
         self.directives = {d.strip().lower() for d in self.config.disallowed_header_directives if d.strip()}
         self.pool = ThreadPoolExecutor(max_workers=self.config.thread_count, thread_name_prefix="download")
-        self._host_slots: dict[str, threading.Semaphore] = {}
-        self._host_lock = threading.Lock()
 
     # one request ------------------------------------------------------------------------------------------
 
@@ -396,27 +528,21 @@ class Downloader:
 
     # one sample -------------------------------------------------------------------------------------------
 
-    def _host_slot(self, url: str) -> threading.Semaphore:
-        try:
-            host = (urlsplit(url).hostname or "").lower()
-        except ValueError:
-            host = ""
-        with self._host_lock:
-            slot = self._host_slots.get(host)
-            if slot is None:
-                slot = self._host_slots[host] = threading.Semaphore(self.config.max_per_host)
-            return slot
+    def download_one(self, url: str, on_retry_after: Callable[[float], None] | None = None) -> _Outcome:
+        """Fetch with bounded retries of transient failures, then validate and re-encode.
 
-    def download_one(self, url: str) -> _Outcome:
-        """Fetch with bounded retries of transient failures, then validate and re-encode."""
+        ``on_retry_after``: told each (capped) Retry-After the host sends, so the caller can hold the host's
+        other URLs back too (``iter_batches`` pauses the host in its scheduler).
+        """
         attempts = 0
         while True:
             attempts += 1
             try:
-                with self._host_slot(url):  # released while backing off
-                    data = self._fetch_once(url)
+                data = self._fetch_once(url)
                 break
             except FetchFailure as failure:
+                if failure.retry_after is not None and on_retry_after is not None:
+                    on_retry_after(min(failure.retry_after, self.config.max_host_pause_s))
                 if failure.reason not in TRANSIENT_REASONS or attempts > self.config.max_retries:
                     return _Outcome(None, failure.reason, attempts, failure.detail)
                 wait = failure.retry_after
@@ -428,7 +554,9 @@ class Downloader:
         except ImageRejected as rejected:
             return _Outcome(None, rejected.reason, attempts, rejected.detail)
 
-    def _safe_download_one(self, url: str | None) -> _Outcome:
+    def _safe_download_one(
+        self, url: str | None, on_retry_after: Callable[[float], None] | None = None
+    ) -> _Outcome:
         """A bug on one hostile URL must not end the batch: count it and carry on."""
         if url is None:
             return _Outcome(None, "bad_url", 0, "missing or not UTF-8")
@@ -436,32 +564,88 @@ class Downloader:
         if len(url) > self.config.max_url_chars:
             return _Outcome(None, "bad_url", 0, f"{len(url)} characters, over {self.config.max_url_chars}")
         try:
-            return self.download_one(url)
+            return self.download_one(url, on_retry_after)
         except Exception as err:  # noqa: BLE001
             return _Outcome(None, "internal_error", 1, f"{type(err).__name__}: {err}")
 
-    # one batch --------------------------------------------------------------------------------------------
+    def _work(self, scheduler: HostScheduler[tuple[_Slice, str | None]]) -> None:
+        """One pool thread: take runnable URLs until the scheduler is drained."""
+        while (task := scheduler.take()) is not None:
+            host, (piece, url) = task
+            outcome = _Outcome(None, "internal_error", 1, "the download thread stopped")
+            try:
+                pause = (lambda seconds, h=host: scheduler.pause(h, seconds)) if host else None
+                outcome = self._safe_download_one(url, pause)
+            finally:
+                scheduler.done(host)
+                piece.record(url, outcome)
+
+    # a stream of batches ----------------------------------------------------------------------------------
+
+    def iter_batches(self, table: pa.Table | Mapping[str, Any], batch_rows: int) -> Iterator[DownloadResult]:
+        """One ``DownloadResult`` per ``batch_rows`` slice of ``table``, in order, with the threads kept busy.
+
+        Calling the downloader slice by slice left every thread idle while each slice waited for its slowest
+        URL (a 10 s timeout, a slow host); here the next slice's URLs are already being fetched meanwhile, so
+        at most two slices' images are held at once. Politeness (``max_per_host``) and Retry-After pauses
+        hold across the whole stream, per host, without holding a thread (``HostScheduler``). The stream
+        takes the whole thread pool: exhaust or ``close()`` it before starting another.
+        """
+        table = as_table(table)
+        pieces = [table.slice(s, batch_rows) for s in range(0, table.num_rows, batch_rows)] or [table]
+        scheduler: HostScheduler[tuple[_Slice, str | None]] = HostScheduler(self.config.max_per_host)
+        admitted: deque[_Slice] = deque()
+
+        def admit(index: int) -> None:
+            piece = self._slice(pieces[index])
+            admitted.append(piece)
+            for url in piece.distinct:
+                scheduler.add(host_key(url), (piece, url))
+            if index == len(pieces) - 1:
+                scheduler.close()
+
+        ahead = 2  # slices in flight
+        for index in range(min(ahead, len(pieces))):
+            admit(index)
+        workers = [self.pool.submit(self._work, scheduler) for _ in range(self.config.thread_count)]
+        try:
+            for index in range(len(pieces)):
+                piece = admitted.popleft()
+                piece.finished.wait()
+                if index + ahead < len(pieces):
+                    admit(index + ahead)
+                yield self._result(piece)
+        finally:
+            scheduler.cancel()
+            for worker in workers:
+                worker.result()
 
     def __call__(self, batch: pa.Table | Mapping[str, Any]) -> DownloadResult:
         table = as_table(batch)
-        with self._host_lock:
-            self._host_slots = {}  # per-batch politeness; keeps the map from growing over an actor's life
+        results = self.iter_batches(table, max(1, table.num_rows))
+        try:
+            return next(results)
+        finally:
+            results.close()
+
+    def _slice(self, table: pa.Table) -> _Slice:
         kept, removed = filter_opted_out(table, self.opt_out_names)
-        counts: Counter[str] = Counter()
-        ok_rows: list[dict[str, Any]] = []
-        failure_rows: list[dict[str, Any]] = []
-        for row in removed.select(["sample_id", "url"]).to_pylist():
-            failure_rows.append(_failure_row(row, "opted_out_name", 0, "name on the opt-out list"))
-            counts["opted_out_name"] += 1
         rows = kept.to_pylist()
         urls = [_url_text(r["url"]) for r in rows]
         for row in rows:  # the tables hold text: a non-UTF-8 URL is kept readable, with escapes
             if isinstance(row["url"], bytes):
                 row["url"] = row["url"].decode("utf-8", "backslashreplace")
-        distinct = list(dict.fromkeys(urls))  # a URL repeated in the batch is fetched once
-        outcomes = dict(zip(distinct, self.pool.map(self._safe_download_one, distinct), strict=True))
-        for row, url in zip(rows, urls, strict=True):
-            outcome = outcomes[url]
+        return _Slice(removed, rows, urls)
+
+    def _result(self, piece: _Slice) -> DownloadResult:
+        counts: Counter[str] = Counter()
+        ok_rows: list[dict[str, Any]] = []
+        failure_rows: list[dict[str, Any]] = []
+        for row in piece.removed.select(["sample_id", "url"]).to_pylist():
+            failure_rows.append(_failure_row(row, "opted_out_name", 0, "name on the opt-out list"))
+            counts["opted_out_name"] += 1
+        for row, url in zip(piece.rows, piece.urls, strict=True):
+            outcome = piece.outcomes[url]
             counts[outcome.reason] += 1
             if outcome.image is None:
                 failure_rows.append(_failure_row(row, outcome.reason, outcome.attempts, outcome.detail))

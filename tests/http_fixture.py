@@ -31,6 +31,8 @@ class Response:
 class _TLSThreadingHTTPServer(ThreadingHTTPServer):
     """Wraps each connection in TLS inside its own thread, so a stalled handshake blocks no one else."""
 
+    request_queue_size = 128  # socketserver's 5 drops connects when a bench opens dozens at once
+
     def __init__(
         self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], owner: LocalHTTPServer
     ):

@@ -27,7 +27,14 @@ from tls_fixture import Issued, make_ca, make_leaf, server_context, write_cert
 
 from laioncele import schema
 from laioncele.config import Config, DownloadConfig
-from laioncele.download import Downloader, as_table, filter_opted_out, normalise_name, parse_retry_after
+from laioncele.download import (
+    Downloader,
+    HostScheduler,
+    as_table,
+    filter_opted_out,
+    normalise_name,
+    parse_retry_after,
+)
 from laioncele.netsafety import check_url, is_public_address
 
 MAX_SIDE = 128
@@ -135,6 +142,9 @@ def config(**overrides) -> DownloadConfig:  # type: ignore[no-untyped-def]
         max_retries=2,
         backoff_s=0.01,
         max_retry_after_s=5.0,
+        # Off here: these tests count each URL's own retries and waits (with a fake sleep); the host-wide
+        # Retry-After pause waits in real time and is tested in test_download_hostile.py.
+        max_host_pause_s=0.0,
         max_bytes=200_000,
         max_pixels=1_000_000,
         thread_count=4,
@@ -455,6 +465,67 @@ def test_per_host_concurrency_is_bounded() -> None:
         downloader.close()
     assert result.counts == Counter({"ok": 12})
     assert 1 <= server.max_in_flight <= 2  # six threads, one host: never more than max_per_host at once
+
+
+def test_host_scheduler_parks_busy_and_paused_hosts_and_keeps_each_hosts_order() -> None:
+    now = [0.0]
+    scheduler: HostScheduler[int] = HostScheduler(max_per_host=1, clock=lambda: now[0])
+    for host, item in [("a", 1), ("a", 2), ("b", 3), ("a", 4), ("b", 5)]:
+        scheduler.add(host, item)
+    scheduler.close()
+    assert scheduler.take() == ("a", 1)
+    assert scheduler.take() == ("b", 3)  # a is busy: its next item waits, b's goes first
+    scheduler.pause("a", 10.0)
+    scheduler.done("a")
+    scheduler.done("b")
+    assert scheduler.take() == ("b", 5)  # a has a free slot but is paused
+    scheduler.done("b")
+    now[0] = 10.0
+    assert scheduler.take() == ("a", 2)  # the pause is over: a's items in their order
+    scheduler.done("a")
+    assert scheduler.take() == ("a", 4)
+    scheduler.done("a")
+    assert scheduler.take() is None  # closed and drained
+
+
+def test_a_busy_slow_host_does_not_hold_threads_other_hosts_need() -> None:
+    """Two threads, one slot per host: while the slow host's first URL is in flight, its next URLs wait
+    parked and the second thread fetches every fast-host URL (a thread blocked on the slow host's slot, as
+    before, left them all waiting behind it)."""
+    with LocalHTTPServer(hostname="slow.test") as slow, LocalHTTPServer(hostname="fast.test") as fast:
+        body = encode(noise_rgb(16, 16), "JPEG")
+        jpeg = {"Content-Type": "image/jpeg"}
+        urls = {f"slow{i}": slow.route(f"/{i}.jpg", Response(200, body, jpeg, delay_s=1.0)) for i in range(3)}
+        urls |= {f"fast{i}": fast.route(f"/{i}.jpg", Response(200, body, jpeg)) for i in range(8)}
+        resolver = fake_resolver({"slow.test": ["127.0.0.1"], "fast.test": ["127.0.0.1"]})
+        downloader = Downloader(config(thread_count=2, max_per_host=1, timeout_s=5.0), resolver=resolver)
+        result = downloader(rows(urls))
+        downloader.close()
+    assert result.counts == Counter({"ok": 11})
+    slow_times = sorted(when for _path, when in slow.request_log)
+    assert len(slow_times) == 3 and slow_times[1] - slow_times[0] >= 1.0  # one at a time on the slow host
+    assert max(when for _path, when in fast.request_log) < slow_times[1]  # all fast ones before the 2nd slow
+
+
+def test_iter_batches_fetches_ahead_by_one_slice_and_yields_in_order() -> None:
+    """Slice 0 waits on one slow URL; slice 1 is fetched meanwhile, slice 2 only once slice 0 is done (at most
+    two slices held), and the results come back in order, each with exactly its own rows."""
+    with LocalHTTPServer() as server:
+        body = encode(noise_rgb(16, 16), "JPEG")
+        jpeg = {"Content-Type": "image/jpeg"}
+        urls = {"slow": server.route("/slow.jpg", Response(200, body, jpeg, delay_s=1.0))}
+        urls |= {f"s{i}": server.route(f"/{i}.jpg", Response(200, body, jpeg)) for i in range(1, 6)}
+        urls["missing"] = server.url("/missing.jpg")
+        downloader = Downloader(config(thread_count=4, max_per_host=4, timeout_s=5.0))
+        results = list(downloader.iter_batches(rows(urls), batch_rows=3))
+        downloader.close()
+    ids = [sorted(r.ok["sample_id"].to_pylist() + r.failures["sample_id"].to_pylist()) for r in results]
+    assert ids == [["s1", "s2", "slow"], ["s3", "s4", "s5"], ["missing"]]
+    assert [r.counts for r in results] == [Counter({"ok": 3}), Counter({"ok": 3}), Counter({"http_404": 1})]
+    when = {path: t for path, t in server.request_log}
+    slow_answered = when["/slow.jpg"] + 1.0
+    assert max(when[f"/{i}.jpg"] for i in (3, 4, 5)) < slow_answered  # slice 1 went on while slice 0 waited
+    assert when["/missing.jpg"] >= slow_answered  # slice 2 was admitted only once slice 0 was done
 
 
 def test_header_opt_out_can_be_switched_off_explicitly() -> None:

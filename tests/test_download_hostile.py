@@ -815,31 +815,42 @@ def test_html_as_jpeg_and_truncated_jpeg(web: LocalHTTPServer) -> None:
 
 
 def test_retry_after_is_honoured_per_host_and_other_hosts_go_on() -> None:
-    """429/503 with Retry-After: 1 on host A; host B's images are fetched while A waits, with real sleeps."""
-    with LocalHTTPServer() as host_a, LocalHTTPServer() as host_b:
+    """429 (Retry-After: 3600) and 503 (Retry-After: 1) on host A: each URL waits before its retry, A's later
+    URLs are held back until the pause ends although A has a free slot, both bounded by config (1 s here,
+    not 3600), and host B's images are fetched meanwhile, with real sleeps."""
+    DNS["slow-down.test"] = [["127.0.0.1"]]
+    DNS["other.test"] = [["127.0.0.1"]]
+    jpeg_type = {"Content-Type": "image/jpeg"}
+    with (
+        LocalHTTPServer(hostname="slow-down.test") as host_a,
+        LocalHTTPServer(hostname="other.test") as host_b,
+    ):
         body = jpeg()
         urls = [
             host_a.route(
-                "/429.jpg",
-                Response(429, b"", {"Retry-After": "1"}),
-                Response(200, body, {"Content-Type": "image/jpeg"}),
+                "/429.jpg", Response(429, b"", {"Retry-After": "3600"}), Response(200, body, jpeg_type)
             ),
             host_a.route(
-                "/503.jpg",
-                Response(503, b"", {"Retry-After": "1"}),
-                Response(200, body, {"Content-Type": "image/jpeg"}),
+                "/503.jpg", Response(503, b"", {"Retry-After": "1"}), Response(200, body, jpeg_type)
             ),
+            host_a.route("/a1.jpg", Response(200, body, jpeg_type, delay_s=0.3)),
+            host_a.route("/a2.jpg", Response(200, body, jpeg_type)),
+            host_a.route("/a3.jpg", Response(200, body, jpeg_type)),
         ]
-        urls += [
-            host_b.route(f"/{i}.jpg", Response(200, body, {"Content-Type": "image/jpeg"}, delay_s=0.05))
-            for i in range(6)
-        ]
+        urls += [host_b.route(f"/{i}.jpg", Response(200, body, jpeg_type, delay_s=0.05)) for i in range(6)]
+        pause_s = 1.0
         result = run_case(
-            "429 + 503 Retry-After 1 (A), 6 images (B)",
+            "429 (3600) + 503 (1) Retry-After on A, 3 more on A, 6 images on B",
             urls,
             "ok",
-            1.0 + 2 * ONE_HOP_S,
-            cfg=config(max_retries=2, thread_count=4, max_per_host=2),
+            pause_s + 2 * ONE_HOP_S,
+            cfg=config(
+                max_retries=2,
+                thread_count=6,
+                max_per_host=3,
+                max_retry_after_s=pause_s,
+                max_host_pause_s=pause_s,
+            ),
             sleep=time.sleep,
             bound_bytes=BODY_HEAP,
         )
@@ -850,10 +861,12 @@ def test_retry_after_is_honoured_per_host_and_other_hosts_go_on() -> None:
             a_times.setdefault(path, []).append(when)
         for path in ("/429.jpg", "/503.jpg"):
             first, retry = a_times[path]
-            assert retry - first >= 1.0  # the server's Retry-After was waited out before asking again
-        last_b = max(when for _path, when in host_b.request_log)
+            assert pause_s <= retry - first < pause_s + MARGIN_S  # waited out, and capped (not 3600 s)
+        paused_at = min(a_times["/429.jpg"][0], a_times["/503.jpg"][0])
+        for path in ("/a2.jpg", "/a3.jpg"):  # A had a free slot once a1 was done (0.3 s): the pause held them
+            assert paused_at + pause_s <= a_times[path][0] < paused_at + pause_s + MARGIN_S
         assert len(host_b.request_log) == 6
-        assert last_b < min(times[1] for times in a_times.values())  # B was served while A backed off
+        assert max(when for _path, when in host_b.request_log) < paused_at + pause_s  # B went on meanwhile
 
 
 # --- rows ----------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ permanent failure is recorded once and never retried by a later run; a committed
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from pipelines.runner import UnitTask, stage_config_hash, stage_dir
 from pipelines.stage import Resources, Stage, Unit, read_unit_rows, units_per_shard
 
 FAILURES_DIR = "failures"
-SUB_BATCH = 256  # rows handed to the Downloader's thread pool at a time
+SUB_BATCH = 256  # rows per DownloadResult of the Downloader's stream (at most two held at once)
 
 
 def plan(config: Config, upstream_dir: Path | None) -> list[Unit]:
@@ -39,15 +40,19 @@ class DownloadTask(UnitTask):
     def process(self, unit_id: str, payload: dict[str, Any]) -> UnitRecord:
         rows = read_unit_rows(self.candidates_dir, payload)
         ok_parts, failure_parts, counts = [], [], Counter()
-        for start in range(0, rows.num_rows, SUB_BATCH):
-            batch = rows.slice(start, SUB_BATCH)
-            result = self.downloader(batch.select(["sample_id", "url", "caption", "names"]))
-            ok = result.ok
-            if ok.num_rows:  # carry the caption's language and licence along (the Downloader needs neither)
-                ok = carry_columns(ok, batch, ("language", "license"))
-            ok_parts.append(ok)
-            failure_parts.append(result.failures)
-            counts.update(result.counts)
+        # One stream over the unit: the threads go on with the next sub-batch while one waits for its slowest URL.
+        stream = self.downloader.iter_batches(
+            rows.select(["sample_id", "url", "caption", "names"]), SUB_BATCH
+        )
+        with closing(stream) as results:  # closed on any error too: an open stream holds the thread pool
+            for index, result in enumerate(results):
+                batch = rows.slice(index * SUB_BATCH, SUB_BATCH)
+                ok = result.ok
+                if ok.num_rows:  # carry the caption's language and licence along (the Downloader needs neither)
+                    ok = carry_columns(ok, batch, ("language", "license"))
+                ok_parts.append(ok)
+                failure_parts.append(result.failures)
+                counts.update(result.counts)
         ok_count = counts.pop("ok", 0)
         inputs = [payload["shard"]["name"]]
         failures = (
