@@ -48,7 +48,9 @@ class DownloadTask(UnitTask):
             for index, result in enumerate(results):
                 batch = rows.slice(index * SUB_BATCH, SUB_BATCH)
                 ok = result.ok
-                if ok.num_rows:  # carry the caption's language and licence along (the Downloader needs neither)
+                if (
+                    ok.num_rows
+                ):  # carry the caption's language and licence along (the Downloader needs neither)
                     ok = carry_columns(ok, batch, ("language", "license"))
                 ok_parts.append(ok)
                 failure_parts.append(result.failures)
