@@ -29,7 +29,8 @@ from pipelines.stages import ORDER, STAGES
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m pipelines",
+        # `laioncele ...` (the console script) or `python -m pipelines ...`: usage lines name what was typed
+        prog="laioncele" if Path(sys.argv[0]).name == "laioncele" else "python -m pipelines",
         description="Build the LaionCele dataset: "
         + " -> ".join(ORDER)
         + ". Every stage resumes where it stopped.",
