@@ -84,6 +84,8 @@ def test_sample_build_holds_the_true_identities(reference: Path) -> None:
     top = json.loads((reference / "dataset" / "manifest.json").read_text())
     assert top["parts"]["images"]["rows"] == truth["kept_images"]
     assert (reference / "dataset" / "mean_name_embedding.npy").is_file()
+    card = (reference / "dataset" / "README.md").read_text()  # the dataset card, written by the build
+    assert card.startswith("---\n") and f"{truth['kept_images']}" in card
     assert (reference / "report" / "index.html").is_file()
     download = load_manifest(reference / "download")
     assert download["drops"]["http_404"] > 0 and download["drops"]["decode_error"] >= 1
