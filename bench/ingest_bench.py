@@ -80,9 +80,10 @@ def run(sizes: tuple[int, ...] = (1_000_000, 3_000_000), rows_per_unit: int = 10
         **runs[0],
         "by_rows": {str(r["rows"]): r for r in runs},
         "note": "Ray figure excludes ray.init; includes sharding, zstd, sha256 checksums, commit records and the "
-        "manifest. The pyarrow baseline reads, cleans with the same function and writes one zstd Arrow file. "
-        "Where the Ray time goes: ~2.9 s from run_stage to the first unit (actor processes start, import the "
-        "stage, validate the config), then ~0.15 s per 100k-row unit per actor. Fixed per stage, so Ray passes "
-        "the single-process baseline between 1M and 3M rows on 2 CPUs. Fixed here: every worker imported every "
+        "manifest. The pyarrow baseline reads, cleans with the same function and writes one zstd Arrow file; "
+        "best of 3 warm runs. Where the Ray time goes: ~2.9 s from run_stage to the first unit (actor processes "
+        "start, import the stage, validate the config), then ~0.15 s per 100k-row unit per actor. Fixed per "
+        "stage, so on 2 CPUs Ray reaches the baseline only at about 3M rows (0.3x at 1M). Fixed here: every "
+        "worker imported every "
         "stage (torch, img2dataset: +2.5 s, +400 MB each) and the actor pool autoscaled from one actor.",
     }
