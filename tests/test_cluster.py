@@ -25,6 +25,7 @@ import pytest
 from infra.local_cluster import (
     LocalCluster,
     add_worker,
+    free_ports,
     kill_node,
     node_processes,
     raylet_pid,
@@ -46,7 +47,6 @@ def sample_copy(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     """The embedded sample served on a free port of its own (its URLs name the port): config overrides. The
     default port 8765 may be held by another build on this machine."""
     from laioncele.sample_data import build_sample
-    from tests.test_infra import free_ports
 
     root = tmp_path_factory.mktemp("sample")
     shutil.copytree(REPO / "sample" / "images", root / "images")

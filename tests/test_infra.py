@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from infra.local_cluster import free_ports
 from infra.validate import validate_documents, validate_file
 from pipelines.submit import check_config_location, pipeline_args, runtime_env
 
@@ -28,18 +28,6 @@ MANIFESTS = [
     REPO / "infra" / "kuberay" / "rayjob.yaml",
     REPO / "infra" / "cluster-aws.yaml",
 ]
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free TCP ports on 127.0.0.1 (held open together so the kernel cannot hand one out twice)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def child_env(**extra: str) -> dict[str, str]:
