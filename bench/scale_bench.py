@@ -81,7 +81,12 @@ def run_size(n_rows: int, work: Path) -> dict[str, Any]:
     from pipelines.runtime import ensure_ray
     from pipelines.stages import STAGES as ALL_STAGES
 
-    parquet = write_laion_parquet(work / "in" / "laion.parquet", n_rows, seed=3, row_group_size=50_000)
+    # Generated in a child process: the generator's memory would otherwise stay in this driver's RSS.
+    import multiprocessing
+
+    parquet = work / "in" / "laion.parquet"
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        pool.apply(write_laion_parquet, (parquet, n_rows), {"seed": 3, "row_group_size": 50_000})
     config = load_config(
         None,
         [
