@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import re
 import tempfile
@@ -82,8 +83,6 @@ def run_size(n_rows: int, work: Path) -> dict[str, Any]:
     from pipelines.stages import STAGES as ALL_STAGES
 
     # Generated in a child process: the generator's memory would otherwise stay in this driver's RSS.
-    import multiprocessing
-
     parquet = work / "in" / "laion.parquet"
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         pool.apply(write_laion_parquet, (parquet, n_rows), {"seed": 3, "row_group_size": 50_000})
