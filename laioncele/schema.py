@@ -314,17 +314,7 @@ def carry_columns(
     not need, such as a caption's language and licence through the download."""
     index = pc.index_in(target.column(key), value_set=source.column(key))
     for name in columns:
-        values = (
-            source.column(name).take(index)
-            if name in source.column_names
-            else pa.nulls(target.num_rows, target.schema.field(name).type)
-        )
-        position = target.schema.get_field_index(name)
-        field = target.schema.field(name)
-        values = values.cast(field.type)
-        target = (
-            target.set_column(position, field, values)
-            if position >= 0
-            else target.append_column(name, values)
-        )
+        field = target.schema.field(name)  # the target's schema has the column: it is filled, not added
+        values = source.column(name).take(index) if name in source.column_names else pa.nulls(target.num_rows)
+        target = target.set_column(target.schema.get_field_index(name), field, values.cast(field.type))
     return target
