@@ -103,7 +103,7 @@ def _resolves(tree: Any, parts: list[str]) -> bool:
     return True
 
 
-@pytest.mark.parametrize("page", DOCS, ids=lambda p: p.name)
+@pytest.mark.parametrize("page", [REPO / "README.md", *DOCS], ids=lambda p: p.name)
 def test_every_results_key_a_doc_names_exists(page: Path) -> None:
     """A figure's source, `benchmark.key.path`, is a key of bench/results.json (or a config knob of that name)."""
     results = json.loads((REPO / "bench" / "results.json").read_text())
