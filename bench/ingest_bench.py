@@ -108,11 +108,5 @@ def run(sizes: tuple[int, ...] = (1_000_000, 3_000_000), rows_per_unit: int = 10
     return {
         **runs[0],
         "by_rows": {str(r["rows"]): r for r in runs},
-        "note": "Ray figure excludes ray.init; includes sharding, zstd, sha256 checksums, commit records and the "
-        "manifest. The pyarrow baseline reads, cleans with the same function and writes one zstd Arrow file; "
-        "best of 3 warm runs. Where the Ray time goes: ~2.9 s from run_stage to the first unit (actor processes "
-        "start, import the stage, validate the config), then ~0.15 s per 100k-row unit per actor. Fixed per "
-        "stage, so on 2 CPUs Ray reaches the baseline only at about 3M rows (0.3x at 1M). Fixed here: every "
-        "worker imported every "
-        "stage (torch, img2dataset: +2.5 s, +400 MB each) and the actor pool autoscaled from one actor.",
+        "note": "Ray figure excludes ray.init; includes sharding, zstd, sha256 checksums (fsync'd shards), commit records and the manifest. pyarrow_single_process (the bar): reads, cleans with the same function, writes one zstd Arrow file, best of 3 warm runs; pyarrow_same_work adds the shard writer's fsync and sha256 of its file. Where the old fixed ~2.9 s per stage went: starting the Ray Data actor pool's worker processes (each imports the stage; config validation is ~0.5 ms, planning ~1 ms, the manifest ~20 ms). Ingest now runs its units as plain Ray tasks on the workers ray.init started (pipelines/task_pool.py): a one-unit stage on warm workers costs ray_one_unit_stage_s (~0.03-0.05 s vs ~3 s before); what remains in the first stage of a fresh Ray is the workers' first import of the stage. Measured 2026-12-03 under heavy contention from other jobs (load average ~14 on 2 cores, ray.init itself took 12-20 s): at 1M the Ray run still paid the fresh workers' start-up under that load (0.23x); at 3M 1.64x. Re-measure on a quiet machine.",
     }
