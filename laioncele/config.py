@@ -54,6 +54,8 @@ class RayConfig(Section):
     """How to reach Ray: a cluster address, or a local instance with these resources."""
 
     # "local" runs every unit in this process, one after another: for debugging and single-process baselines.
+    # Not for volume: its corpus-wide aggregations (the names' known-name counts, the candidates' per-name
+    # table; pipelines/aggregate.py) concatenate the whole stage in one table, so memory grows with the corpus.
     executor: Literal["ray", "local"] = "ray"
     address: str | None = None  # None: start a local instance (or use RAY_ADDRESS when set)
     num_cpus: int | None = Field(None, gt=0)  # local instance only; None means all cores (0 would hang)

@@ -1,6 +1,8 @@
 """Corpus-wide aggregations over a finished stage's shards: Ray Data groupby on Ray, plain Arrow locally.
 
 Both paths call the same ``laioncele`` function on the rows of each group, so they give the same answer.
+The local path (``ray.executor=local``) concatenates every shard into one table before grouping: its memory
+grows with the corpus, so it is for tests and small inputs only; volume runs go through Ray's hash shuffle.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from pipelines.interrupts import Interrupted
 from pipelines.progress import StageProgress
 from pipelines.runtime import ensure_ray
 from pipelines.stage import Stage, Unit
+from pipelines.task_pool import run_units_as_tasks
 
 
 class StageFailed(RuntimeError):
@@ -227,6 +228,8 @@ def _map_units(
     ensure_ray(config.ray)
     resources = stage.resources(config)
     items = [{"unit_id": safe_unit_id(u.unit_id), "payload": json.dumps(u.payload)} for u in pending]
+    if resources.tasks:
+        return _map_units_as_tasks(stage, config, out_dir, config_hash, items)
     dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         stage.task,
         fn_constructor_kwargs={
@@ -246,6 +249,30 @@ def _map_units(
     failures: dict[str, str] = {}
     with _progress(stage, config, len(items)) as progress:
         for row in dataset.iter_rows():
+            if row["error"]:
+                failures[row["unit_id"]] = row["error"]
+            progress.advance(_rows_in(row["record"]))
+    return failures
+
+
+def _map_units_as_tasks(
+    stage: Stage, config: Config, out_dir: Path, config_hash: str, items: list[dict[str, str]]
+) -> dict[str, str]:
+    """A stage with no model to load: its units as Ray tasks on the started workers (``pipelines.task_pool``)."""
+    resources = stage.resources(config)
+    rows = run_units_as_tasks(
+        stage.task,
+        json.dumps(config.model_dump(mode="json")),
+        str(out_dir),
+        config_hash,
+        items,
+        concurrency=resources.concurrency,
+        num_cpus=resources.num_cpus,
+        num_gpus=resources.num_gpus,
+    )
+    failures: dict[str, str] = {}
+    with _progress(stage, config, len(items)) as progress:
+        for row in rows:
             if row["error"]:
                 failures[row["unit_id"]] = row["error"]
             progress.advance(_rows_in(row["record"]))

@@ -28,6 +28,9 @@ class Resources:
     concurrency: int = 1
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+    # No model to load: run units as plain Ray tasks on the workers Ray already started (no actor start-up,
+    # imports kept from one stage to the next), at most ``concurrency`` at once (pipelines.task_pool).
+    tasks: bool = False
 
 
 @dataclass(frozen=True)

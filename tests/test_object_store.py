@@ -101,3 +101,27 @@ def test_writer_killed_between_upload_and_copy_leaves_no_visible_shard(s3_endpoi
     finalize_stage(out, "ingest", schema.INGEST, "h", ["u0", "u1"])
     assert read_shards(out).num_rows == 40
     assert not [p for p in stage.glob("*") if p.name.startswith(".tmp-")]
+
+
+def test_identity_partition_results_round_trip_on_s3_with_the_local_bytes(
+    s3_endpoint: str, tmp_path: Path
+) -> None:
+    """identity.partitions > 1 keeps each partition's result beside the stage's shards: on S3 it is written
+    all-or-nothing (temp key + copy, no rename), reads back equal, and holds the bytes of the local files."""
+    from laioncele.identity import clean_identities
+    from laioncele.synthetic import SyntheticSpec, generate
+    from pipelines.stages.identity import load_partition_result, partition_dir, save_partition_result
+
+    faces = generate(SyntheticSpec(n_names=20, seed=3, mislabel_rate=0.2)).faces
+    result = clean_identities(faces)
+    local = partition_dir(tmp_path / "identities", 1)
+    remote = partition_dir(storage.as_path(f"s3://{BUCKET}/partitions/identities"), 1)
+    for path in (local, remote):
+        save_partition_result(path, result, faces.num_rows)
+    back, total = load_partition_result(remote)
+    assert total == faces.num_rows
+    for name in ("identities", "images", "names"):
+        assert getattr(back, name).equals(getattr(result, name)), name
+        assert (remote / f"{name}.arrow").read_bytes() == (local / f"{name}.arrow").read_bytes(), name
+    assert back.drops == result.drops and back.stats == result.stats
+    assert not [p for p in remote.glob("*") if p.name.startswith(".tmp-")], "temp keys left behind"

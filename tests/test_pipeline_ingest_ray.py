@@ -98,3 +98,31 @@ def test_a_stage_module_imports_no_other_stage_dependencies() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.strip() == "[]", out.stdout
+
+
+@pytest.mark.ray
+def test_ingest_runs_as_tasks_on_the_started_workers_with_the_local_bytes(
+    ray_local, laion_parquet: Path, tmp_path: Path
+) -> None:
+    """Ingest has no model to load: its units run as plain Ray tasks on the workers ``ray.init`` started (no
+    actor pool to start per stage), and the shards are byte-identical to the single-process local executor's."""
+    import ray._private.state
+
+    local = load_config(None, overrides(laion_parquet, tmp_path / "local", "ray.executor=local"))
+    run_stage(STAGES["ingest"], local, log=lambda _: None)
+    before = set(ray._private.state.actors())
+    for name in ("tasks", "again"):  # the second run reuses the workers' imports and built task objects
+        run_stage(STAGES["ingest"], load_config(None, overrides(laion_parquet, tmp_path / name)), log=print)
+        assert shard_fingerprint(tmp_path / name / "ingest") == shard_fingerprint(
+            tmp_path / "local" / "ingest"
+        )
+        assert (
+            load_manifest(tmp_path / name / "ingest")["drops"]
+            == load_manifest(tmp_path / "local" / "ingest")["drops"]
+        )
+    started = [
+        actor.get("ActorClassName", "")
+        for actor_id, actor in ray._private.state.actors().items()
+        if actor_id not in before
+    ]
+    assert not [name for name in started if "IngestTask" in name], started

@@ -31,12 +31,14 @@ from laioncele.identity import IdentityResult, clean_identities
 from laioncele.identity_merge import merge_partitions, split_by_partition
 from laioncele.shards import (
     UnitRecord,
+    atomic_write_bytes,
     atomic_write_json,
     finalize_stage,
     iter_shards,
     read_shards,
     write_unit,
 )
+from laioncele.storage import ObjectPath, open_input
 from pipelines.runner import UnitTask, stage_config_hash, stage_dir
 from pipelines.stage import Resources, Stage, Unit
 
@@ -108,9 +110,10 @@ def save_partition_result(path: Path, result: IdentityResult, faces_total: int) 
     path.mkdir(parents=True, exist_ok=True)
     (path / "result.json").unlink(missing_ok=True)
     for name in _RESULT_TABLES:
-        tmp = path / f".tmp-{name}.arrow"
-        feather.write_feather(getattr(result, name), tmp, compression="zstd")
-        tmp.replace(path / f"{name}.arrow")
+        # Serialised in memory, then written all-or-nothing (temp file + rename locally, temp key + copy on S3).
+        sink = pa.BufferOutputStream()
+        feather.write_feather(getattr(result, name), sink, compression="zstd")
+        atomic_write_bytes(path / f"{name}.arrow", sink.getvalue().to_pybytes())
     counters = {k: getattr(result, k) for k in ("drops", "name_drops", "face_drops", "stats")}
     atomic_write_json(path / "result.json", {**counters, "faces_total": faces_total})
 
@@ -118,9 +121,16 @@ def save_partition_result(path: Path, result: IdentityResult, faces_total: int) 
 def load_partition_result(path: Path) -> tuple[IdentityResult, int]:
     """(result, number of faces rows the whole stage read) of one partition."""
     meta = json.loads((path / "result.json").read_text())
-    tables = {name: feather.read_table(path / f"{name}.arrow") for name in _RESULT_TABLES}
+    tables = {name: _read_feather(path / f"{name}.arrow") for name in _RESULT_TABLES}
     counters = {k: meta[k] for k in ("drops", "name_drops", "face_drops", "stats")}
     return IdentityResult(**tables, **counters), int(meta["faces_total"])
+
+
+def _read_feather(path: Path | ObjectPath) -> pa.Table:
+    if isinstance(path, ObjectPath):
+        with open_input(path) as source:
+            return feather.read_table(source)
+    return feather.read_table(path)
 
 
 def _unit_stats(result: IdentityResult) -> dict[str, Any]:

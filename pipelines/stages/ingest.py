@@ -50,6 +50,6 @@ INGEST_STAGE = Stage(
     upstream=None,
     plan=plan,
     task=IngestTask,
-    resources=lambda config: Resources(concurrency=config.ingest.concurrency, num_cpus=1),
+    resources=lambda config: Resources(concurrency=config.ingest.concurrency, num_cpus=1, tasks=True),
     description="LAION parquet -> cleaned rows with stable sample_id",
 )
