@@ -276,36 +276,6 @@ def default_blocklist() -> frozenset[str]:
             key, _ = name_key_and_reason(line, allow_single_token=True, max_tokens=10, blocklist=frozenset())
             if key:
                 keys.add(key)
-    return frozenset(keys | colour_names())
-
-
-@cache
-def colour_words() -> frozenset[str]:
-    """One-word colour names ("white", "navy", "rose"): matplotlib's CSS4 and xkcd colours. "Colors: White,
-    Grace" lists colours, not a catalogue-order name."""
-    from matplotlib.colors import CSS4_COLORS, XKCD_COLORS  # noqa: PLC0415
-
-    words = {fold(c.removeprefix("xkcd:")) for c in (*CSS4_COLORS, *XKCD_COLORS)}
-    return frozenset(w for w in words if w.isalpha())
-
-
-@cache
-def colour_names() -> frozenset[str]:
-    """Multi-word colour names ("Olive Green", "Kelly Green", "Sandy Brown"): matplotlib's xkcd survey colours,
-    as canonical keys. Product captions name them like people."""
-    from matplotlib.colors import XKCD_COLORS  # noqa: PLC0415
-
-    from laioncele.names_text import name_key_and_reason  # noqa: PLC0415 - avoids an import cycle
-
-    keys = set()
-    for colour in XKCD_COLORS:
-        words = colour.removeprefix("xkcd:").split()
-        if len(words) > 1:
-            key, _ = name_key_and_reason(
-                " ".join(words), allow_single_token=True, max_tokens=10, blocklist=frozenset()
-            )
-            if key:
-                keys.add(key)
     return frozenset(keys)
 
 

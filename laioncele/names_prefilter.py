@@ -18,20 +18,16 @@ from laioncele.names_lexicon import (
     brand_words,
     common_words,
     default_blocklist,
-    extra_first_names,
     fold,
     given_names,
     is_common_noun,
-    surname_ranks,
 )
 from laioncele.names_rules import (
     INVERTED_NAME_LEAD,
-    INVERTED_WORD_SURNAME_RANK,
     WORD,
     everyday_word_reason,
     is_initials,
     product_share,
-    rare_surname,
     recasable_surname,
     recase_upper,
 )
@@ -62,7 +58,7 @@ def may_start_name(words: list[str], i: int, lower_case: bool, product_share: fl
     following = words[j]
     if fold(following) in brand_words() or f"{folded} {fold(following)}" in default_blocklist():
         return False
-    if everyday_word_reason(following) or folded in extra_first_names() and not rare_surname(following):
+    if everyday_word_reason(following):
         return False
     if lower_case:
         return recasable_surname(following, product_share)
@@ -82,13 +78,9 @@ _INVERTED_NAME = re.compile(
 
 
 def _initials_start(initials: str, following: str) -> bool:
-    """Whether dotted initials and the word after them could make a name the extractor keeps: that word must
-    back initials as it backs a less-known given name (a surname that is no everyday word)."""
+    """Whether dotted initials and the word after them could make a name the extractor keeps."""
     return is_initials(initials.replace(" ", "")) and not (
-        fold(following) in brand_words()
-        or everyday_word_reason(following)
-        or is_common_noun(following)
-        or not rare_surname(following)
+        fold(following) in brand_words() or everyday_word_reason(following) or is_common_noun(following)
     )
 
 
@@ -132,12 +124,11 @@ def words_and_name_starts(text: str) -> tuple[list[re.Match[str]], list[re.Match
 
 def _inverted_start(surname: str, given: str) -> bool:
     """Whether "Surname, Given" could be a catalogue-order name the extractor reads back: a known given name
-    after a census surname or a word too rare to be an everyday one."""
+    after a capitalised word."""
     folded = fold(given)
     return (
         folded in given_names()
         and folded not in common_words()  # "Monday, May", "Peace, Love"
-        and (surname_ranks().get(fold(surname), 10**6) <= INVERTED_WORD_SURNAME_RANK or rare_surname(surname))
     )
 
 

@@ -18,7 +18,6 @@ from laioncele.names_lexicon import (
     SUFFIXES,
     SURNAME_RANK_TRUSTED,
     brand_words,
-    colour_words,
     common_words,
     first_names,
     fold,
@@ -111,10 +110,6 @@ _STAFF_CREDIT = re.compile(r" ?/ ?(?:staff|file|contributed) (?:photo|image)", r
 _WORD_OR_MARK = re.compile(r"[^\W\d_]+|[/,(|©]")
 _CREDIT_LINK_WORDS = frozenset(["for", "via", "from", "courtesy", "and"])
 _NAME_AT_END = re.compile(r"[A-Z][\w.'’-]*(?: [A-Z][\w.'’-]*){1,3}$")
-# A lone given name NER tagged takes the next capitalised word as surname when it is at least this common a
-# US-census surname ("Theresa May", "Emma Stone").
-_LONE_GIVEN_SURNAME_RANK = 20_000
-_NEXT_WORD = re.compile(r" ([A-Z][^\W\d_A-Z]+)(?![\w'’-])")
 _SEPARATORS = frozenset(
     {"and", "&", "|", "/", "-", "–", "—", "x", "vs", "vs.", "with", "feat", "feat.", "ft.", "+"}
 )
@@ -217,14 +212,6 @@ def participle_stems(word: str) -> list[str]:
     if word.endswith("ied"):
         stems.append(word[:-3] + "y")
     return stems
-
-
-def rare_surname(token: str) -> bool:
-    """A surname that backs a less-known given name: a frequent census surname, or no everyday English word."""
-    word = fold(token).strip(".,;:!?\"'()[]")
-    return (
-        surname_ranks().get(word, 10**6) <= SURNAME_RANK_TRUSTED // 2 or word_zipf(word) < _RARE_SURNAME_ZIPF
-    )
 
 
 def everyday_word_reason(token: str) -> str | None:
@@ -331,30 +318,6 @@ def _rare_second_surname(token: str) -> bool:
     )
 
 
-def extend_span(text: str, start: int, end: int) -> int:
-    """Where a PERSON span really ends: NER often leaves off a second surname ("Jean Leon Gerome", "Alice Taite
-    Fanner"), or tags only the given name when the surname is an everyday word ("Theresa May wants ...").
-
-    After two words, the next word joins when it is a rare capitalised word, no given name and no caption,
-    brand or business word; after a lone given name, when it is a capitalised census surname. Either way the
-    phrase must stop after it (end, punctuation or a lower-case word)."""
-    spaces = text.count(" ", start, end)
-    match = _NEXT_WORD.match(text, end) if spaces <= 1 else None
-    if match is None:
-        return end
-    if spaces == 0:
-        joins = first_name_ok(text[start:end]) and (
-            surname_ranks().get(fold(match.group(1)), 10**6) <= _LONE_GIVEN_SURNAME_RANK
-        )
-    else:
-        joins = _rare_second_surname(match.group(1))
-    if not joins:
-        return end
-    after = text[match.end() : match.end() + 2]
-    stops = not after or after[0] in ",.;:)!?|(]" or (after[0] == " " and not after[1:].isupper())
-    return match.end() if stops else end
-
-
 def split_groups(words: list[str]) -> list[list[str]]:
     """Cut a span at separators, commas and where a second "Firstname Lastname" starts."""
     groups: list[list[str]] = [[]]
@@ -407,8 +370,6 @@ def inverted_name(text: str, start: int, words: list[str]) -> list[str] | None:
         given.pop()  # "Colgan, Jenny Book"
     if not 1 <= len(given) <= 2 or not first_name_ok(given[0]):
         return None
-    if everyday and fold(given[0]) in colour_words():
-        return None  # "Colors: Black, Rose": two colours
     end = start + len(" ".join(words))
     rest = text[end : end + 3].lstrip(" ")
     # Where the phrase ends the caption or a title part follows ("Elgin, Suzette Haden: The Gentle Art ..."),
