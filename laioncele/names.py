@@ -51,7 +51,6 @@ from laioncele.names_rules import (
     WORD,
     context_reason,
     credit_spans,
-    everyday_word_reason,
     first_name_ok,
     inverted_name,
     is_initials,
@@ -389,10 +388,6 @@ class NameExtractor:
             self.drops["noun_surname"] += (
                 1  # "Gabriel Sofa", "Victoria Secret Dress": a product, not a person
             )
-            return
-        everyday = next((r for t in surnames if (r := everyday_word_reason(t))), None)
-        if everyday:
-            self.drops[everyday] += 1
             return
         names.setdefault(key, display_form(tokens, written=words))
 

@@ -25,7 +25,6 @@ from laioncele.names_lexicon import (
 from laioncele.names_rules import (
     INVERTED_NAME_LEAD,
     WORD,
-    everyday_word_reason,
     is_initials,
     product_share,
     recasable_surname,
@@ -38,7 +37,7 @@ def may_start_name(words: list[str], i: int, lower_case: bool, product_share: fl
     """Whether ``words[i]`` could start a name the extractor keeps: a known first name followed by a
     name-like word (capitalised, or in an all-lower caption a word the re-casing would capitalise), or a
     capitalised first name after a royal title ("Prince Harry"). Pairs the name rules reject whatever NER says
-    (a blocked brand, a particle as given name, a noun, brand word or participle as surname) do not count."""
+    (a blocked brand, a particle as given name, a noun or brand word as surname) do not count."""
     word = words[i]
     folded = fold(word)
     if folded not in given_names() or folded in NON_GIVEN_PARTICLES:
@@ -57,8 +56,6 @@ def may_start_name(words: list[str], i: int, lower_case: bool, product_share: fl
         return False
     following = words[j]
     if fold(following) in brand_words() or f"{folded} {fold(following)}" in default_blocklist():
-        return False
-    if everyday_word_reason(following):
         return False
     if lower_case:
         return recasable_surname(following, product_share)
@@ -80,7 +77,7 @@ _INVERTED_NAME = re.compile(
 def _initials_start(initials: str, following: str) -> bool:
     """Whether dotted initials and the word after them could make a name the extractor keeps."""
     return is_initials(initials.replace(" ", "")) and not (
-        fold(following) in brand_words() or everyday_word_reason(following) or is_common_noun(following)
+        fold(following) in brand_words() or is_common_noun(following)
     )
 
 
@@ -111,7 +108,10 @@ def words_and_name_starts(text: str) -> tuple[list[re.Match[str]], list[re.Match
         ]
     if not lower_case and ", " in text:
         others += [
-            m.start(1) for m in _INVERTED_NAME.finditer(text) if _inverted_start(m.group(1), m.group(2))
+            m.start(1)
+            for m in _INVERTED_NAME.finditer(text)
+            if fold(m.group(2)) in given_names()
+            and fold(m.group(2)) not in common_words()  # not "Monday, May"
         ]
     if not at and not others:  # most captions: no match objects needed
         return [], []
@@ -120,16 +120,6 @@ def words_and_name_starts(text: str) -> tuple[list[re.Match[str]], list[re.Match
         starts = set(others)
         at = sorted({*at, *(i for i, m in enumerate(matches) if m.start() in starts)})
     return matches, [matches[i] for i in at]
-
-
-def _inverted_start(surname: str, given: str) -> bool:
-    """Whether "Surname, Given" could be a catalogue-order name the extractor reads back: a known given name
-    after a capitalised word."""
-    folded = fold(given)
-    return (
-        folded in given_names()
-        and folded not in common_words()  # "Monday, May", "Peace, Love"
-    )
 
 
 def prefilter(captions: Iterable[Any]) -> list[bool]:

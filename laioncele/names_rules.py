@@ -56,16 +56,6 @@ _LOWER_PRODUCT_SHARE = 0.4
 # Above this census rank (or outside the census) a frequent English word is not trusted as a surname.
 _LOWER_SURNAME_RANK = 10_000
 
-# A surname-position word this frequent that is no frequent census surname is a function word ("Sid The Seed").
-_FUNCTION_WORD_ZIPF = 6.0
-
-# A participle or adverb after a first name ("Gary Cropped Yoga Pants", "Emmett Magically") is no surname:
-# an -ed or -ly word whose stem is an everyday English word at least this frequent (a stem of five letters or
-# more: at least the second, "narrate"; short cuts such as "sae" from "Saeed" are no stems), and no frequent
-# census surname. An adverb must itself be an English word this frequent ("magically", not "Everly").
-_PARTICIPLE_STEM_ZIPF = 3.5
-_LONG_STEM_ZIPF = 2.7
-_ADVERB_ZIPF = 2.8
 
 # Below this Zipf frequency a word after a less-known given name reads as a surname ("Sonam Kapoor").
 _RARE_SURNAME_ZIPF = 3.6
@@ -200,63 +190,6 @@ def recasable_surname(word: str, product_share: float = 0.0) -> bool:
     return True
 
 
-def participle_stems(word: str) -> list[str]:
-    """Stems an English -ed form may come from: "cropped" -> crop, "collared" -> collar, "fried" -> fry. A cut
-    shorter than four letters is no stem unless a doubled consonant marks the inflection ("tapped" -> tap):
-    "Hamed", "Sayed" and "Jared" are names, not "ham", "say", "jar"."""
-    if len(word) < 5 or not word.endswith("ed"):
-        return []
-    stems = [stem for stem in (word[:-2], word[:-1]) if len(stem) >= 4]
-    if len(word) > 5 and word[-3] == word[-4]:
-        stems.append(word[:-3])
-    if word.endswith("ied"):
-        stems.append(word[:-3] + "y")
-    return stems
-
-
-def everyday_word_reason(token: str) -> str | None:
-    """Why a word after the given name is an ordinary English word rather than a surname, or None.
-
-    Function words ("The", "Of") and participles ("Cropped", "Collared", "Fried") never end a person's name
-    in captions; frequent census surnames that look like them ("Reed", "Young") are exempt.
-    """
-    word = fold(token).strip(".,;:!?\"'()[]")
-    rank = surname_ranks().get(word, 10**6)
-    if len(word) < 3 or rank <= 1000:
-        return None  # initials ("William A. Engeman") and frequent surnames
-    zipf = word_zipf(word)
-    if zipf >= _FUNCTION_WORD_ZIPF:
-        return "function_word_surname"
-    if any(_everyday_stem(stem) for stem in participle_stems(word)):
-        return "participle_surname"
-    if (
-        zipf >= _ADVERB_ZIPF
-        and rank > SURNAME_RANK_TRUSTED
-        and any(_everyday_stem(stem) for stem in adverb_stems(word))
-    ):
-        return "adverb_surname"  # "Emmett Magically Delicious Magnet"; not "Everly", "Kennelly" or "Lively"
-    return None
-
-
-def _everyday_stem(stem: str) -> bool:
-    """Whether a stem an -ed or -ly form may come from is an everyday English word (see ``_LONG_STEM_ZIPF``)."""
-    zipf = word_zipf(stem)
-    return zipf >= _PARTICIPLE_STEM_ZIPF or (len(stem) >= 5 and zipf >= _LONG_STEM_ZIPF)
-
-
-def adverb_stems(word: str) -> list[str]:
-    """Adjectives an English -ly form may come from: "magically" -> magical, "simply" -> simple, "happily" ->
-    happy. Surnames such as "Kelly" or "Daly" have no frequent stem."""
-    if len(word) < 6 or not word.endswith("ly"):
-        return []
-    stems = [word[:-2]]
-    if word.endswith("ily"):
-        stems.append(word[:-3] + "y")
-    elif word.endswith("bly") or word.endswith("ply"):
-        stems.append(word[:-1] + "e")
-    return stems
-
-
 def recase_upper(text: str) -> str:
     """Title-case an all-capitals caption ("HUGH JACKMAN WOLVERINE") so the name rules can read it."""
     if any(ch.islower() for ch in text) or not any(ch.isupper() for ch in text):
@@ -310,7 +243,6 @@ def _rare_second_surname(token: str) -> bool:
     word = fold(token.strip(".,;:!?\"'()[]"))
     return not (
         word_zipf(word) >= _RARE_SURNAME_ZIPF - 0.6
-        or everyday_word_reason(word) is not None  # "John Flanagan Narrated"
         or first_name_ok(word)
         or word in common_words()
         or word in brand_words()
@@ -438,8 +370,8 @@ def trim_span(words: list[str]) -> list[str]:
                 or rare_last
                 or is_trusted_surname(core, _THIRD_WORD_MAX_SURNAME_RANK)
             )
-            if folded in common or not surname_follows or everyday_word_reason(core):
-                break  # "Lexi Blake Narrated by ...": a participle or function word ends the name
+            if folded in common or not surname_follows:
+                break
             new_given = first_name_ok(core) and surname_ranks().get(folded, 10**6) > _THIRD_GIVEN_MIN_RANK
             if new_given and not (after_initial or after_particle or first_name_ok(middle)):
                 break  # "Mark Arminski David Bowie": a second name starts; "Helena Bonham Carter" stays
