@@ -131,6 +131,22 @@ def memoised_entities() -> Iterator[None]:
         yield
 
 
+@contextmanager
+def memoised_corpus_evidence() -> Iterator[None]:
+    """The corpus-evidence names (read from the ingest captions alone, no per-caption rule) computed once."""
+    import pipelines.stages.names as stage  # noqa: PLC0415
+
+    original, found = stage._corpus_evidence_names, []
+
+    def evidence(config: Any) -> list[tuple[str, str, int]]:
+        if not found:
+            found.append(original(config))
+        return found[0]
+
+    with mock.patch.object(stage, "_corpus_evidence_names", evidence):
+        yield
+
+
 def _read(name: str) -> list[dict[str, Any]]:
     lines = (DATA / name).read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines if line.strip()]
@@ -205,11 +221,16 @@ def run(
     from pipelines.stages import STAGES  # noqa: PLC0415
 
     results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="names_ablation_") as tmp, memoised_entities():
+    with (
+        tempfile.TemporaryDirectory(prefix="names_ablation_") as tmp,
+        memoised_entities(),
+        ExitStack() as stack,
+    ):
         corpus, base = Path(tmp) / "corpus", Path(tmp) / "base"
         truth = write_corpus(corpus, rows, 0, rows_per_shard=100_000) if with_identity else {}
         if with_identity:
             run_stage(STAGES["ingest"], _config(corpus, base, []), log=lambda _: None)
+            stack.enter_context(memoised_corpus_evidence())
         for name in ["baseline", *[n for n in names if n != "baseline"]]:
             with ablated(name) as overrides:
                 entry = per_caption(overrides) if with_per_caption else {}
