@@ -1,8 +1,8 @@
 """The name rules: which words of a PERSON span make a person's name, and when a span is not one.
 
 Span repair (split merged names, trim product and business words, read catalogue order back), surname tests
-(nouns, participles, function words, everyday English words) and the caption's context (credits, brands,
-organisations). Plain functions over strings, shared by the extractor (``laioncele.names``) and the pre-filter
+(nouns, caption words) and the caption's context (credits, brands, organisations). Each rule's measured effect:
+``docs/names_rules.md``. Plain functions over strings, shared by the extractor (``laioncele.names``) and the pre-filter
 (``laioncele.names_prefilter``), which must agree on what can be a name.
 """
 
