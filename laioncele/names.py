@@ -3,7 +3,7 @@
 spaCy's small English NER alone is not a name extractor on web captions (~0.23 precision): it tags product
 titles ("Tote Bag") and misses lower-case names. The stage around it makes it one: a cheap pre-filter skips
 captions without any known first name, PERSON spans are split, trimmed and gated on a known first name,
-photo credits are dropped, title-cased "Firstname Lastname" pairs NER missed are rescued, and every name
+photo credits are dropped, caption parts that are only "Firstname Lastname" are read too, and every name
 gets one canonical key. ``KnownNameMatcher`` is the corpus-wide second pass for lower-case mentions.
 
 Where the pieces live: ``names_prefilter`` (which captions and which words reach NER), ``names_rules`` (span
@@ -31,7 +31,6 @@ from laioncele.names_confidence import (
     feature_values,
 )
 from laioncele.names_lexicon import (
-    HONORIFICS,
     NON_GIVEN_PARTICLES,
     PARTICLES,
     ROYAL_TITLES,
@@ -52,13 +51,10 @@ from laioncele.names_rules import (
     WORD,
     context_reason,
     credit_spans,
-    everyday_word_reason,
-    extend_span,
     first_name_ok,
     inverted_name,
     is_initials,
     is_name_like,
-    rare_surname,
     recase_lower,
     recase_upper,
     split_groups,
@@ -82,9 +78,6 @@ __all__ = [
     "prefilter_recall",
 ]
 
-_AND_PAIR = re.compile(r"\b([^\W\d_]+) (?:and|&) ([^\W\d_]+) ([^\W\d_]+(?:-[^\W\d_]+)?)\b")
-# Where a list of people splits: " - ", " | ", " / ", " & ", commas, semicolons, "and", "with".
-_LIST_SPLIT = re.compile(r"\s+[-–—|/&]\s+|\s*[,;]\s+|\s+(?:and|with)\s+")
 # Where a web caption's parts (title, maker, shop) meet: dashes, bars, slashes, colons, commas, "by", brackets.
 _SEGMENT_SPLIT = re.compile(r"\s+[-–—|/]\s+|\s*[|;]\s*|:\s+|,\s+|\s+by\s+|[()\[\]]")
 # gender-guesser frequency class (1-13) a given name needs somewhere for a caption part to be read as a name.
@@ -93,12 +86,6 @@ _SEGMENT_MIN_GIVEN_CLASS = 4
 # the labelled captions ORG spans held 38 right names (and 359 wrong ones); GPE, FAC, LOC, EVENT, PRODUCT and
 # WORK_OF_ART spans together 2 (and 106 wrong ones: "Beverly Hills").
 _MISLABELLED_PEOPLE = "ORG"
-_CAPITALISED_WORD_BEFORE = re.compile(r"[A-Z][^\W\d_]*\s+$")
-_PARENTHESIS = re.compile(r"\s*\([^()]*\)")
-_RESCUE = re.compile(
-    r"(?<![\w-])([A-Z][^\W\d_A-Z]+(?:-[A-Z][^\W\d_]+)?) "
-    r"((?:(?:van|von|de|da|di|du|del|der|le|la) )?[A-Z][^\W\d_]*[a-z][^\W\d_]*(?:-[A-Z][^\W\d_]+)?)(?![\w-])"
-)
 
 
 class NameExtractor:
@@ -157,7 +144,7 @@ class NameExtractor:
 
     def _scan(
         self, captions: Sequence[Any]
-    ) -> list[tuple[str, list[tuple[str, str, tuple[float, float]]], list[str]]]:
+    ) -> list[tuple[str, list[tuple[str, tuple[float, float]]], list[str]]]:
         """Per caption, its re-cased text, the names the rules accept and the gated ones (see ``_names_in``)."""
         texts = [clean_caption(c) for c in captions]
         limit = self.config.max_caption_chars
@@ -183,7 +170,7 @@ class NameExtractor:
             todo.append(i)
             ner_texts.append(recased(text))
             views.append(ner_view(text, context, ner_texts[-1], starts, words))
-        results: list[tuple[str, list[tuple[str, str, tuple[float, float]]], list[str]]] = [
+        results: list[tuple[str, list[tuple[str, tuple[float, float]]], list[str]]] = [
             (text, [], []) for text in texts
         ]
         entities = self._entities([view for view, _ in views])
@@ -215,16 +202,14 @@ class NameExtractor:
         people: list[tuple[int, int]],
         organisations: Sequence[tuple[int, int]] = (),
         gated: dict[str, str] | None = None,
-    ) -> list[tuple[str, str, tuple[float, float]]]:
+    ) -> list[tuple[str, tuple[float, float]]]:
         """Names in a (re-cased) caption, given the character spans NER tagged PERSON and ORG:
-        (name, the name it is scored as, where it came from). A name read from an "and" pair is scored as its
-        partner ("Barack" in "Barack and Michelle Obama" stands or falls with "Michelle Obama"). PERSON spans
+        (name, where it came from). PERSON spans
         that fail only for an unknown given name go into ``gated`` (key -> display) when it is given."""
         credits = credit_spans(text)
         names: dict[str, str] = {}
         for words in self._span_candidates(text, people, credits):
             self._accept(trim_span(words), names, text, gated, person=True)
-        partners = self._expand_and_pairs(text, names)
         from_person = set(names)
         if self.config.org_span_candidates:
             for words in self._span_candidates(text, organisations, credits):
@@ -232,35 +217,26 @@ class NameExtractor:
                 if given is not None:
                     self._accept(trim_span(words[given:]), names, text)
         from_org = set(names) - from_person
-        if self.config.rescue_bigrams:
-            for words in self._rescued(text, credits, people):
-                self._accept(trim_span(words), names, text)
-        self._list_neighbours(text, names)
         if self.config.rescue_segments:
             self._segment_names(text, names, credits)
         if gated is not None:
             for key in names.keys() & gated.keys():
                 del gated[key]  # another span or rule read it as a name after all
         return [
-            (
-                display,
-                partners.get(display, display),
-                FROM_PERSON if k in from_person else FROM_ORG if k in from_org else FROM_RULES,
-            )
+            (display, FROM_PERSON if k in from_person else FROM_ORG if k in from_org else FROM_RULES)
             for k, display in names.items()
         ]
 
     def _span_candidates(
         self, text: str, spans: Sequence[tuple[int, int]], credits: list[tuple[int, int]]
     ) -> list[list[str]]:
-        """The word groups of entity spans: credits skipped, spans extended over second surnames, split at
+        """The word groups of entity spans: credits skipped, split at
         separators and where a second name starts, catalogue order ("Colgan, Jenny") read back."""
         candidates: list[list[str]] = []
         for start, end in spans:
             if any(s <= start < e for s, e in credits):
                 self.drops["credit"] += 1
                 continue
-            end = extend_span(text, start, end)
             groups = split_groups(text[start:end].split())
             inverted = inverted_name(text, start, groups[0]) if groups else None
             candidates.extend([inverted, *groups[1:]] if inverted else groups)
@@ -283,15 +259,15 @@ class NameExtractor:
         )
 
     def _scored(
-        self, text: str, found: list[tuple[str, str, tuple[float, float]]]
+        self, text: str, found: list[tuple[str, tuple[float, float]]]
     ) -> list[tuple[str, list[float]]]:
-        """Each name with its confidence ``FEATURES`` (an "and"-pair name with its partner's)."""
+        """Each name with its confidence ``FEATURES``."""
         return [
-            (display, feature_values(text, name_tokens(scored_as), len(found), origin))
-            for display, scored_as, origin in found
+            (display, feature_values(text, name_tokens(display), len(found), origin))
+            for display, origin in found
         ]
 
-    def _kept(self, text: str, found: list[tuple[str, str, tuple[float, float]]]) -> list[str]:
+    def _kept(self, text: str, found: list[tuple[str, tuple[float, float]]]) -> list[str]:
         """A caption's names: those the rules found and the confidence model keeps, then the famous names it
         spells that the rules did not find."""
         kept = self._confident(text, found)
@@ -302,11 +278,11 @@ class NameExtractor:
             kept.extend(extra)
         return kept
 
-    def _confident(self, text: str, found: list[tuple[str, str, tuple[float, float]]]) -> list[str]:
+    def _confident(self, text: str, found: list[tuple[str, tuple[float, float]]]) -> list[str]:
         """The names the confidence model scores at or above ``min_confidence`` (all when it is off); a famous
         name is kept whatever its score ("Bob Dylan Down In Groove CD")."""
         if self.scorer is None or not found:
-            return [display for display, _, _ in found]
+            return [display for display, _ in found]
         kept = []
         for display, values in self._scored(text, found):
             if self.scorer.probability(values) >= self.config.min_confidence:
@@ -346,37 +322,6 @@ class NameExtractor:
                 continue
             names.setdefault(key, display)
         return names
-
-    def _rescued(
-        self, text: str, credits: list[tuple[int, int]], covered: list[tuple[int, int]]
-    ) -> list[list[str]]:
-        """Title-cased "Firstname Lastname" pairs NER did not tag.
-
-        In a title-cased line ("Meghan Markle Royal Wedding Dress") capitals carry no signal, so there a pair
-        is only rescued when its second word looks like a surname: a census surname or a rare word, never a
-        common caption word or an inflecting noun.
-        """
-        found: list[list[str]] = []
-        words = WORD.findall(text)
-        if not words:
-            return found
-        title_line = sum(w[0].isupper() for w in words) > 0.6 * len(words)
-        for match in _RESCUE.finditer(text):
-            start, end = match.span()
-            following = text[end : end + 2].strip()
-            if not title_line and following[:1].isupper():
-                continue  # part of a longer capitalised run (a title), not a lone "Firstname Lastname"
-            if any(s < end and start < e for s, e in covered + credits):
-                continue
-            first, last = match.group(1), match.group(2).split(" ")[-1]
-            if fold(first) in common_words() or fold(last) in common_words() or first_name_ok(last):
-                continue
-            if last.isupper() or first.isupper():
-                continue
-            if title_line and (word_zipf(fold(first)) >= 5.5 or not surname_like(last)):
-                continue  # "On New-Gen": a function word, not a first name
-            found.append(match.group(0).split(" "))
-        return found
 
     def _accept(
         self,
@@ -438,18 +383,11 @@ class NameExtractor:
                 if gated is None or not given.isalpha():
                     return
                 names = gated  # the surname tests below still apply
-            if not rare_surname(tokens[-1]):
-                self.drops["weak_first_name"] += 1  # "Keio Line", "Aran Ivory": a less-known given name
-                return  # needs a surname that is no everyday English word
         surnames = [t for t in tokens[tokens.index(given) + 1 :] if fold(t) not in PARTICLES]
         if any(is_common_noun(t) for t in surnames):
             self.drops["noun_surname"] += (
                 1  # "Gabriel Sofa", "Victoria Secret Dress": a product, not a person
             )
-            return
-        everyday = next((r for t in surnames if (r := everyday_word_reason(t))), None)
-        if everyday:
-            self.drops[everyday] += 1
             return
         names.setdefault(key, display_form(tokens, written=words))
 
@@ -485,53 +423,6 @@ class NameExtractor:
             and not any(fold(w) in common_words() for w in words)
             and word_zipf(fold(words[0])) < SENTENCE_WORD_ZIPF
         )
-
-    def _list_neighbours(self, text: str, names: dict[str, str]) -> None:
-        """In a list where one item is a name found ("Maksim Chmerkovskiy - Samantha Harris - Brent Barrett"),
-        the other items that are a whole "Firstname Lastname" go through the name rules too: NER often tags
-        only some people of a list."""
-        items = _LIST_SPLIT.split(text) if names else []
-        if len(items) < 2:
-            return
-        items = [
-            (_PARENTHESIS.sub("", item) if "(" in item else item).strip(" \"'.:")
-            for item in items
-            if item.count(" ") < 6  # a name item has at most 4 words (and a parenthesis)
-        ]
-        found = {fold(display) for display in names.values()}
-        if not any(len(item.split()) <= 4 and fold(item) in found for item in items):
-            return
-        for item in items:
-            words = item.split()
-            if fold(item) in found:
-                continue
-            if 2 <= len(words) <= 3 and self._could_be_name(words):  # not "His Knights", "Red Bull Racing"
-                self._accept(words, names, text)
-
-    def _expand_and_pairs(self, text: str, names: dict[str, str]) -> dict[str, str]:
-        """ "Barack and Michelle Obama" names two people; NER only tags the second. Returns each name added
-        with the name it was read from."""
-        partners: dict[str, str] = {}
-        keys = set(names)
-        for match in _AND_PAIR.finditer(text):
-            first, second, surname = match.groups()
-            if _CAPITALISED_WORD_BEFORE.search(text, 0, match.start()):
-                continue  # "Martha Stewart and Gwyneth Paltrow": "Stewart" is a surname, not a given name
-            if fold(second) in HONORIFICS | ROYAL_TITLES or any(
-                k.split(" ")[-1] == fold(first) for k in keys
-            ):
-                continue
-            if (
-                fold(f"{second} {surname}") in keys
-                and first_name_ok(first)
-                and first[:1].isupper() == surname[:1].isupper()
-            ):
-                tokens = [first, surname]
-                key = self.key(" ".join(tokens))
-                if key and key not in names:
-                    names[key] = display_form(tokens)
-                    partners[names[key]] = names[fold(f"{second} {surname}")]
-        return partners
 
 
 def recased(text: str) -> str:

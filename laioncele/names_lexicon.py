@@ -8,156 +8,20 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import unicodedata
 from functools import cache, lru_cache
 from pathlib import Path
 
+from laioncele.names_text import HONORIFICS as HONORIFICS
+from laioncele.names_text import ROYAL_TITLES as ROYAL_TITLES
+from laioncele.names_text import SUFFIXES as SUFFIXES
+from laioncele.names_text import fold as fold
+from laioncele.names_text import fold_text as fold_text
+from laioncele.names_text import name_key_and_reason, words
+
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
-# Stripped from the front of a name; "Dr. Anthony Fauci" and "Anthony Fauci" are one person.
-HONORIFICS = frozenset(
-    [
-        "mr",
-        "mrs",
-        "ms",
-        "miss",
-        "mx",
-        "dr",
-        "prof",
-        "professor",
-        "sir",
-        "dame",
-        "madam",
-        "madame",
-        "mme",
-        "mlle",
-        "monsieur",
-        "herr",
-        "frau",
-        "señor",
-        "senor",
-        "president",
-        "vice",
-        "senator",
-        "sen",
-        "rep",
-        "representative",
-        "governor",
-        "gov",
-        "mayor",
-        "minister",
-        "secretary",
-        "chancellor",
-        "chairman",
-        "ceo",
-        "judge",
-        "justice",
-        "general",
-        "gen",
-        "admiral",
-        "adm",
-        "colonel",
-        "col",
-        "captain",
-        "capt",
-        "lieutenant",
-        "lt",
-        "sergeant",
-        "sgt",
-        "officer",
-        "coach",
-        "chef",
-        "rev",
-        "reverend",
-        "father",
-        "fr",
-        "saint",
-        "st",
-        "rabbi",
-        "imam",
-        "sheikh",
-        "dj",
-        "mc",
-        "actor",
-        "actress",
-        "singer",
-        "rapper",
-        "director",
-        "photographer",
-        "author",
-        "artist",
-        "designer",
-        "model",
-        "player",
-        "star",
-        "legend",
-        "host",
-        "hosts",
-        "producer",
-        "writer",
-        "composer",
-        "painter",
-        "sculptor",
-        "architect",
-        "astronaut",
-    ]
-)
-# Kept when only a single name follows: "Prince Harry" is how that person is named.
-ROYAL_TITLES = frozenset(
-    [
-        "queen",
-        "king",
-        "prince",
-        "princess",
-        "duke",
-        "duchess",
-        "pope",
-        "mother",
-        "sister",
-        "lady",
-        "lord",
-        "emperor",
-    ]
-)
-SUFFIXES = frozenset(["jr", "jnr", "sr", "snr", "ii", "iii", "iv", "phd", "md", "esq"])
 # Lower-case words that may sit inside a surname: "Ludwig van Beethoven", "Philippe de Champaigne".
-PARTICLES = frozenset(
-    [
-        "van",
-        "von",
-        "der",
-        "den",
-        "de",
-        "da",
-        "di",
-        "du",
-        "del",
-        "della",
-        "des",
-        "la",
-        "le",
-        "bin",
-        "bint",
-        "al",
-        "el",
-        "dos",
-        "das",
-        "ter",
-        "ten",
-    ]
-)
-
-
-def fold_text(text: str) -> str:
-    """Lower-case and strip accents, so "Jürgen" and "Jurgen" compare equal."""
-    if text.isascii():
-        return text.lower()
-    decomposed = unicodedata.normalize("NFKD", text.casefold())
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-
-
-# ``fold_text`` for words and names, cached: caption words repeat (whole captions, which do not, use fold_text).
-fold = lru_cache(maxsize=1 << 18)(fold_text)
+PARTICLES = words("van von der den de da di du del della des la le bin bint al el dos das ter ten")
 
 
 def read_word_list(name: str) -> frozenset[str]:
@@ -220,23 +84,7 @@ def given_names() -> frozenset[str]:
 @cache
 def common_words_strict() -> frozenset[str]:
     """Words that are never first names in captions, though the name table lists them."""
-    return frozenset(
-        [
-            "the",
-            "and",
-            "for",
-            "with",
-            "from",
-            "new",
-            "art",
-            "golf",
-            "bird",
-            "stock",
-            "photo",
-            "image",
-            "print",
-        ]
-    )
+    return words("the and for with from new art golf bird stock photo image print")
 
 
 # Particles that never open a person's name: "De Hammam" is a phrase, while "Van Morrison" and "Al Pacino" are
@@ -267,43 +115,11 @@ def common_words() -> frozenset[str]:
 @cache
 def default_blocklist() -> frozenset[str]:
     """Name-shaped brands, agencies and phrases, as canonical keys."""
-    from laioncele.names_text import name_key_and_reason  # noqa: PLC0415 - avoids an import cycle
-
     keys = set()
     for line in (DATA_DIR / "names_blocklist.txt").read_text(encoding="utf-8").splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             key, _ = name_key_and_reason(line, allow_single_token=True, max_tokens=10, blocklist=frozenset())
-            if key:
-                keys.add(key)
-    return frozenset(keys | colour_names())
-
-
-@cache
-def colour_words() -> frozenset[str]:
-    """One-word colour names ("white", "navy", "rose"): matplotlib's CSS4 and xkcd colours. "Colors: White,
-    Grace" lists colours, not a catalogue-order name."""
-    from matplotlib.colors import CSS4_COLORS, XKCD_COLORS  # noqa: PLC0415
-
-    words = {fold(c.removeprefix("xkcd:")) for c in (*CSS4_COLORS, *XKCD_COLORS)}
-    return frozenset(w for w in words if w.isalpha())
-
-
-@cache
-def colour_names() -> frozenset[str]:
-    """Multi-word colour names ("Olive Green", "Kelly Green", "Sandy Brown"): matplotlib's xkcd survey colours,
-    as canonical keys. Product captions name them like people."""
-    from matplotlib.colors import XKCD_COLORS  # noqa: PLC0415
-
-    from laioncele.names_text import name_key_and_reason  # noqa: PLC0415 - avoids an import cycle
-
-    keys = set()
-    for colour in XKCD_COLORS:
-        words = colour.removeprefix("xkcd:").split()
-        if len(words) > 1:
-            key, _ = name_key_and_reason(
-                " ".join(words), allow_single_token=True, max_tokens=10, blocklist=frozenset()
-            )
             if key:
                 keys.add(key)
     return frozenset(keys)

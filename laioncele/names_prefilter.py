@@ -18,20 +18,15 @@ from laioncele.names_lexicon import (
     brand_words,
     common_words,
     default_blocklist,
-    extra_first_names,
     fold,
     given_names,
     is_common_noun,
-    surname_ranks,
 )
 from laioncele.names_rules import (
     INVERTED_NAME_LEAD,
-    INVERTED_WORD_SURNAME_RANK,
     WORD,
-    everyday_word_reason,
     is_initials,
     product_share,
-    rare_surname,
     recasable_surname,
     recase_upper,
 )
@@ -42,7 +37,7 @@ def may_start_name(words: list[str], i: int, lower_case: bool, product_share: fl
     """Whether ``words[i]`` could start a name the extractor keeps: a known first name followed by a
     name-like word (capitalised, or in an all-lower caption a word the re-casing would capitalise), or a
     capitalised first name after a royal title ("Prince Harry"). Pairs the name rules reject whatever NER says
-    (a blocked brand, a particle as given name, a noun, brand word or participle as surname) do not count."""
+    (a blocked brand, a particle as given name, a noun or brand word as surname) do not count."""
     word = words[i]
     folded = fold(word)
     if folded not in given_names() or folded in NON_GIVEN_PARTICLES:
@@ -62,8 +57,6 @@ def may_start_name(words: list[str], i: int, lower_case: bool, product_share: fl
     following = words[j]
     if fold(following) in brand_words() or f"{folded} {fold(following)}" in default_blocklist():
         return False
-    if everyday_word_reason(following) or folded in extra_first_names() and not rare_surname(following):
-        return False
     if lower_case:
         return recasable_surname(following, product_share)
     # A noun right after the first name ("Gabriel Sofa") would make the extractor drop the name anyway.
@@ -82,13 +75,9 @@ _INVERTED_NAME = re.compile(
 
 
 def _initials_start(initials: str, following: str) -> bool:
-    """Whether dotted initials and the word after them could make a name the extractor keeps: that word must
-    back initials as it backs a less-known given name (a surname that is no everyday word)."""
+    """Whether dotted initials and the word after them could make a name the extractor keeps."""
     return is_initials(initials.replace(" ", "")) and not (
-        fold(following) in brand_words()
-        or everyday_word_reason(following)
-        or is_common_noun(following)
-        or not rare_surname(following)
+        fold(following) in brand_words() or is_common_noun(following)
     )
 
 
@@ -119,7 +108,10 @@ def words_and_name_starts(text: str) -> tuple[list[re.Match[str]], list[re.Match
         ]
     if not lower_case and ", " in text:
         others += [
-            m.start(1) for m in _INVERTED_NAME.finditer(text) if _inverted_start(m.group(1), m.group(2))
+            m.start(1)
+            for m in _INVERTED_NAME.finditer(text)
+            if fold(m.group(2)) in given_names()
+            and fold(m.group(2)) not in common_words()  # not "Monday, May"
         ]
     if not at and not others:  # most captions: no match objects needed
         return [], []
@@ -128,17 +120,6 @@ def words_and_name_starts(text: str) -> tuple[list[re.Match[str]], list[re.Match
         starts = set(others)
         at = sorted({*at, *(i for i, m in enumerate(matches) if m.start() in starts)})
     return matches, [matches[i] for i in at]
-
-
-def _inverted_start(surname: str, given: str) -> bool:
-    """Whether "Surname, Given" could be a catalogue-order name the extractor reads back: a known given name
-    after a census surname or a word too rare to be an everyday one."""
-    folded = fold(given)
-    return (
-        folded in given_names()
-        and folded not in common_words()  # "Monday, May", "Peace, Love"
-        and (surname_ranks().get(fold(surname), 10**6) <= INVERTED_WORD_SURNAME_RANK or rare_surname(surname))
-    )
 
 
 def prefilter(captions: Iterable[Any]) -> list[bool]:

@@ -1,8 +1,8 @@
 """The name rules: which words of a PERSON span make a person's name, and when a span is not one.
 
 Span repair (split merged names, trim product and business words, read catalogue order back), surname tests
-(nouns, participles, function words, everyday English words) and the caption's context (credits, brands,
-organisations). Plain functions over strings, shared by the extractor (``laioncele.names``) and the pre-filter
+(nouns, caption words) and the caption's context (credits, brands, organisations). Each rule's measured effect:
+``docs/names_rules.md``. Plain functions over strings, shared by the extractor (``laioncele.names``) and the pre-filter
 (``laioncele.names_prefilter``), which must agree on what can be a name.
 """
 
@@ -18,7 +18,6 @@ from laioncele.names_lexicon import (
     SUFFIXES,
     SURNAME_RANK_TRUSTED,
     brand_words,
-    colour_words,
     common_words,
     first_names,
     fold,
@@ -57,16 +56,6 @@ _LOWER_PRODUCT_SHARE = 0.4
 # Above this census rank (or outside the census) a frequent English word is not trusted as a surname.
 _LOWER_SURNAME_RANK = 10_000
 
-# A surname-position word this frequent that is no frequent census surname is a function word ("Sid The Seed").
-_FUNCTION_WORD_ZIPF = 6.0
-
-# A participle or adverb after a first name ("Gary Cropped Yoga Pants", "Emmett Magically") is no surname:
-# an -ed or -ly word whose stem is an everyday English word at least this frequent (a stem of five letters or
-# more: at least the second, "narrate"; short cuts such as "sae" from "Saeed" are no stems), and no frequent
-# census surname. An adverb must itself be an English word this frequent ("magically", not "Everly").
-_PARTICIPLE_STEM_ZIPF = 3.5
-_LONG_STEM_ZIPF = 2.7
-_ADVERB_ZIPF = 2.8
 
 # Below this Zipf frequency a word after a less-known given name reads as a surname ("Sonam Kapoor").
 _RARE_SURNAME_ZIPF = 3.6
@@ -111,10 +100,6 @@ _STAFF_CREDIT = re.compile(r" ?/ ?(?:staff|file|contributed) (?:photo|image)", r
 _WORD_OR_MARK = re.compile(r"[^\W\d_]+|[/,(|©]")
 _CREDIT_LINK_WORDS = frozenset(["for", "via", "from", "courtesy", "and"])
 _NAME_AT_END = re.compile(r"[A-Z][\w.'’-]*(?: [A-Z][\w.'’-]*){1,3}$")
-# A lone given name NER tagged takes the next capitalised word as surname when it is at least this common a
-# US-census surname ("Theresa May", "Emma Stone").
-_LONE_GIVEN_SURNAME_RANK = 20_000
-_NEXT_WORD = re.compile(r" ([A-Z][^\W\d_A-Z]+)(?![\w'’-])")
 _SEPARATORS = frozenset(
     {"and", "&", "|", "/", "-", "–", "—", "x", "vs", "vs.", "with", "feat", "feat.", "ft.", "+"}
 )
@@ -205,71 +190,6 @@ def recasable_surname(word: str, product_share: float = 0.0) -> bool:
     return True
 
 
-def participle_stems(word: str) -> list[str]:
-    """Stems an English -ed form may come from: "cropped" -> crop, "collared" -> collar, "fried" -> fry. A cut
-    shorter than four letters is no stem unless a doubled consonant marks the inflection ("tapped" -> tap):
-    "Hamed", "Sayed" and "Jared" are names, not "ham", "say", "jar"."""
-    if len(word) < 5 or not word.endswith("ed"):
-        return []
-    stems = [stem for stem in (word[:-2], word[:-1]) if len(stem) >= 4]
-    if len(word) > 5 and word[-3] == word[-4]:
-        stems.append(word[:-3])
-    if word.endswith("ied"):
-        stems.append(word[:-3] + "y")
-    return stems
-
-
-def rare_surname(token: str) -> bool:
-    """A surname that backs a less-known given name: a frequent census surname, or no everyday English word."""
-    word = fold(token).strip(".,;:!?\"'()[]")
-    return (
-        surname_ranks().get(word, 10**6) <= SURNAME_RANK_TRUSTED // 2 or word_zipf(word) < _RARE_SURNAME_ZIPF
-    )
-
-
-def everyday_word_reason(token: str) -> str | None:
-    """Why a word after the given name is an ordinary English word rather than a surname, or None.
-
-    Function words ("The", "Of") and participles ("Cropped", "Collared", "Fried") never end a person's name
-    in captions; frequent census surnames that look like them ("Reed", "Young") are exempt.
-    """
-    word = fold(token).strip(".,;:!?\"'()[]")
-    rank = surname_ranks().get(word, 10**6)
-    if len(word) < 3 or rank <= 1000:
-        return None  # initials ("William A. Engeman") and frequent surnames
-    zipf = word_zipf(word)
-    if zipf >= _FUNCTION_WORD_ZIPF:
-        return "function_word_surname"
-    if any(_everyday_stem(stem) for stem in participle_stems(word)):
-        return "participle_surname"
-    if (
-        zipf >= _ADVERB_ZIPF
-        and rank > SURNAME_RANK_TRUSTED
-        and any(_everyday_stem(stem) for stem in adverb_stems(word))
-    ):
-        return "adverb_surname"  # "Emmett Magically Delicious Magnet"; not "Everly", "Kennelly" or "Lively"
-    return None
-
-
-def _everyday_stem(stem: str) -> bool:
-    """Whether a stem an -ed or -ly form may come from is an everyday English word (see ``_LONG_STEM_ZIPF``)."""
-    zipf = word_zipf(stem)
-    return zipf >= _PARTICIPLE_STEM_ZIPF or (len(stem) >= 5 and zipf >= _LONG_STEM_ZIPF)
-
-
-def adverb_stems(word: str) -> list[str]:
-    """Adjectives an English -ly form may come from: "magically" -> magical, "simply" -> simple, "happily" ->
-    happy. Surnames such as "Kelly" or "Daly" have no frequent stem."""
-    if len(word) < 6 or not word.endswith("ly"):
-        return []
-    stems = [word[:-2]]
-    if word.endswith("ily"):
-        stems.append(word[:-3] + "y")
-    elif word.endswith("bly") or word.endswith("ply"):
-        stems.append(word[:-1] + "e")
-    return stems
-
-
 def recase_upper(text: str) -> str:
     """Title-case an all-capitals caption ("HUGH JACKMAN WOLVERINE") so the name rules can read it."""
     if any(ch.islower() for ch in text) or not any(ch.isupper() for ch in text):
@@ -323,36 +243,11 @@ def _rare_second_surname(token: str) -> bool:
     word = fold(token.strip(".,;:!?\"'()[]"))
     return not (
         word_zipf(word) >= _RARE_SURNAME_ZIPF - 0.6
-        or everyday_word_reason(word) is not None  # "John Flanagan Narrated"
         or first_name_ok(word)
         or word in common_words()
         or word in brand_words()
         or word in org_words()
     )
-
-
-def extend_span(text: str, start: int, end: int) -> int:
-    """Where a PERSON span really ends: NER often leaves off a second surname ("Jean Leon Gerome", "Alice Taite
-    Fanner"), or tags only the given name when the surname is an everyday word ("Theresa May wants ...").
-
-    After two words, the next word joins when it is a rare capitalised word, no given name and no caption,
-    brand or business word; after a lone given name, when it is a capitalised census surname. Either way the
-    phrase must stop after it (end, punctuation or a lower-case word)."""
-    spaces = text.count(" ", start, end)
-    match = _NEXT_WORD.match(text, end) if spaces <= 1 else None
-    if match is None:
-        return end
-    if spaces == 0:
-        joins = first_name_ok(text[start:end]) and (
-            surname_ranks().get(fold(match.group(1)), 10**6) <= _LONE_GIVEN_SURNAME_RANK
-        )
-    else:
-        joins = _rare_second_surname(match.group(1))
-    if not joins:
-        return end
-    after = text[match.end() : match.end() + 2]
-    stops = not after or after[0] in ",.;:)!?|(]" or (after[0] == " " and not after[1:].isupper())
-    return match.end() if stops else end
 
 
 def split_groups(words: list[str]) -> list[list[str]]:
@@ -407,8 +302,6 @@ def inverted_name(text: str, start: int, words: list[str]) -> list[str] | None:
         given.pop()  # "Colgan, Jenny Book"
     if not 1 <= len(given) <= 2 or not first_name_ok(given[0]):
         return None
-    if everyday and fold(given[0]) in colour_words():
-        return None  # "Colors: Black, Rose": two colours
     end = start + len(" ".join(words))
     rest = text[end : end + 3].lstrip(" ")
     # Where the phrase ends the caption or a title part follows ("Elgin, Suzette Haden: The Gentle Art ..."),
@@ -477,8 +370,8 @@ def trim_span(words: list[str]) -> list[str]:
                 or rare_last
                 or is_trusted_surname(core, _THIRD_WORD_MAX_SURNAME_RANK)
             )
-            if folded in common or not surname_follows or everyday_word_reason(core):
-                break  # "Lexi Blake Narrated by ...": a participle or function word ends the name
+            if folded in common or not surname_follows:
+                break
             new_given = first_name_ok(core) and surname_ranks().get(folded, 10**6) > _THIRD_GIVEN_MIN_RANK
             if new_given and not (after_initial or after_particle or first_name_ok(middle)):
                 break  # "Mark Arminski David Bowie": a second name starts; "Helena Bonham Carter" stays

@@ -6,9 +6,40 @@ import html
 import re
 import unicodedata
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
-from laioncele.names_lexicon import HONORIFICS, ROYAL_TITLES, SUFFIXES, fold
+
+def words(text: str) -> frozenset[str]:
+    """A word set written as one space-separated string (long lists stay a few lines)."""
+    return frozenset(text.split())
+
+
+# Stripped from the front of a name; "Dr. Anthony Fauci" and "Anthony Fauci" are one person.
+HONORIFICS = words(
+    "mr mrs ms miss mx dr prof professor sir dame madam madame mme mlle monsieur herr frau señor senor "
+    "president vice senator sen rep representative governor gov mayor minister secretary chancellor "
+    "chairman ceo judge justice general gen admiral adm colonel col captain capt lieutenant lt sergeant "
+    "sgt officer coach chef rev reverend father fr saint st rabbi imam sheikh dj mc actor actress singer "
+    "rapper director photographer author artist designer model player star legend host hosts producer "
+    "writer composer painter sculptor architect astronaut"
+)
+# Kept when only a single name follows: "Prince Harry" is how that person is named.
+ROYAL_TITLES = words("queen king prince princess duke duchess pope mother sister lady lord emperor")
+SUFFIXES = frozenset(["jr", "jnr", "sr", "snr", "ii", "iii", "iv", "phd", "md", "esq"])
+
+
+def fold_text(text: str) -> str:
+    """Lower-case and strip accents, so "Jürgen" and "Jurgen" compare equal."""
+    if text.isascii():
+        return text.lower()
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+# ``fold_text`` for words and names, cached: caption words repeat (whole captions, which do not, use fold_text).
+fold = lru_cache(maxsize=1 << 18)(fold_text)
+
 
 _TAG = re.compile(r"<[^>]{0,200}>")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\ufeff]")

