@@ -57,7 +57,7 @@ bench: install
 # inference on a CUDA GPU; falls back to the CPU (add GPU_CHECK_ARGS=--quick there). Writes $(GPU_CHECK_OUT).
 GPU_CHECK_OUT ?= output/gpu_check
 gpu-check: install
-	$(VPY) infra/gpu_check.py --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
+	$(VPY) -m infra.gpu_check --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
 
 # Projected CPU/GPU-hours, network and storage of the full build from bench/results.json (+ the sample's
 # manifests when output/sample exists); writes bench/cost_model.json.

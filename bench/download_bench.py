@@ -1,12 +1,12 @@
 """Download throughput against a local server: our ``Downloader`` (2 threads) vs a sequential ``requests`` loop,
 and (``vs_img2dataset``) our downloader side by side with img2dataset's ``download()`` on a mixed corpus.
 
-The server (tests/http_fixture.py, on 127.0.0.1) adds ``latency_s`` per response to stand in for a remote
-host's round trip; without it a loopback fetch costs ~nothing and only CPU would be measured. The baseline
+The server (laioncele/testing/http_fixture.py, on 127.0.0.1) adds ``latency_s`` per response to stand in for a
+remote host's round trip; without it a loopback fetch costs ~nothing and only CPU would be measured. The baseline
 only fetches; the Downloader also validates, resizes and re-encodes every image, so "downloader_1_thread"
 is reported too, to separate what the threads buy from what the re-encode costs.
 
-Run: ``.venv/bin/python bench/download_bench.py [n_images]``.
+Run: ``.venv/bin/python -m bench.download_bench [n_images]``.
 """
 
 from __future__ import annotations
@@ -21,15 +21,12 @@ import numpy as np
 import requests
 from PIL import Image
 
+from bench import download_vs_img2dataset
+from laioncele.config import DownloadConfig
+from laioncele.download import Downloader
+from laioncele.testing.http_fixture import LocalHTTPServer, Response
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-
-from http_fixture import LocalHTTPServer, Response  # noqa: E402
-
-from bench import download_vs_img2dataset  # noqa: E402
-from laioncele.config import DownloadConfig  # noqa: E402
-from laioncele.download import Downloader  # noqa: E402
 
 FACES = REPO.parent / "shared" / "fixtures" / "faces"
 

@@ -91,7 +91,7 @@ def corpus(
     n_urls: int, n_hosts: int, timeout_s: float, seed: int = 0
 ) -> tuple[list[tuple[str, str, Any]], Counter[str]]:
     """[(host, path, fixture Response)] and the count of each kind (what a correct downloader should report)."""
-    from http_fixture import Response
+    from laioncele.testing.http_fixture import Response
 
     rng = np.random.default_rng(seed)
     photos = _photos()
@@ -345,7 +345,7 @@ def _sides(whiches: tuple[str, ...], spec: dict[str, Any], work: Path) -> dict[s
     """Run these sides at once (one: alone), each in its own Python process; their figures by side."""
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(SITE), str(REPO), str(REPO / "tests")]),
+        "PYTHONPATH": os.pathsep.join([str(SITE), str(REPO)]),
         "NO_ALBUMENTATIONS_UPDATE": "1",
         "RAY_USAGE_STATS_ENABLED": "0",
         "TQDM_DISABLE": "1",
@@ -379,8 +379,7 @@ def run(
 ) -> dict[str, Any]:
     """Both sides ``repeats`` times, interleaved (ours, img2dataset, ours, ...) so a load change hits both;
     the headline ratio is the median over the (ours, next img2dataset) pairs."""
-    sys.path.insert(0, str(REPO / "tests"))
-    from http_fixture import LocalHTTPServer
+    from laioncele.testing.http_fixture import LocalHTTPServer
 
     items, kinds = corpus(n_urls, n_hosts, timeout_s)
     runs: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}

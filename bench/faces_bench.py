@@ -3,7 +3,7 @@
 Run: ``python -m bench.faces_bench`` (or ``python -m bench faces``).
 
 - offline (dlib HOG + 5-point + ResNet descriptor, real weights): the 64 real photos of the shared fixtures.
-- insightface: the GENERATED stand-in graphs of ``tests/onnx_models.py`` (real insightface pre-processing,
+- insightface: the GENERATED stand-in graphs of ``laioncele/testing/onnx_models.py`` (real insightface pre-processing,
   SCRFD decoding/NMS, norm_crop alignment and batched ArcFace calls; the networks themselves are trivial), so
   its numbers measure the pipeline around the models, not SCRFD/ArcFace compute. Real buffalo_l weights are not
   available on this machine.
@@ -12,7 +12,6 @@ Run: ``python -m bench.faces_bench`` (or ``python -m bench faces``).
 from __future__ import annotations
 
 import csv
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +21,6 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures" / "faces"
-sys.path.insert(0, str(REPO / "tests"))
 
 
 def _summary(n_images: int, n_faces: int, detect_s: float, embed_s: float, batch_size: int) -> dict[str, Any]:
@@ -83,9 +81,8 @@ def bench_offline(batch_size: int = 16) -> dict[str, Any]:
 
 
 def bench_insightface(n_images: int = 48, faces_per_image: int = 4, batch_size: int = 16) -> dict[str, Any]:
-    from onnx_models import draw_face_squares, write_buffalo_like
-
     from laioncele.faces import load_backend
+    from laioncele.testing.onnx_models import draw_face_squares, write_buffalo_like
 
     with tempfile.TemporaryDirectory() as tmp:
         backend = load_backend("insightface", model_dir=str(write_buffalo_like(Path(tmp) / "buffalo_l")))

@@ -23,13 +23,10 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.fs as pafs
-
-if TYPE_CHECKING:
-    from laioncele.config import StorageConfig
 
 OBJECT_SCHEMES = ("s3://",)
 
@@ -45,7 +42,14 @@ class S3Options:
 _default_options = S3Options()
 
 
-def configure(storage: StorageConfig | None) -> None:
+class S3Settings(Protocol):
+    """What this module reads of ``laioncele.config.StorageConfig``; named here so storage imports no config."""
+
+    endpoint_url: str | None
+    region: str | None
+
+
+def configure(storage: S3Settings | None) -> None:
     """Make ``storage`` the endpoint/region of every ``s3://`` URI this process resolves from a string."""
     global _default_options
     if storage is not None:
@@ -75,7 +79,7 @@ def is_object_uri(path: Any) -> bool:
 
 
 def as_path(
-    path: str | os.PathLike[str] | ObjectPath, storage: StorageConfig | None = None
+    path: str | os.PathLike[str] | ObjectPath, storage: S3Settings | None = None
 ) -> Path | ObjectPath:
     """A local ``Path``, or an ``ObjectPath`` for ``s3://`` URIs (endpoint from ``storage`` or the default)."""
     if isinstance(path, ObjectPath):

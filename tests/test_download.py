@@ -21,7 +21,6 @@ import cv2
 import numpy as np
 import pyarrow as pa
 import pytest
-from http_fixture import LocalHTTPServer, Response
 from PIL import Image
 from tls_fixture import Issued, make_ca, make_leaf, server_context, write_cert
 
@@ -36,6 +35,7 @@ from laioncele.download import (
     parse_retry_after,
 )
 from laioncele.netsafety import check_url, is_public_address
+from laioncele.testing.http_fixture import LocalHTTPServer, Response
 
 MAX_SIDE = 128
 

@@ -35,12 +35,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
-from http_fixture import LocalHTTPServer, Response
 from PIL import Image
 
 from laioncele.config import DownloadConfig
 from laioncele.download import Downloader, DownloadResult
 from laioncele.netsafety import check_url
+from laioncele.testing.http_fixture import LocalHTTPServer, Response
 
 MARGIN_S = 2.0  # slack on every time bound: a loaded CI box, thread start-up; not a speed target
 TIMEOUT_S = 1.0  # DownloadConfig.timeout_s for these cases

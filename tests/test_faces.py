@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 import pytest
-from onnx_models import KEYPOINTS_IN_CELL, arcface_reference, draw_face_squares, write_buffalo_like
 from PIL import Image
 
 from laioncele.config import FacesConfig
@@ -26,6 +25,12 @@ from laioncele.faces import (
     load_backend,
 )
 from laioncele.schema import FACES, schema_id
+from laioncele.testing.onnx_models import (
+    KEYPOINTS_IN_CELL,
+    arcface_reference,
+    draw_face_squares,
+    write_buffalo_like,
+)
 
 
 def _insightface_image(name: str) -> Path:

@@ -8,7 +8,6 @@ from laioncele.faces.base import (
     FaceBackend,
     cosine_similarity,
     l2_normalise,
-    load_backend,
 )
 from laioncele.faces.decode import (
     REJECT_REASONS,
@@ -17,6 +16,7 @@ from laioncele.faces.decode import (
     decode_image,
     decode_image_detailed,
 )
+from laioncele.faces.factory import load_backend
 from laioncele.faces.stage import FaceStage, ImageResult, columns_to_table, filter_faces, results_to_columns
 
 __all__ = [

@@ -93,16 +93,3 @@ def check_rgb(image: np.ndarray) -> np.ndarray:
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an RGB uint8 HxWx3 image, got dtype {image.dtype} shape {image.shape}")
     return np.ascontiguousarray(image)
-
-
-def load_backend(name: str, **options) -> FaceBackend:
-    """Build a backend by name: ``insightface`` (options: model_dir, ...) or ``offline`` (dlib)."""
-    if name == "insightface":
-        from laioncele.faces.insightface_backend import InsightFaceBackend
-
-        return InsightFaceBackend(**options)
-    if name in ("offline", "dlib"):
-        from laioncele.faces.dlib_backend import DlibBackend
-
-        return DlibBackend(**options)
-    raise ValueError(f"unknown face backend {name!r}; expected 'insightface' or 'offline'")

@@ -18,8 +18,9 @@ import numpy as np
 import pyarrow as pa
 
 from laioncele.config import FacesConfig
-from laioncele.faces.base import Face, FaceBackend, load_backend
+from laioncele.faces.base import Face, FaceBackend
 from laioncele.faces.decode import DecodedImage, ImageRejected, decode_image_detailed
+from laioncele.faces.factory import load_backend
 from laioncele.schema import FACES
 
 log = logging.getLogger(__name__)
