@@ -235,6 +235,24 @@ def purity_after_faces(
         )
     found = {true_of[e["name"]] for e in kept if e["verdict"] == "true"}
     found |= {true_of[a] for e in kept if e["verdict"] == "true" for a in e["aliases"] if a in true_of}
+    # Why true names went: the outcome of each true candidate, and the share of people kept by how many
+    # samples their candidates hold (the stage needs >= min_images images that show the person).
+    true_fate = Counter(
+        "kept" if outcome.get(k) in ("kept", "split") else outcome.get(k, "name_too_few_images")
+        for k, v in verdict.items()
+        if v == "true"
+    )
+    samples_of: dict[int, set[int]] = defaultdict(set)
+    for k, v in verdict.items():
+        if v == "true":
+            samples_of[true_of[k]] |= set(candidates[k])
+    by_samples = {}
+    for label, lo, hi in (("5_9", 5, 9), ("10_19", 10, 19), ("20_plus", 20, None)):
+        band = [k for k, rows in samples_of.items() if len(rows) >= lo and (hi is None or len(rows) <= hi)]
+        by_samples[label] = {
+            "people": len(band),
+            "kept_share": _share(sum(k in found for k in band), len(band)),
+        }
     recall: dict[str, Any] = {}
     for label, lo, hi in (("5_19", 5, 19), ("20_plus", 20, None)):
         band = [
@@ -257,6 +275,8 @@ def purity_after_faces(
         "background_candidates": sum(v == "background" for v in verdict.values()),
         **recall,
         "true_identity_image_precision": _share(right_images, named_true_images),
+        "true_candidates_after_faces": dict(true_fate.most_common()),
+        "people_kept_by_candidate_samples": by_samples,
         "false_candidates": len(false_fate),
         "false_candidates_after_faces": dict(Counter(f["after_faces"].split(":")[0] for f in false_fate)),
         "false_survivors": survivors,
