@@ -92,8 +92,8 @@ def _trigger(caption: str, key: str) -> str:
             return f"after:{after}"
         if before in ev.PERSON_BEFORE:
             return f"before:{before}"
-        if before == "of":
-            return "portrait of"
+        if before == "of" and i > 1:
+            return f"{fold(tokens[i - 2])} of"
     return "?"
 
 
