@@ -5,8 +5,10 @@
 100000 --keep=DIR``; ``--rows=N`` runs the four names stages first; ``--merge`` writes only the ``after_faces``
 sub-key. Faces are synthetic (``laioncele.faces_truth``), cleaning is ``clean_identities`` with the production
 identity settings (``IdentityConfig`` defaults: insightface thresholds, >= 5 images, share >= 0.2, runner-up
-<= 0.5). Two face models: the default (a row showing no known person shows no face or strangers) and a
-sensitivity case where 30% of a distractor's rows show one recurring face (a brand's model, a shop's mannequin).
+<= 0.5). Face models: the default (a row showing no known person shows no face or strangers; 30% of person
+rows mislabelled, the identity generator's rate), over three face draws; a sensitivity case where 30% of a
+distractor's rows show one recurring face (a brand's model, a shop's mannequin); and one with half the caption
+noise (15% mislabelled), which says how much of the recall lost to faces is that noise.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 RECURRING_SHARE = 0.3  # the sensitivity case
+LOW_MISLABEL = 0.15  # half the generator's caption noise: how much of the recall loss is that noise
+SEEDS = (0, 1, 2)  # face draws of the default model
 
 
 def after_faces(
@@ -35,12 +39,25 @@ def after_faces(
     for label, model in (
         ("default", FaceModel()),
         (f"distractor_recurring_face_{RECURRING_SHARE}", FaceModel(recurring_face_share=RECURRING_SHARE)),
+        (f"mislabel_rate_{LOW_MISLABEL}", FaceModel(mislabel_rate=LOW_MISLABEL)),
     ):
         load = os.getloadavg()[0]
         started = time.perf_counter()
         out[label] = purity_after_faces(candidates, truth, identity, model, min_samples)
         out[label]["seconds"] = round(time.perf_counter() - started, 1)
         out[label]["loadavg_1m_at_start"] = round(load, 2)
+    # The spread over face draws: the same candidates, the default model, other seeds.
+    spread = [out["default"]] + [
+        purity_after_faces(candidates, truth, identity, FaceModel(seed=seed), min_samples)
+        for seed in SEEDS[1:]
+    ]
+    out["default_over_seeds"] = {
+        "seeds": list(SEEDS),
+        **{
+            k: [r[k] for r in spread]
+            for k in ("purity", "false_identities", "identity_recall_5_19", "identity_recall_20_plus")
+        },
+    }
     out["note"] = (
         "Candidates with >= 5 samples of the names_identity corpus, each sample given synthetic faces "
         "(laioncele.faces_truth: a row shows the identities it mentions, with the identity generator's noise - "
@@ -48,7 +65,7 @@ def after_faces(
         "(distractor, photographer credit, background) shows no face (50%) or 1-3 strangers), cleaned by "
         "laioncele.identity.clean_identities with the production identity settings. purity = true / (true + "
         "false) kept identities; background identities out of it, as before faces. The second model gives 30% of "
-        "each distractor's rows one recurring face."
+        "each distractor's rows one recurring face; the third halves the mislabelled share (0.15)."
     )
     return out
 
