@@ -174,6 +174,9 @@ def run(sizes: tuple[int, ...] = (100_000,)) -> dict[str, Any]:
     out = {k: v for k, v in kept.items() if k.startswith("rows_")}
     out.update({f"rows_{n}": run_size(n, faces=n == sizes[0]) for n in sizes})
     out["after_faces"] = out[f"rows_{sizes[0]}"].pop("after_faces")
+    from bench.evidence_on_real import evidence_on_real  # noqa: PLC0415
+
+    out["evidence_on_real"] = evidence_on_real()
     out["note"] = (
         "Known-truth corpus (laioncele.laion_synth_corpus) through ingest -> ner -> names -> candidates on "
         "local Ray, 2 CPUs, on a machine shared with other jobs (loadavg recorded per stage). Purity leaves out "

@@ -75,7 +75,9 @@ def face_embeddings(
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def person_centres(rng: np.random.Generator, n: int, common: np.ndarray, inter_person_cos: float) -> np.ndarray:
+def person_centres(
+    rng: np.random.Generator, n: int, common: np.ndarray, inter_person_cos: float
+) -> np.ndarray:
     """``n`` people's centres, sharing ``common`` so that different people sit at ~``inter_person_cos``."""
     return _centres(rng, n, common, inter_person_cos)
 

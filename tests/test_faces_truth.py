@@ -19,7 +19,8 @@ TRUTH = {
         _person("Temi Balogun", list(range(15, 35)), ["title"] * 20),
         _person("Kofi Mensah", list(range(35, 45)), ["title"] * 10),
     ],
-    "photographers": [_person("Jon Smith", list(range(45, 55)), ["credit"] * 10)],  # credited on real captions
+    # credited on real captions, never pictured
+    "photographers": [_person("Jon Smith", list(range(45, 55)), ["credit"] * 10)],
     "distractors": [{"text": "Rose 'Lily Grace'", "kind": "cultivar", "rows": list(range(60, 80))}],
     "background_name_keys": [],
 }
@@ -55,14 +56,18 @@ def test_identity_stage_removes_the_distractor_and_the_photographer() -> None:
     assert s["purity"] == 1.0
     assert s["identity_recall_5_19"] == 1.0 and s["identity_recall_20_plus"] == 1.0
     assert s["false_candidates_after_faces"] == {"alias_of": 1, "name_no_dominant_identity": 2}
-    assert [(f["name"], f["after_faces"]) for f in s["false_as_alias"]] == [("a muller", "alias_of:anna muller")]
+    assert [(f["name"], f["after_faces"]) for f in s["false_as_alias"]] == [
+        ("a muller", "alias_of:anna muller")
+    ]
     assert s["false_survivors"] == []
     assert s["true_identity_image_precision"] == 1.0
 
 
 def test_a_distractor_with_one_recurring_face_survives() -> None:
     """The estimate rests on the faces: a cultivar whose every photo shows one face is kept as an identity."""
-    model = FaceModel(mislabel_rate=0.0, multi_face_rate=0.0, nobody_no_face_rate=0.0, recurring_face_share=1.0)
+    model = FaceModel(
+        mislabel_rate=0.0, multi_face_rate=0.0, nobody_no_face_rate=0.0, recurring_face_share=1.0
+    )
     s = purity_after_faces(CANDIDATES, TRUTH, IdentityConfig(), model)
     assert (s["true_identities"], s["false_identities"]) == (3, 1)
     assert s["purity"] == 0.75
