@@ -77,10 +77,15 @@ def candidates_from_run(out_root: Path) -> dict[str, list[int]]:
 
 
 def run_size(
-    rows: int, seed: int = 0, overrides: tuple[str, ...] = (), keep: Path | None = None
+    rows: int,
+    seed: int = 0,
+    overrides: tuple[str, ...] = (),
+    keep: Path | None = None,
+    faces: bool = False,
 ) -> dict[str, Any]:
     """Generate ``rows`` rows, run the four stages on local Ray (2 CPUs) and score the candidates; ``keep``: a
-    folder to leave the candidates and the truth in."""
+    folder to leave the candidates and the truth in; ``faces``: also estimate purity after faces
+    (``bench.names_after_faces``, under ``after_faces``)."""
     import ray  # noqa: PLC0415
 
     from laioncele.config import load_config  # noqa: PLC0415
@@ -135,6 +140,10 @@ def run_size(
             (keep / "candidates.json").write_text(json.dumps(found))
             (keep / "truth.json").write_text(json.dumps(truth))
         figures = score_identities(found, truth, config.names.min_candidates)
+        if faces:
+            from bench.names_after_faces import after_faces  # noqa: PLC0415
+
+            figures["after_faces"] = {"rows": rows, **after_faces(found, truth, config.names.min_candidates)}
     total = sum(s["seconds"] for s in stages.values())
     return {
         "rows": rows,
@@ -163,7 +172,11 @@ def run(sizes: tuple[int, ...] = (100_000,)) -> dict[str, Any]:
     --merge`` refreshes it)."""
     kept = json.loads(RESULTS.read_text()).get(KEY, {}) if RESULTS.is_file() else {}
     out = {k: v for k, v in kept.items() if k.startswith("rows_")}
-    out.update({f"rows_{n}": run_size(n) for n in sizes})
+    out.update({f"rows_{n}": run_size(n, faces=n == sizes[0]) for n in sizes})
+    out["after_faces"] = out[f"rows_{sizes[0]}"].pop("after_faces")
+    from bench.evidence_on_real import evidence_on_real  # noqa: PLC0415
+
+    out["evidence_on_real"] = evidence_on_real()
     out["note"] = (
         "Known-truth corpus (laioncele.laion_synth_corpus) through ingest -> ner -> names -> candidates on "
         "local Ray, 2 CPUs, on a machine shared with other jobs (loadavg recorded per stage). Purity leaves out "

@@ -65,6 +65,28 @@ def _centres(rng: np.random.Generator, n: int, common: np.ndarray, b: float) -> 
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
+def face_embeddings(
+    rng: np.random.Generator, centres: np.ndarray, same_person_cos: tuple[float, float]
+) -> np.ndarray:
+    """One face per row of ``centres``: ``sqrt(q) * centre + sqrt(1 - q) * noise`` with ``q`` uniform in
+    ``same_person_cos``, unit rows (the generator's face model, shared with ``faces_truth``)."""
+    q = rng.uniform(*same_person_cos, len(centres)).astype(np.float32)[:, None]
+    x = np.sqrt(q) * centres + np.sqrt(1 - q) * _unit(rng, len(centres), centres.shape[1])
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def person_centres(
+    rng: np.random.Generator, n: int, common: np.ndarray, inter_person_cos: float
+) -> np.ndarray:
+    """``n`` people's centres, sharing ``common`` so that different people sit at ~``inter_person_cos``."""
+    return _centres(rng, n, common, inter_person_cos)
+
+
+def common_direction(rng: np.random.Generator, dim: int) -> np.ndarray:
+    """The direction every centre shares (face embeddings are not centred)."""
+    return _unit(rng, 1, dim)[0]
+
+
 def _variant(name: str, rng: np.random.Generator, rate: float) -> str:
     if rng.random() >= rate:
         return name
@@ -166,9 +188,7 @@ def generate(spec: SyntheticSpec | None = None) -> SyntheticCorpus:
         known = person < n_known
         c[known] = centres[person[known]]
         c[~known] = _centres(rng, int((~known).sum()), common, spec.inter_person_cos)
-        q = rng.uniform(lo_q, hi_q, len(person)).astype(np.float32)[:, None]
-        x = np.sqrt(q) * c + np.sqrt(1 - q) * _unit(rng, len(person), spec.dim)
-        emb[lo : lo + len(person)] = x / np.linalg.norm(x, axis=1, keepdims=True)
+        emb[lo : lo + len(person)] = face_embeddings(rng, c, (lo_q, hi_q))
     for lo in range(0, len(copy_faces), _CHUNK):
         src = emb[copy_faces[lo : lo + _CHUNK]]
         noisy = src + 0.1 * _unit(rng, len(src), spec.dim) * (~copy_exact[lo : lo + _CHUNK, None])
