@@ -98,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(remove)
 
     sub.add_parser("stages", help="list the stages in data-flow order")
+
+    describe = sub.add_parser(
+        "describe", help="the stage graph: each stage's inputs, config sections, schema and config hash"
+    )
+    describe.add_argument("--json", action="store_true", help="print the description as JSON")
+    add_config_args(describe)
     return parser
 
 
@@ -164,7 +170,7 @@ def _main(argv: list[str] | None) -> int:
     if args.command == "stages":
         for name in ORDER:
             stage = STAGES[name]
-            print(f"{name:12s} <- {stage.upstream or 'LAION parquet':12s} {stage.description}")
+            print(f"{name:12s} <- {', '.join(stage.inputs) or 'LAION parquet':32s} {stage.description}")
         return 0
     if getattr(args, "fail_on_empty", None) is not None:
         args.overrides.append(f"run.fail_on_empty={str(args.fail_on_empty).lower()}")
@@ -175,6 +181,12 @@ def _main(argv: list[str] | None) -> int:
         return 2
     if args.command == "show-config":
         print(dump_config(config), end="")
+        return 0
+    if args.command == "describe":
+        from pipelines.describe import describe_stages, format_description  # noqa: PLC0415
+
+        records = describe_stages(config)
+        print(json.dumps(records, indent=2) if args.json else format_description(records).rstrip("\n"))
         return 0
 
     if args.command == "export":

@@ -55,26 +55,33 @@ def stage_dir(config: Config, name: str) -> Path | ObjectPath:
 
 
 def stage_config_hash(stage: Stage, config: Config) -> str:
-    """Hash of this stage's config sections chained with the upstream stage's hash: a changed upstream
-    config invalidates every stage below it."""
-    own = config.section_hash(*stage.config_sections, *stage.extra_sections)
-    upstream = ""
-    if stage.upstream:
-        upstream_dir = stage_dir(config, stage.upstream)
-        if not (upstream_dir / MANIFEST_NAME).is_file():
+    """Hash of this stage's config sections chained with the hashes every input stage was built with: a changed
+    config of any stage it reads invalidates it (and, through the chain, every stage below it)."""
+    hashes = []
+    for name in stage.inputs:
+        input_dir = stage_dir(config, name)
+        if not (input_dir / MANIFEST_NAME).is_file():
             raise ShardError(
-                f"stage {stage.name!r} reads stage {stage.upstream!r}, which has not finished under "
-                f"{upstream_dir}: run `python -m pipelines run {stage.upstream}` (or `run all`) first"
+                f"stage {stage.name!r} reads stage {name!r}, which has not finished under "
+                f"{input_dir}: run `python -m pipelines run {name}` (or `run all`) first"
             )
-        upstream = load_manifest(upstream_dir)["config_hash"]
-    return hashlib.sha256(f"{stage.name}:{own}:{upstream}".encode()).hexdigest()[:16]
+        hashes.append(load_manifest(input_dir)["config_hash"])
+    return chain_config_hash(stage, config, hashes)
+
+
+def chain_config_hash(stage: Stage, config: Config, input_hashes: list[str]) -> str:
+    """The stage's hash given its inputs' hashes (in ``stage.inputs`` order); with one input it is the hash the
+    single-upstream chain has always had, so builds of the stages that read one stage keep their hash."""
+    own = config.section_hash(*stage.config_sections, *stage.extra_sections)
+    return hashlib.sha256(f"{stage.name}:{own}:{':'.join(input_hashes)}".encode()).hexdigest()[:16]
 
 
 def config_mismatch_message(stage: Stage, out_dir: Path | ObjectPath, built: str | None, current: str) -> str:
     """Why a finished stage is not reused, and the safe way on: a new output root keeps the old build (the
     overwrite switch discards it, so it comes last)."""
     sections = ", ".join([*stage.config_sections, *stage.extra_sections])
-    upstream = f" and of its upstream stage {stage.upstream!r}" if stage.upstream else ""
+    read = ", ".join(repr(name) for name in stage.inputs)
+    upstream = f" and the hashes of the stages it reads ({read})" if stage.inputs else ""
     return (
         f"stage {stage.name!r} under {out_dir} was built with config hash {built}; the current config hashes to "
         f"{current} (the hash covers config sections {sections}{upstream}). To keep that build, write this one "
@@ -192,7 +199,7 @@ def _run_stage(stage: Stage, config: Config, log: Callable[[str], None] = print)
             f"re-run to retry). First: {first[0]}: {first[1]}"
         )
 
-    extra: dict[str, Any] = {"upstream": stage.upstream}
+    extra: dict[str, Any] = {"upstream": stage.upstream, "inputs": list(stage.inputs)}
     if stage.finish is not None:
         extra.update(stage.finish(config, out_dir))
     manifest = finalize_stage(out_dir, stage.name, stage.schema, config_hash, ids, extra)

@@ -41,6 +41,10 @@ class Stage:
     per actor; ``__call__(batch)`` processes a batch of units (ids + payloads) and returns their commit records.
     ``finish`` (optional) runs on the driver after all units, e.g. for corpus-wide aggregation; it returns extra
     manifest fields.
+
+    ``upstream`` is the stage whose output ``plan`` splits into units; ``inputs`` names every stage whose output
+    the stage reads (``upstream`` first; it defaults to just ``upstream``). Every input's config hash goes into
+    this stage's hash, so the stage graph is a declared DAG, not a chain that is right only by its order.
     """
 
     name: str
@@ -55,6 +59,11 @@ class Stage:
     after: Callable[[Config], Any] | None = None
     description: str = ""
     extra_sections: tuple[str, ...] = field(default=("shards",))
+    inputs: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        declared = ((self.upstream,) if self.upstream else ()) + tuple(self.inputs)
+        object.__setattr__(self, "inputs", tuple(dict.fromkeys(declared)))  # upstream first, no repeats
 
 
 def units_per_shard(upstream_dir: Path | None, rows_per_unit: int | None = None) -> list[Unit]:

@@ -228,10 +228,11 @@ def test_stage_partition_units_and_finish_write_the_merged_result(tmp_path, monk
     from pipelines.stages import identity as stage
 
     config = Config.model_validate({"run": {"output_root": str(tmp_path)}, "identity": {"partitions": 3}})
-    # A finished (empty) upstream stage: the stage's config hash chains the upstream manifest's.
+    # Finished (empty) input stages: the stage's config hash chains each declared input's manifest hash.
     empty = schema.IDENTITIES.empty_table()
-    write_unit(tmp_path / "faces", "u", empty, schema.IDENTITIES, config_hash="upstream", rows_in=0)
-    finalize_stage(tmp_path / "faces", "faces", schema.IDENTITIES, "upstream", ["u"])
+    for name in stage.IDENTITY_STAGE.inputs:
+        write_unit(tmp_path / name, "u", empty, schema.IDENTITIES, config_hash="upstream", rows_in=0)
+        finalize_stage(tmp_path / name, name, schema.IDENTITIES, "upstream", ["u"])
     faces = corpus.faces.select(["sample_id", "names", "face_index", "embedding"])
     # Two faces shards: each partition unit streams them and keeps only its own rows.
     half = faces.num_rows // 2

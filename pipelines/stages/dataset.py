@@ -167,6 +167,8 @@ DATASET_STAGE = Stage(
     schema=schema.DATASET_IMAGES,
     config_sections=("identity", "targets"),
     upstream="targets",
+    # image bytes, face geometry, kept images (its units are the download shards)
+    inputs=("download", "faces", "identities"),
     plan=plan,
     task=DatasetImagesTask,
     resources=lambda config: Resources(concurrency=2, num_cpus=1),

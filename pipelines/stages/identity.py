@@ -236,6 +236,7 @@ IDENTITY_STAGE = Stage(
     schema=schema.IDENTITY_IMAGES,
     config_sections=("identity",),
     upstream="faces",
+    inputs=("download", "candidates"),  # each face's caption names and image hash; the names' display forms
     plan=plan,
     task=IdentityTask,
     resources=lambda config: Resources(concurrency=config.identity.partitions, num_cpus=1),

@@ -282,6 +282,7 @@ NAMES_STAGE = Stage(
     schema=schema.NAMES_FOUND,
     config_sections=("names",),
     upstream="ingest",
+    inputs=("ner",),  # the first pass's names, merged per sample and counted corpus-wide
     plan=plan_second_pass,
     task=SecondPassTask,
     resources=lambda config: Resources(concurrency=config.names.concurrency, num_cpus=1),
