@@ -298,6 +298,6 @@ if __name__ == "__main__":
     result["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     print(json.dumps(result, indent=2, ensure_ascii=False))
     if "--merge" in sys.argv:
-        from bench.names_identity_bench import merge  # noqa: PLC0415
+        from bench.results_file import merge_results  # noqa: PLC0415
 
-        merge({"evidence_on_real": result})
+        merge_results(("names_identity", "evidence_on_real"), result)

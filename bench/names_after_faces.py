@@ -2,7 +2,7 @@
 
 ``python -m bench names_identity`` records it under ``names_identity.after_faces`` (from its 100k run). Alone:
 ``python -m bench.names_after_faces --from=DIR`` re-scores candidates kept by ``python -m bench.names_identity_bench
-100000 --keep=DIR``; ``--rows=N`` runs the four names stages first; ``--merge`` writes only the ``after_faces``
+100000 --keep=DIR`` (which also records it for a fresh corpus); ``--merge`` writes only the ``after_faces``
 sub-key. Faces are synthetic (``laioncele.faces_truth``), cleaning is ``clean_identities`` with the production
 identity settings (``IdentityConfig`` defaults: insightface thresholds, >= 5 images, share >= 0.2, runner-up
 <= 0.5). Face models: the default (a row showing no known person shows no face or strangers; 30% of person
@@ -16,11 +16,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from bench.results_file import merge_results
 
 RECURRING_SHARE = 0.3  # the sensitivity case
 LOW_MISLABEL = 0.15  # half the generator's caption noise: how much of the recall loss is that noise
@@ -72,26 +73,21 @@ def after_faces(
 
 def main(argv: list[str]) -> int:
     opts = dict(a.removeprefix("--").split("=", 1) for a in argv if a.startswith("--") and "=" in a)
-    if "from" in opts:
-        source = Path(opts["from"])
-        found = json.loads((source / "candidates.json").read_text())
-        truth = json.loads((source / "truth.json").read_text())
-        rows = truth["rows"]
-    else:
-        from bench.names_identity_bench import run_size  # noqa: PLC0415
-
-        rows = int(opts.get("rows", 100_000))
-        with tempfile.TemporaryDirectory(prefix="after_faces_") as tmp:
-            run_size(rows, keep=Path(tmp), faces=False)
-            found = json.loads((Path(tmp) / "candidates.json").read_text())
-            truth = json.loads((Path(tmp) / "truth.json").read_text())
+    if "from" not in opts:
+        # a fresh corpus: python -m bench.names_identity_bench N records after_faces with the other figures
+        print(
+            "usage: python -m bench.names_after_faces --from=DIR [--merge]  (DIR holds candidates.json, truth.json)"
+        )
+        return 2
+    source = Path(opts["from"])
+    found = json.loads((source / "candidates.json").read_text())
+    truth = json.loads((source / "truth.json").read_text())
+    rows = truth["rows"]
     result = {"rows": rows, **after_faces(found, truth)}
     result["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     print(json.dumps(result, indent=2))
     if "--merge" in argv:
-        from bench.names_identity_bench import merge  # noqa: PLC0415
-
-        merge({"after_faces": result})
+        merge_results(("names_identity", "after_faces"), result)
     return 0
 
 
