@@ -141,6 +141,13 @@ class NamesConfig(Section):
     # The second pass reads an initialled name ("A. Muller") as the one known full name it abbreviates
     # ("Anna Muller"), instead of a name of its own (names_evidence.initialled_aliases).
     merge_initialled: bool = True
+    # ... and a known "first m last" ("Anna K. Muller") as the known "first last" (names_evidence.middle_initial_aliases).
+    merge_middle_initial: bool = True
+    # The written forms of a known name the second pass finds besides the name itself (names.WRITTEN_FORMS):
+    # "Muller, Anna", "#AnnaMuller", "Anna K. Muller", "A. Muller" (the one known name with that initial).
+    second_pass_forms: list[str] = Field(
+        default_factory=lambda: ["inverted", "hashtag", "middle_initial", "initialled"]
+    )
     # A known name NER named itself in under this share of the samples that mention it keeps only those samples
     # (the candidates stage): the second pass would otherwise give a phrase NER took for a name a few times
     # ("Teddy Bear", "Olive Green") every caption that contains it. A person's lower-case mentions stay: NER

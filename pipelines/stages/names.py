@@ -21,7 +21,12 @@ import pyarrow as pa
 from laioncele import name_index, schema
 from laioncele.config import Config
 from laioncele.names import KnownNameMatcher, NameExtractor, name_key, within
-from laioncele.names_evidence import frequent_pairs, initialled_aliases, pair_occurrences
+from laioncele.names_evidence import (
+    frequent_pairs,
+    initialled_aliases,
+    middle_initial_aliases,
+    pair_occurrences,
+)
 from laioncele.shards import (
     UnitRecord,
     atomic_write_json,
@@ -189,10 +194,17 @@ class SecondPassTask(UnitTask):
     def __init__(self, config: dict[str, Any], out_dir: str, config_hash: str) -> None:
         super().__init__(config, out_dir, config_hash)
         known = json.loads((self.out_dir / KNOWN_NAMES_FILE).read_text())
-        self.initialled = (
-            initialled_aliases(k["name_key"] for k in known) if self.config.names.merge_initialled else {}
+        keys = [k["name_key"] for k in known]
+        # another known key's variant -> that key: "a muller" (merge_initialled) and "anna k muller"
+        # (merge_middle_initial) -> "anna muller"
+        self.aliases = {
+            **(initialled_aliases(keys) if self.config.names.merge_initialled else {}),
+            **(middle_initial_aliases(keys) if self.config.names.merge_middle_initial else {}),
+        }
+        self.matcher = KnownNameMatcher(
+            [k["display"] for k in known if k["name_key"] not in self.aliases],
+            forms=self.config.names.second_pass_forms,
         )
-        self.matcher = KnownNameMatcher([k["display"] for k in known if k["name_key"] not in self.initialled])
         # names the corpus evidence made known: NER never reads their captions, so their matches count as NER's
         self.corpus_names = frozenset(k["name_key"] for k in known if k.get("corpus"))
         self.ingest_dir = stage_dir(self.config, "ingest")
@@ -225,9 +237,9 @@ class SecondPassTask(UnitTask):
             zip(rows.column("sample_id").to_pylist(), rows.column("caption").to_pylist(), strict=True)
         ):
             keys, forms, gated = (list(x) for x in ner.get(sid, ([], [], [])))
-            if self.initialled and any(k in self.initialled for k in keys):  # "a muller" -> "anna muller"
-                drops["initialled_merged"] += sum(k in self.initialled for k in keys)
-                merged = dict(zip((self.initialled.get(k, k) for k in keys), forms, strict=True))
+            if self.aliases and any(k in self.aliases for k in keys):  # "a muller" -> "anna muller"
+                drops["alias_merged"] += sum(k in self.aliases for k in keys)
+                merged = dict(zip((self.aliases.get(k, k) for k in keys), forms, strict=True))
                 keys, forms = list(merged), list(merged.values())
             added = []
             for display in self.matcher(caption):
@@ -270,7 +282,7 @@ class SecondPassTask(UnitTask):
         )
         stats = {
             key: drops.pop(key, 0)
-            for key in ("second_pass_added", "second_pass_gated", "second_pass_corpus", "initialled_merged")
+            for key in ("second_pass_added", "second_pass_gated", "second_pass_corpus", "alias_merged")
         }
         return self.write(
             unit_id, table, schema.NAMES_FOUND, rows.num_rows, drops, [payload["shard"]["name"]], stats
