@@ -138,6 +138,9 @@ class NamesConfig(Section):
     corpus_pair_min_samples: int = Field(5, ge=0)
     corpus_pair_min_person_share: float = Field(0.2, ge=0, le=1)
     corpus_pair_min_capitalised_share: float = Field(0.8, ge=0, le=1)
+    # The other forms that count as a pair's occurrences (names_evidence.PAIR_FORMS): "Muller, Anna",
+    # "Anna K. Muller", "#AnnaMuller". A person written 5 times in 5 forms is still a 5-sample pair.
+    corpus_pair_forms: list[str] = Field(default_factory=lambda: ["inverted", "middle_initial", "hashtag"])
     # The second pass reads an initialled name ("A. Muller") as the one known full name it abbreviates
     # ("Anna Muller"), instead of a name of its own (names_evidence.initialled_aliases).
     merge_initialled: bool = True

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
 
@@ -104,12 +104,52 @@ def _name_word(word: str) -> bool:
     )
 
 
-def pair_occurrences(table: pa.Table) -> pa.Table:
+# The other ways captions write a pair that count as its occurrences ("Muller, Anna", "Anna K. Muller",
+# "#AnnaMuller"), as the second pass finds them (names.WRITTEN_FORMS).
+PAIR_FORMS = ("inverted", "middle_initial", "hashtag")
+_CAMEL = re.compile(r"([A-Z][a-z]+)([A-Z][a-z]+)")
+
+
+def _capitalised_word(word: str) -> bool:
+    """Capital first letter, or a capital after a lower-case particle ("auch-Schlauchin", "al-Assad")."""
+    return word[:1].isupper() or any(part[:1].isupper() for part in word.split("-")[1:])
+
+
+def _is_word(token: str) -> bool:
+    return token[:1].isalpha()
+
+
+def _pairs(tokens: list[str], forms: frozenset[str]) -> Iterator[tuple[str, str, int, int, bool]]:
+    """(given, surname as written, index before, index after, whether its capitals count) of each pair the
+    tokens write: side by side, and in ``forms``."""
+    n = len(tokens)
+    for i in range(n - 1):
+        if _is_word(tokens[i]):
+            yield tokens[i], tokens[i + 1], i - 1, i + 2, True
+            nxt = tokens[i + 1]
+            if "middle_initial" in forms and len(nxt) == 1 and nxt.isupper() and i + 2 < n:
+                j = i + 3 if tokens[i + 2] == "." else i + 2
+                if j < n and _is_word(tokens[j]):
+                    yield tokens[i], tokens[j], i - 1, j + 1, True
+            if "inverted" in forms and nxt == "," and i + 2 < n and _is_word(tokens[i + 2]):
+                # not the seam of a "First Last, First Last" list: no capitalised word before or after
+                capital_before = i > 0 and _is_word(tokens[i - 1]) and tokens[i - 1][0].isupper()
+                capital_after = i + 3 < n and _is_word(tokens[i + 3]) and tokens[i + 3][0].isupper()
+                if not (capital_before or capital_after or tokens[i + 2].endswith("'s")):
+                    yield tokens[i + 2], tokens[i], i - 1, i + 3, True
+        elif tokens[i] == "#" and "hashtag" in forms and (camel := _CAMEL.fullmatch(tokens[i + 1])):
+            yield camel.group(1), camel.group(2), -1, n, False
+
+
+def pair_occurrences(table: pa.Table, forms: Iterable[str] = ()) -> pa.Table:
     """Every name-shaped word pair of each caption (``sample_id``, ``caption``), with whether it is capitalised
     and in a person context (a person word right after it, a person title or "portrait of" right before,
-    never after "by"): the transform ``plan_second_pass`` groups by ``name_key``."""
+    never after "by"): the transform ``plan_second_pass`` groups by ``name_key``. ``forms`` (some of
+    ``PAIR_FORMS``): "Muller, Anna", "Anna K. Muller" and "#AnnaMuller" count as "Anna Muller" too (a hashtag
+    says nothing about capitals or context)."""
     out: dict[str, list] = {name: [] for name in OCCURRENCES.names}
     blocked = default_blocklist()
+    forms = frozenset(forms)
     for sid, caption in zip(
         table.column("sample_id").to_pylist(), table.column("caption").to_pylist(), strict=True
     ):
@@ -117,8 +157,7 @@ def pair_occurrences(table: pa.Table) -> pa.Table:
         tokens = _TOKEN.findall(text)
         cased = text.lower() != text and text.upper() != text
         seen = set()
-        for i in range(len(tokens) - 1):
-            first, second = tokens[i], tokens[i + 1]
+        for first, second, at_before, at_after, counts in _pairs(tokens, forms):
             surname = second.removesuffix("'s")
             if first.endswith("'s") or not (_name_word(first) and _name_word(surname)):
                 continue
@@ -126,19 +165,24 @@ def pair_occurrences(table: pa.Table) -> pa.Table:
             if key in seen or key in blocked:
                 continue
             seen.add(key)
-            before = fold(tokens[i - 1]) if i > 0 else ""
-            after = fold(tokens[i + 2]) if i + 2 < len(tokens) else ""
-            person = before not in _CREDIT_BEFORE and (
-                surname != second
-                or after in PERSON_AFTER
-                or before in PERSON_BEFORE
-                or (before == "of" and i > 1 and fold(tokens[i - 2]) in _OF_PERSON)
+            before = fold(tokens[at_before]) if at_before >= 0 else ""
+            after = fold(tokens[at_after]) if at_after < len(tokens) else ""
+            person = counts and (
+                before not in _CREDIT_BEFORE
+                and (
+                    surname != second
+                    or after in PERSON_AFTER
+                    or before in PERSON_BEFORE
+                    or (before == "of" and at_before > 0 and fold(tokens[at_before - 1]) in _OF_PERSON)
+                )
             )
             out["name_key"].append(key)
             out["sample_id"].append(sid)
             out["display"].append(f"{first} {surname}")
-            out["cased"].append(cased)
-            out["capitalised"].append(first[0].isupper() and second[0].isupper() and not first[1:].isupper())
+            out["cased"].append(cased and counts)
+            out["capitalised"].append(
+                first[0].isupper() and _capitalised_word(second) and not first[1:].isupper()
+            )
             out["person_context"].append(person)
     return pa.table(out, schema=OCCURRENCES)
 

@@ -139,8 +139,9 @@ def _corpus_evidence_names(config: Config) -> list[tuple[str, str, int]]:
         min_person_share=names.corpus_pair_min_person_share,
         min_capitalised_share=names.corpus_pair_min_capitalised_share,
     )
+    occurrences = partial(pair_occurrences, forms=tuple(names.corpus_pair_forms))
     found = group_apply(
-        config, stage_dir(config, "ingest"), ["sample_id", "caption"], pair_occurrences, "name_key", per_key
+        config, stage_dir(config, "ingest"), ["sample_id", "caption"], occurrences, "name_key", per_key
     )
     if not found.num_rows:
         return []
