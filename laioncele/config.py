@@ -141,6 +141,13 @@ class NamesConfig(Section):
     # The other forms that count as a pair's occurrences (names_evidence.PAIR_FORMS): "Muller, Anna",
     # "Anna K. Muller", "#AnnaMuller". A person written 5 times in 5 forms is still a 5-sample pair.
     corpus_pair_forms: list[str] = Field(default_factory=lambda: ["inverted", "middle_initial", "hashtag"])
+    # A pair the corpus writes in at least not_person_min_samples samples (0: off) and in a person context in
+    # under not_person_max_person_share of them, or quoted in not_person_min_quoted_share of them, is no person
+    # (names_evidence.not_people): a brand, a product, a cultivar. It is dropped wherever NER or the second pass
+    # finds it, in any longer name too ("Ian Morris Eau de Parfum").
+    not_person_min_samples: int = Field(50, ge=0)
+    not_person_max_person_share: float = Field(0.02, ge=0, le=1)
+    not_person_min_quoted_share: float = Field(0.5, ge=0, le=1)
     # The second pass reads an initialled name ("A. Muller") as the one known full name it abbreviates
     # ("Anna Muller"), instead of a name of its own (names_evidence.initialled_aliases).
     merge_initialled: bool = True

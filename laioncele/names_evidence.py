@@ -85,6 +85,10 @@ OCCURRENCES = pa.schema(
         ("cased", pa.bool_()),  # the caption mixes cases, so its capitals say something
         ("capitalised", pa.bool_()),
         ("person_context", pa.bool_()),
+        (
+            "quoted",
+            pa.bool_(),
+        ),  # between quotes: "Rose 'Yvonne Young'" (a cultivar), not how people are written
     ]
 )
 
@@ -108,6 +112,7 @@ def _name_word(word: str) -> bool:
 # "#AnnaMuller"), as the second pass finds them (names.WRITTEN_FORMS).
 PAIR_FORMS = ("inverted", "middle_initial", "hashtag")
 _CAMEL = re.compile(r"([A-Z][a-z]+)([A-Z][a-z]+)")
+_QUOTES = frozenset("'\"‘“")
 
 
 def _capitalised_word(word: str) -> bool:
@@ -141,15 +146,16 @@ def _pairs(tokens: list[str], forms: frozenset[str]) -> Iterator[tuple[str, str,
             yield camel.group(1), camel.group(2), -1, n, False
 
 
-def pair_occurrences(table: pa.Table, forms: Iterable[str] = ()) -> pa.Table:
+def pair_occurrences(table: pa.Table, forms: Iterable[str] = (), names: Iterable[str] = ()) -> pa.Table:
     """Every name-shaped word pair of each caption (``sample_id``, ``caption``), with whether it is capitalised
     and in a person context (a person word right after it, a person title or "portrait of" right before,
     never after "by"): the transform ``plan_second_pass`` groups by ``name_key``. ``forms`` (some of
     ``PAIR_FORMS``): "Muller, Anna", "Anna K. Muller" and "#AnnaMuller" count as "Anna Muller" too (a hashtag
-    says nothing about capitals or context)."""
+    says nothing about capitals or context). ``names``: two-word keys counted even where a word of theirs is
+    no name word (the names NER found: "Yvonne Young", so ``not_people`` can judge them too)."""
     out: dict[str, list] = {name: [] for name in OCCURRENCES.names}
     blocked = default_blocklist()
-    forms = frozenset(forms)
+    forms, names = frozenset(forms), frozenset(names)
     for sid, caption in zip(
         table.column("sample_id").to_pylist(), table.column("caption").to_pylist(), strict=True
     ):
@@ -159,10 +165,14 @@ def pair_occurrences(table: pa.Table, forms: Iterable[str] = ()) -> pa.Table:
         seen = set()
         for first, second, at_before, at_after, counts in _pairs(tokens, forms):
             surname = second.removesuffix("'s")
-            if first.endswith("'s") or not (_name_word(first) and _name_word(surname)):
+            if first.endswith("'s") or not surname[:1].isalpha():
                 continue
             key = f"{fold(first)} {fold(surname)}"
-            if key in seen or key in blocked:
+            if (
+                key in seen
+                or key in blocked
+                or not (key in names or _name_word(first) and _name_word(surname))
+            ):
                 continue
             seen.add(key)
             before = fold(tokens[at_before]) if at_before >= 0 else ""
@@ -184,17 +194,27 @@ def pair_occurrences(table: pa.Table, forms: Iterable[str] = ()) -> pa.Table:
                 first[0].isupper() and _capitalised_word(second) and not first[1:].isupper()
             )
             out["person_context"].append(person)
+            out["quoted"].append(counts and before in _QUOTES and after in _QUOTES | {"’", "”"})
     return pa.table(out, schema=OCCURRENCES)
 
 
-def frequent_pairs(
-    occurrences: pa.Table, min_samples: int, min_person_share: float, min_capitalised_share: float
-) -> pa.Table:
-    """Per ``name_key`` (one group or several), the pairs the corpus shows as a name: in ``min_samples``
-    samples or more, in a person context in ``min_person_share`` of them (and at least twice), capitalised in
-    ``min_capitalised_share`` of the mixed-case captions that write them. Returns name_key, display (its most
-    frequent capitalised form), n_samples."""
-    keys, displays, counts = [], [], []
+PAIR_STATS = pa.schema(
+    [
+        ("name_key", pa.string()),
+        ("display", pa.string()),  # its most frequent capitalised form
+        ("n_samples", pa.int64()),
+        ("n_person", pa.int64()),  # samples that write it in a person context
+        ("n_cased", pa.int64()),  # samples whose caption mixes cases
+        ("n_capitalised", pa.int64()),  # of those, the ones that capitalise it
+        ("n_quoted", pa.int64()),
+    ]
+)
+
+
+def pair_stats(occurrences: pa.Table, min_samples: int) -> pa.Table:
+    """Per ``name_key`` (one group or several) in ``min_samples`` samples or more: how often the corpus writes
+    it in a person context, capitalised, quoted (``PAIR_STATS``)."""
+    out: dict[str, list] = {name: [] for name in PAIR_STATS.names}
     columns = {name: occurrences.column(name).to_pylist() for name in OCCURRENCES.names}
     groups: dict[str, list[int]] = {}
     for i, key in enumerate(columns["name_key"]):
@@ -203,22 +223,68 @@ def frequent_pairs(
         n = len({columns["sample_id"][i] for i in rows})
         if n < min_samples:
             continue
-        person = sum(columns["person_context"][i] for i in rows)
         cased = [i for i in rows if columns["cased"][i]]
-        capitalised = sum(columns["capitalised"][i] for i in cased)
-        if (
-            person < max(2, min_person_share * n)
-            or not cased
-            or capitalised < min_capitalised_share * len(cased)
-        ):
-            continue
         forms = Counter(columns["display"][i] for i in cased if columns["capitalised"][i]) or Counter(
             columns["display"][i] for i in rows
         )
-        keys.append(key)
-        displays.append(forms.most_common(1)[0][0])
-        counts.append(n)
-    return pa.table({"name_key": keys, "display": displays, "n_samples": pa.array(counts, pa.int64())})
+        out["name_key"].append(key)
+        out["display"].append(forms.most_common(1)[0][0])
+        out["n_samples"].append(n)
+        out["n_person"].append(sum(columns["person_context"][i] for i in rows))
+        out["n_cased"].append(len(cased))
+        out["n_capitalised"].append(sum(columns["capitalised"][i] for i in cased))
+        out["n_quoted"].append(sum(columns["quoted"][i] for i in rows))
+    return pa.table(out, schema=PAIR_STATS)
+
+
+def names_by_evidence(
+    stats: pa.Table, min_samples: int, min_person_share: float, min_capitalised_share: float
+) -> pa.Table:
+    """The pairs of ``pair_stats`` the corpus shows as a name: in ``min_samples`` samples or more, in a person
+    context in ``min_person_share`` of them (and at least twice), capitalised in ``min_capitalised_share`` of
+    the mixed-case captions that write them. Returns name_key, display, n_samples."""
+    rows = [
+        r
+        for r in stats.to_pylist()
+        if r["n_samples"] >= min_samples
+        and r["n_person"] >= max(2, min_person_share * r["n_samples"])
+        and r["n_cased"]
+        and r["n_capitalised"] >= min_capitalised_share * r["n_cased"]
+    ]
+    return pa.table(
+        {
+            "name_key": [r["name_key"] for r in rows],
+            "display": [r["display"] for r in rows],
+            "n_samples": pa.array([r["n_samples"] for r in rows], pa.int64()),
+        }
+    )
+
+
+def frequent_pairs(
+    occurrences: pa.Table, min_samples: int, min_person_share: float, min_capitalised_share: float
+) -> pa.Table:
+    """``names_by_evidence`` straight from occurrences (one group or several)."""
+    return names_by_evidence(
+        pair_stats(occurrences, min_samples), min_samples, min_person_share, min_capitalised_share
+    )
+
+
+def not_people(
+    stats: pa.Table, min_samples: int, max_person_share: float, min_quoted_share: float
+) -> dict[str, str]:
+    """Pairs the corpus shows often and never as a person -> why: in ``min_samples`` samples or more and in a
+    person context in under ``max_person_share`` of them ("Lauren Nguyen Women's Leather Handbag", "John
+    Armchair in Grey Velvet": a brand or a product written hundreds of times, never "attends" or "portrait
+    of"), or quoted in ``min_quoted_share`` of them ("Rose 'Yvonne Young'": a cultivar)."""
+    out = {}
+    for r in stats.to_pylist():
+        if r["n_samples"] < min_samples:
+            continue
+        if r["n_quoted"] >= min_quoted_share * r["n_samples"]:
+            out[r["name_key"]] = "quoted"
+        elif r["n_person"] < max_person_share * r["n_samples"]:
+            out[r["name_key"]] = "no_person_context"
+    return out
 
 
 def initialled_forms(keys: Iterable[str]) -> dict[str, str]:
