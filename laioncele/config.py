@@ -153,6 +153,9 @@ class NamesConfig(Section):
     merge_initialled: bool = True
     # ... and a known "first m last" ("Anna K. Muller") as the known "first last" (names_evidence.middle_initial_aliases).
     merge_middle_initial: bool = True
+    # A known initialled name that abbreviates two known full names ("J. Wright": John and Jane Wright) stands for
+    # no one identity: dropped (names_evidence.ambiguous_initialled).
+    drop_ambiguous_initialled: bool = True
     # The written forms of a known name the second pass finds besides the name itself (names.WRITTEN_FORMS):
     # "Muller, Anna", "#AnnaMuller", "Anna K. Muller", "A. Muller" (the one known name with that initial).
     second_pass_forms: list[str] = Field(

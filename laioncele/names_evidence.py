@@ -298,6 +298,18 @@ def initialled_forms(keys: Iterable[str]) -> dict[str, str]:
     return {short: next(iter(names)) for short, names in full.items() if len(names) == 1}
 
 
+def ambiguous_initialled(known_keys: Iterable[str]) -> frozenset[str]:
+    """The known initialled keys that abbreviate two or more known full names ("j wright": "john wright" and
+    "jane wright"): such a name stands for no one identity, so it is no candidate of its own."""
+    known = set(known_keys)
+    full: dict[str, set[str]] = {}
+    for key in known:
+        first, _, rest = key.partition(" ")
+        if len(first) > 1 and rest:
+            full.setdefault(f"{first[0]} {rest}", set()).add(key)
+    return frozenset(short for short, names in full.items() if len(names) > 1 and short in known)
+
+
 def initialled_aliases(known_keys: Iterable[str]) -> dict[str, str]:
     """Initialled key -> the one known full name it abbreviates ("a muller" -> "anna muller"), so "A. Muller"
     joins Anna Muller instead of becoming a name of its own (NER makes a known name of a frequent "a muller"

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 
 from laioncele.names import WRITTEN_FORMS, KnownNameMatcher
 from laioncele.names_evidence import (
+    ambiguous_initialled,
     frequent_pairs,
     middle_initial_aliases,
     not_people,
@@ -55,6 +56,11 @@ def test_matcher_finds_the_written_forms_of_known_names() -> None:
 def test_middle_initial_aliases_join_the_known_plain_name() -> None:
     known = ["anna k muller", "anna muller", "oba t salami", "j r smith", "george w bush"]
     assert middle_initial_aliases(known) == {"anna k muller": "anna muller"}
+
+
+def test_an_initialled_name_two_known_people_share_is_ambiguous() -> None:
+    known = ["john wright", "jane wright", "j wright", "anna muller", "a muller", "k smith"]
+    assert ambiguous_initialled(known) == {"j wright"}  # "a muller" is Anna's; no full Smith is known
 
 
 def _table(captions: list[str]) -> pa.Table:

@@ -23,6 +23,7 @@ from laioncele import name_index, schema
 from laioncele.config import Config
 from laioncele.names import KnownNameMatcher, NameExtractor, name_key, within
 from laioncele.names_evidence import (
+    ambiguous_initialled,
     initialled_aliases,
     middle_initial_aliases,
     names_by_evidence,
@@ -244,8 +245,11 @@ class SecondPassTask(UnitTask):
             **(initialled_aliases(keys) if self.config.names.merge_initialled else {}),
             **(middle_initial_aliases(keys) if self.config.names.merge_middle_initial else {}),
         }
+        self.ambiguous = (
+            ambiguous_initialled(keys) if self.config.names.drop_ambiguous_initialled else frozenset()
+        )
         self.matcher = KnownNameMatcher(
-            [k["display"] for k in known if k["name_key"] not in self.aliases],
+            [k["display"] for k in known if k["name_key"] not in self.aliases | self.ambiguous],
             forms=self.config.names.second_pass_forms,
         )
         # names the corpus evidence made known: NER never reads their captions, so their matches count as NER's
@@ -285,6 +289,10 @@ class SecondPassTask(UnitTask):
             if self.not_people and any(_holds(k, self.not_people) for k in keys):
                 drops["not_a_person"] += sum(_holds(k, self.not_people) for k in keys)
                 held = [(k, f) for k, f in zip(keys, forms, strict=True) if not _holds(k, self.not_people)]
+                keys, forms = [k for k, _ in held], [f for _, f in held]
+            if self.ambiguous and any(k in self.ambiguous for k in keys):  # "j wright": John or Jane?
+                drops["initialled_ambiguous"] += sum(k in self.ambiguous for k in keys)
+                held = [(k, f) for k, f in zip(keys, forms, strict=True) if k not in self.ambiguous]
                 keys, forms = [k for k, _ in held], [f for _, f in held]
             if self.aliases and any(k in self.aliases for k in keys):  # "a muller" -> "anna muller"
                 drops["alias_merged"] += sum(k in self.aliases for k in keys)
@@ -337,6 +345,7 @@ class SecondPassTask(UnitTask):
                 "second_pass_corpus",
                 "alias_merged",
                 "not_a_person",
+                "initialled_ambiguous",
             )
         }
         return self.write(
