@@ -249,7 +249,7 @@ class SecondPassTask(UnitTask):
             ambiguous_initialled(keys) if self.config.names.drop_ambiguous_initialled else frozenset()
         )
         self.matcher = KnownNameMatcher(
-            [k["display"] for k in known if k["name_key"] not in self.aliases | self.ambiguous],
+            [k["display"] for k in known if k["name_key"] not in self.aliases.keys() | self.ambiguous],
             forms=self.config.names.second_pass_forms,
         )
         # names the corpus evidence made known: NER never reads their captions, so their matches count as NER's
