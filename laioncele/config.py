@@ -135,12 +135,18 @@ class NamesConfig(Section):
     # of the mixed-case captions that write it, joins the known names whatever the given-name lists say. On the
     # known-truth bench (bench/names_identity_bench.py, docs/names_identity.md) it lifts identity recall for people
     # no list knows from 0 to 0.56 (5-19 mentions) and 1.0 (20+) at 100k rows, with no added false name.
-    corpus_pair_min_samples: int = Field(5, ge=0)
+    # 3, not 5: the candidates' floor (min_candidates, after the second pass has found every form) decides; the
+    # evidence only has to make the name known. 5 -> 3 lifts unlisted recall (5-19 mentions) 0.84 -> 0.91 at 100k
+    # rows, with one more background candidate and no false one (docs/names_identity.md).
+    corpus_pair_min_samples: int = Field(3, ge=0)
     corpus_pair_min_person_share: float = Field(0.2, ge=0, le=1)
     corpus_pair_min_capitalised_share: float = Field(0.8, ge=0, le=1)
     # The other forms that count as a pair's occurrences (names_evidence.PAIR_FORMS): "Muller, Anna",
     # "Anna K. Muller", "#AnnaMuller". A person written 5 times in 5 forms is still a 5-sample pair.
     corpus_pair_forms: list[str] = Field(default_factory=lambda: ["inverted", "middle_initial", "hashtag"])
+    # A pair in capitals inside a mixed-case caption ("MATUNDA SAYYID and Obi Okoro") counts neither for nor against
+    # its capitalised share (emphasis, not a lower-case phrase).
+    corpus_pair_upper_neutral: bool = True
     # A pair the corpus writes in at least not_person_min_samples samples (0: off) and in a person context in
     # under not_person_max_person_share of them, or quoted in not_person_min_quoted_share of them, is no person
     # (names_evidence.not_people): a brand, a product, a cultivar. It is dropped wherever NER or the second pass

@@ -146,13 +146,17 @@ def _pairs(tokens: list[str], forms: frozenset[str]) -> Iterator[tuple[str, str,
             yield camel.group(1), camel.group(2), -1, n, False
 
 
-def pair_occurrences(table: pa.Table, forms: Iterable[str] = (), names: Iterable[str] = ()) -> pa.Table:
+def pair_occurrences(
+    table: pa.Table, forms: Iterable[str] = (), names: Iterable[str] = (), upper_neutral: bool = False
+) -> pa.Table:
     """Every name-shaped word pair of each caption (``sample_id``, ``caption``), with whether it is capitalised
     and in a person context (a person word right after it, a person title or "portrait of" right before,
     never after "by"): the transform ``plan_second_pass`` groups by ``name_key``. ``forms`` (some of
     ``PAIR_FORMS``): "Muller, Anna", "Anna K. Muller" and "#AnnaMuller" count as "Anna Muller" too (a hashtag
     says nothing about capitals or context). ``names``: two-word keys counted even where a word of theirs is
-    no name word (the names NER found: "Yvonne Young", so ``not_people`` can judge them too)."""
+    no name word (the names NER found: "Yvonne Young", so ``not_people`` can judge them too).
+    ``upper_neutral``: a pair in capitals inside a mixed-case caption ("MATUNDA SAYYID and Obi Okoro in Paris")
+    says nothing about its capitals either (emphasis, not a lower-case phrase)."""
     out: dict[str, list] = {name: [] for name in OCCURRENCES.names}
     blocked = default_blocklist()
     forms, names = frozenset(forms), frozenset(names)
@@ -189,7 +193,8 @@ def pair_occurrences(table: pa.Table, forms: Iterable[str] = (), names: Iterable
             out["name_key"].append(key)
             out["sample_id"].append(sid)
             out["display"].append(f"{first} {surname}")
-            out["cased"].append(cased and counts)
+            shouted = upper_neutral and first.isupper() and second.isupper()
+            out["cased"].append(cased and counts and not shouted)
             out["capitalised"].append(
                 first[0].isupper() and _capitalised_word(second) and not first[1:].isupper()
             )

@@ -148,6 +148,7 @@ def _corpus_pairs(
     occurrences = partial(
         pair_occurrences,
         forms=tuple(names.corpus_pair_forms),
+        upper_neutral=names.corpus_pair_upper_neutral,
         names=tuple(sorted(k for k in found if k.count(" ") == 1)) if names.not_person_min_samples else (),
     )
     stats = group_apply(
