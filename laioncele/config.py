@@ -137,12 +137,38 @@ class NamesConfig(Section):
     # of the mixed-case captions that write it, joins the known names whatever the given-name lists say. On the
     # known-truth bench (bench/names_identity_bench.py, docs/names_identity.md) it lifts identity recall for people
     # no list knows from 0 to 0.56 (5-19 mentions) and 1.0 (20+) at 100k rows, with no added false name.
-    corpus_pair_min_samples: int = Field(5, ge=0)
+    # 3, not 5: the candidates' floor (min_candidates, after the second pass has found every form) decides; the
+    # evidence only has to make the name known. 5 -> 3 lifts unlisted recall (5-19 mentions) 0.84 -> 0.91 at 100k
+    # rows, with one more background candidate and no false one (docs/names_identity.md).
+    corpus_pair_min_samples: int = Field(3, ge=0)
     corpus_pair_min_person_share: float = Field(0.2, ge=0, le=1)
     corpus_pair_min_capitalised_share: float = Field(0.8, ge=0, le=1)
+    # The other forms that count as a pair's occurrences (names_evidence.PAIR_FORMS): "Muller, Anna",
+    # "Anna K. Muller", "#AnnaMuller". A person written 5 times in 5 forms is still a 5-sample pair.
+    corpus_pair_forms: list[str] = Field(default_factory=lambda: ["inverted", "middle_initial", "hashtag"])
+    # A pair in capitals inside a mixed-case caption ("MATUNDA SAYYID and Obi Okoro") counts neither for nor against
+    # its capitalised share (emphasis, not a lower-case phrase).
+    corpus_pair_upper_neutral: bool = True
+    # A pair the corpus writes in at least not_person_min_samples samples (0: off) and in a person context in
+    # under not_person_max_person_share of them, or quoted in not_person_min_quoted_share of them, is no person
+    # (names_evidence.not_people): a brand, a product, a cultivar. It is dropped wherever NER or the second pass
+    # finds it, in any longer name too ("Ian Morris Eau de Parfum").
+    not_person_min_samples: int = Field(50, ge=0)
+    not_person_max_person_share: float = Field(0.02, ge=0, le=1)
+    not_person_min_quoted_share: float = Field(0.5, ge=0, le=1)
     # The second pass reads an initialled name ("A. Muller") as the one known full name it abbreviates
     # ("Anna Muller"), instead of a name of its own (names_evidence.initialled_aliases).
     merge_initialled: bool = True
+    # ... and a known "first m last" ("Anna K. Muller") as the known "first last" (names_evidence.middle_initial_aliases).
+    merge_middle_initial: bool = True
+    # A known initialled name that abbreviates two known full names ("J. Wright": John and Jane Wright) stands for
+    # no one identity: dropped (names_evidence.ambiguous_initialled).
+    drop_ambiguous_initialled: bool = True
+    # The written forms of a known name the second pass finds besides the name itself (names.WRITTEN_FORMS):
+    # "Muller, Anna", "#AnnaMuller", "Anna K. Muller", "A. Muller" (the one known name with that initial).
+    second_pass_forms: list[str] = Field(
+        default_factory=lambda: ["inverted", "hashtag", "middle_initial", "initialled"]
+    )
     # A known name NER named itself in under this share of the samples that mention it keeps only those samples
     # (the candidates stage): the second pass would otherwise give a phrase NER took for a name a few times
     # ("Teddy Bear", "Olive Green") every caption that contains it. A person's lower-case mentions stay: NER

@@ -30,6 +30,7 @@ from laioncele.names_confidence import (
     default_scorer,
     feature_values,
 )
+from laioncele.names_evidence import initialled_forms
 from laioncele.names_lexicon import (
     NON_GIVEN_PARTICLES,
     PARTICLES,
@@ -522,20 +523,47 @@ def _plain_key(display: str) -> str | None:
     return key
 
 
-class KnownNameMatcher:
-    """Finds known names anywhere in a caption, any case, on word boundaries (Aho-Corasick, one pass)."""
+# The written forms of a known name the second pass can find beyond the name itself ("Anna Muller"):
+# "Muller, Anna", "#AnnaMuller", "Anna K. Muller", "A. Muller" (issue 25: each mention counts at >= 5 samples).
+WRITTEN_FORMS = ("inverted", "hashtag", "middle_initial", "initialled")
+_W = r"[^\W\d_]+(?:['-][^\W\d_]+)*"  # one word of a name, hyphens and apostrophes inside
+_INVERTED = re.compile(rf"(?<![\w'-])(?=({_W}), ({_W})(?![\w'-]))")
+_MIDDLE = re.compile(rf"(?<![\w'-])(?=({_W}) ([^\W\d_])(\.?) ({_W})(?![\w'-]))")
+_INITIALLED = re.compile(rf"(?<![\w'.-])(?=([^\W\d_])\. ?({_W})(?![\w'-]))")
+_HASHTAG = re.compile(r"#([^\W_]+)")
+_WORD_BEFORE = re.compile(r"([^\W\d_]+) $")
+_INITIAL_BEFORE = re.compile(r"(?:^|[\s.])[^\W\d_]\. ?$")
+_CAPITAL_AFTER = re.compile(r" [^\W\d_]")
 
-    def __init__(self, known_names: Iterable[str]) -> None:
+
+class KnownNameMatcher:
+    """Finds known names anywhere in a caption, any case, on word boundaries (Aho-Corasick, one pass).
+
+    ``forms`` (some of ``WRITTEN_FORMS``): the other ways captions write a known two-word name that are found
+    too, each as the known name: "Muller, Anna" (not inside a list of "First Last" names), "#AnnaMuller" (the
+    whole hashtag), "Anna K. Muller" (a capital or dotted middle initial) and "A. Muller" (a capital, dotted
+    initial that abbreviates exactly one known name; not after another initial or a name word)."""
+
+    def __init__(self, known_names: Iterable[str], forms: Iterable[str] = ()) -> None:
         import ahocorasick  # noqa: PLC0415
 
         self.automaton = ahocorasick.Automaton()
-        keys = set()
+        keys: dict[str, str] = {}
         for name in known_names:
             key = _plain_key(name) if isinstance(name, str) else None
             if key and " " in key:
-                self.automaton.add_word(key, (key, display_form(name_tokens(name))))
-                keys.add(key)
+                display = display_form(name_tokens(name))
+                self.automaton.add_word(key, (key, display))
+                keys.setdefault(key, display)
         self.keys = frozenset(keys)  # the canonical keys it matches
+        self.forms = frozenset(forms)
+        unknown = self.forms - set(WRITTEN_FORMS)
+        if unknown:
+            raise ValueError(f"unknown written forms: {sorted(unknown)}")
+        self.display = keys
+        two_word = [k for k in keys if k.count(" ") == 1]
+        self.hashtags = _unambiguous((k.replace(" ", "").replace("-", "").replace("'", ""), k) for k in keys)
+        self.initialled = initialled_forms(k for k in two_word)
         self.credited = 0  # matches dropped as photo credits
         self.trademarked = 0  # matches dropped as registered brands ("Frank Lloyd Wright® Desk Globe")
         if keys:
@@ -557,8 +585,10 @@ class KnownNameMatcher:
         # positions carry over where folding kept the length (always for ASCII captions).
         credits: list[tuple[int, int]] | None = None
         hits: list[tuple[int, int, str]] = []
-        for end, (key, display) in self.automaton.iter(text):
-            start = end - len(key) + 1
+        candidates = [(end - len(key) + 1, end, display) for end, (key, display) in self.automaton.iter(text)]
+        if self.forms:
+            candidates += self._form_hits(text, cased if same_length else None)
+        for start, end, display in candidates:
             before = text[start - 1] if start > 0 else " "
             after = text[end + 1] if end + 1 < len(text) else " "
             dash = before == "-" and (start < 2 or text[start - 2] == " ")  # "cheap -Marilyn Monroe Pattern"
@@ -582,8 +612,58 @@ class KnownNameMatcher:
                 last_end = end
         return found
 
+    def _form_hits(self, text: str, cased: str | None) -> list[tuple[int, int, str]]:
+        """(start, inclusive end, display) of the known names ``text`` (folded) writes in one of ``forms``;
+        ``cased``: the caption before folding, when its positions match (capitals are read from it)."""
+        mixed = cased is not None and cased.lower() != cased and cased.upper() != cased
+        out = []
+        if "inverted" in self.forms and "," in text:
+            for m in _INVERTED.finditer(text):
+                key = f"{m.group(2)} {m.group(1)}"
+                if key in self.keys and not (mixed and _in_name_list(cased, m.start(1), m.end(2))):
+                    out.append((m.start(1), m.end(2) - 1, self.display[key]))
+        if "hashtag" in self.forms and "#" in text:
+            for m in _HASHTAG.finditer(text):
+                if (key := self.hashtags.get(m.group(1))) is not None:
+                    out.append((m.start(1), m.end(1) - 1, self.display[key]))
+        if "middle_initial" in self.forms:
+            for m in _MIDDLE.finditer(text):
+                key = f"{m.group(1)} {m.group(4)}"
+                capital = cased is not None and cased[m.start(2)].isupper()
+                if key in self.keys and (m.group(3) or (mixed and capital)):
+                    out.append((m.start(1), m.end(4) - 1, self.display[key]))
+        if "initialled" in self.forms and "." in text:
+            for m in _INITIALLED.finditer(text):
+                key = self.initialled.get(f"{m.group(1)} {m.group(2)}")
+                if key is None or _INITIAL_BEFORE.search(text, 0, m.start(1)):
+                    continue  # "J. R. Smith": one initial of several says nothing
+                if mixed and not cased[m.start(1)].isupper():
+                    continue
+                word = _WORD_BEFORE.search(cased, 0, m.start(1)) if cased is not None else None
+                if word and word.group(1)[0].isupper() and not is_common_noun(word.group(1)):
+                    continue  # "Anna K. Muller": a middle initial, not "K. Muller"
+                out.append((m.start(1), m.end(2) - 1, self.display[key]))
+        return out
+
     def match(self, captions: Iterable[Any]) -> list[list[str]]:
         return [self(c) for c in captions]
+
+
+def _in_name_list(cased: str, start: int, end: int) -> bool:
+    """Whether "Salami, Oba" at ``cased[start:end]`` is the seam of a "First Last, First Last" list: a capitalised
+    word right before it or right after it."""
+    word = _WORD_BEFORE.search(cased, 0, start)
+    return bool(word and word.group(1)[0].isupper()) or bool(
+        (after := _CAPITAL_AFTER.match(cased, end)) and after.group()[1].isupper()
+    )
+
+
+def _unambiguous(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """form -> key for the forms only one key takes."""
+    seen: dict[str, set[str]] = {}
+    for form, key in pairs:
+        seen.setdefault(form, set()).add(key)
+    return {form: next(iter(keys)) for form, keys in seen.items() if len(keys) == 1}
 
 
 def match_known_names(captions: Iterable[Any], known_names: Iterable[str]) -> list[list[str]]:

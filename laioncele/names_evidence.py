@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
 
@@ -85,6 +85,10 @@ OCCURRENCES = pa.schema(
         ("cased", pa.bool_()),  # the caption mixes cases, so its capitals say something
         ("capitalised", pa.bool_()),
         ("person_context", pa.bool_()),
+        (
+            "quoted",
+            pa.bool_(),
+        ),  # between quotes: "Rose 'Yvonne Young'" (a cultivar), not how people are written
     ]
 )
 
@@ -104,12 +108,58 @@ def _name_word(word: str) -> bool:
     )
 
 
-def pair_occurrences(table: pa.Table) -> pa.Table:
+# The other ways captions write a pair that count as its occurrences ("Muller, Anna", "Anna K. Muller",
+# "#AnnaMuller"), as the second pass finds them (names.WRITTEN_FORMS).
+PAIR_FORMS = ("inverted", "middle_initial", "hashtag")
+_CAMEL = re.compile(r"([A-Z][a-z]+)([A-Z][a-z]+)")
+_QUOTES = frozenset("'\"‘“")
+
+
+def _capitalised_word(word: str) -> bool:
+    """Capital first letter, or a capital after a lower-case particle ("auch-Schlauchin", "al-Assad")."""
+    return word[:1].isupper() or any(part[:1].isupper() for part in word.split("-")[1:])
+
+
+def _is_word(token: str) -> bool:
+    return token[:1].isalpha()
+
+
+def _pairs(tokens: list[str], forms: frozenset[str]) -> Iterator[tuple[str, str, int, int, bool]]:
+    """(given, surname as written, index before, index after, whether its capitals count) of each pair the
+    tokens write: side by side, and in ``forms``."""
+    n = len(tokens)
+    for i in range(n - 1):
+        if _is_word(tokens[i]):
+            yield tokens[i], tokens[i + 1], i - 1, i + 2, True
+            nxt = tokens[i + 1]
+            if "middle_initial" in forms and len(nxt) == 1 and nxt.isupper() and i + 2 < n:
+                j = i + 3 if tokens[i + 2] == "." else i + 2
+                if j < n and _is_word(tokens[j]):
+                    yield tokens[i], tokens[j], i - 1, j + 1, True
+            if "inverted" in forms and nxt == "," and i + 2 < n and _is_word(tokens[i + 2]):
+                # not the seam of a "First Last, First Last" list: no capitalised word before or after
+                capital_before = i > 0 and _is_word(tokens[i - 1]) and tokens[i - 1][0].isupper()
+                capital_after = i + 3 < n and _is_word(tokens[i + 3]) and tokens[i + 3][0].isupper()
+                if not (capital_before or capital_after or tokens[i + 2].endswith("'s")):
+                    yield tokens[i + 2], tokens[i], i - 1, i + 3, True
+        elif tokens[i] == "#" and "hashtag" in forms and (camel := _CAMEL.fullmatch(tokens[i + 1])):
+            yield camel.group(1), camel.group(2), -1, n, False
+
+
+def pair_occurrences(
+    table: pa.Table, forms: Iterable[str] = (), names: Iterable[str] = (), upper_neutral: bool = False
+) -> pa.Table:
     """Every name-shaped word pair of each caption (``sample_id``, ``caption``), with whether it is capitalised
     and in a person context (a person word right after it, a person title or "portrait of" right before,
-    never after "by"): the transform ``plan_second_pass`` groups by ``name_key``."""
+    never after "by"): the transform ``plan_second_pass`` groups by ``name_key``. ``forms`` (some of
+    ``PAIR_FORMS``): "Muller, Anna", "Anna K. Muller" and "#AnnaMuller" count as "Anna Muller" too (a hashtag
+    says nothing about capitals or context). ``names``: two-word keys counted even where a word of theirs is
+    no name word (the names NER found: "Yvonne Young", so ``not_people`` can judge them too).
+    ``upper_neutral``: a pair in capitals inside a mixed-case caption ("MATUNDA SAYYID and Obi Okoro in Paris")
+    says nothing about its capitals either (emphasis, not a lower-case phrase)."""
     out: dict[str, list] = {name: [] for name in OCCURRENCES.names}
     blocked = default_blocklist()
+    forms, names = frozenset(forms), frozenset(names)
     for sid, caption in zip(
         table.column("sample_id").to_pylist(), table.column("caption").to_pylist(), strict=True
     ):
@@ -117,40 +167,59 @@ def pair_occurrences(table: pa.Table) -> pa.Table:
         tokens = _TOKEN.findall(text)
         cased = text.lower() != text and text.upper() != text
         seen = set()
-        for i in range(len(tokens) - 1):
-            first, second = tokens[i], tokens[i + 1]
+        for first, second, at_before, at_after, counts in _pairs(tokens, forms):
             surname = second.removesuffix("'s")
-            if first.endswith("'s") or not (_name_word(first) and _name_word(surname)):
+            if first.endswith("'s") or not surname[:1].isalpha():
                 continue
             key = f"{fold(first)} {fold(surname)}"
-            if key in seen or key in blocked:
+            if (
+                key in seen
+                or key in blocked
+                or not (key in names or _name_word(first) and _name_word(surname))
+            ):
                 continue
             seen.add(key)
-            before = fold(tokens[i - 1]) if i > 0 else ""
-            after = fold(tokens[i + 2]) if i + 2 < len(tokens) else ""
-            person = before not in _CREDIT_BEFORE and (
-                surname != second
-                or after in PERSON_AFTER
-                or before in PERSON_BEFORE
-                or (before == "of" and i > 1 and fold(tokens[i - 2]) in _OF_PERSON)
+            before = fold(tokens[at_before]) if at_before >= 0 else ""
+            after = fold(tokens[at_after]) if at_after < len(tokens) else ""
+            person = counts and (
+                before not in _CREDIT_BEFORE
+                and (
+                    surname != second
+                    or after in PERSON_AFTER
+                    or before in PERSON_BEFORE
+                    or (before == "of" and at_before > 0 and fold(tokens[at_before - 1]) in _OF_PERSON)
+                )
             )
             out["name_key"].append(key)
             out["sample_id"].append(sid)
             out["display"].append(f"{first} {surname}")
-            out["cased"].append(cased)
-            out["capitalised"].append(first[0].isupper() and second[0].isupper() and not first[1:].isupper())
+            shouted = upper_neutral and first.isupper() and second.isupper()
+            out["cased"].append(cased and counts and not shouted)
+            out["capitalised"].append(
+                first[0].isupper() and _capitalised_word(second) and not first[1:].isupper()
+            )
             out["person_context"].append(person)
+            out["quoted"].append(counts and before in _QUOTES and after in _QUOTES | {"’", "”"})
     return pa.table(out, schema=OCCURRENCES)
 
 
-def frequent_pairs(
-    occurrences: pa.Table, min_samples: int, min_person_share: float, min_capitalised_share: float
-) -> pa.Table:
-    """Per ``name_key`` (one group or several), the pairs the corpus shows as a name: in ``min_samples``
-    samples or more, in a person context in ``min_person_share`` of them (and at least twice), capitalised in
-    ``min_capitalised_share`` of the mixed-case captions that write them. Returns name_key, display (its most
-    frequent capitalised form), n_samples."""
-    keys, displays, counts = [], [], []
+PAIR_STATS = pa.schema(
+    [
+        ("name_key", pa.string()),
+        ("display", pa.string()),  # its most frequent capitalised form
+        ("n_samples", pa.int64()),
+        ("n_person", pa.int64()),  # samples that write it in a person context
+        ("n_cased", pa.int64()),  # samples whose caption mixes cases
+        ("n_capitalised", pa.int64()),  # of those, the ones that capitalise it
+        ("n_quoted", pa.int64()),
+    ]
+)
+
+
+def pair_stats(occurrences: pa.Table, min_samples: int) -> pa.Table:
+    """Per ``name_key`` (one group or several) in ``min_samples`` samples or more: how often the corpus writes
+    it in a person context, capitalised, quoted (``PAIR_STATS``)."""
+    out: dict[str, list] = {name: [] for name in PAIR_STATS.names}
     columns = {name: occurrences.column(name).to_pylist() for name in OCCURRENCES.names}
     groups: dict[str, list[int]] = {}
     for i, key in enumerate(columns["name_key"]):
@@ -159,22 +228,91 @@ def frequent_pairs(
         n = len({columns["sample_id"][i] for i in rows})
         if n < min_samples:
             continue
-        person = sum(columns["person_context"][i] for i in rows)
         cased = [i for i in rows if columns["cased"][i]]
-        capitalised = sum(columns["capitalised"][i] for i in cased)
-        if (
-            person < max(2, min_person_share * n)
-            or not cased
-            or capitalised < min_capitalised_share * len(cased)
-        ):
-            continue
         forms = Counter(columns["display"][i] for i in cased if columns["capitalised"][i]) or Counter(
             columns["display"][i] for i in rows
         )
-        keys.append(key)
-        displays.append(forms.most_common(1)[0][0])
-        counts.append(n)
-    return pa.table({"name_key": keys, "display": displays, "n_samples": pa.array(counts, pa.int64())})
+        out["name_key"].append(key)
+        out["display"].append(forms.most_common(1)[0][0])
+        out["n_samples"].append(n)
+        out["n_person"].append(sum(columns["person_context"][i] for i in rows))
+        out["n_cased"].append(len(cased))
+        out["n_capitalised"].append(sum(columns["capitalised"][i] for i in cased))
+        out["n_quoted"].append(sum(columns["quoted"][i] for i in rows))
+    return pa.table(out, schema=PAIR_STATS)
+
+
+def names_by_evidence(
+    stats: pa.Table, min_samples: int, min_person_share: float, min_capitalised_share: float
+) -> pa.Table:
+    """The pairs of ``pair_stats`` the corpus shows as a name: in ``min_samples`` samples or more, in a person
+    context in ``min_person_share`` of them (and at least twice), capitalised in ``min_capitalised_share`` of
+    the mixed-case captions that write them. Returns name_key, display, n_samples."""
+    rows = [
+        r
+        for r in stats.to_pylist()
+        if r["n_samples"] >= min_samples
+        and r["n_person"] >= max(2, min_person_share * r["n_samples"])
+        and r["n_cased"]
+        and r["n_capitalised"] >= min_capitalised_share * r["n_cased"]
+    ]
+    return pa.table(
+        {
+            "name_key": [r["name_key"] for r in rows],
+            "display": [r["display"] for r in rows],
+            "n_samples": pa.array([r["n_samples"] for r in rows], pa.int64()),
+        }
+    )
+
+
+def frequent_pairs(
+    occurrences: pa.Table, min_samples: int, min_person_share: float, min_capitalised_share: float
+) -> pa.Table:
+    """``names_by_evidence`` straight from occurrences (one group or several)."""
+    return names_by_evidence(
+        pair_stats(occurrences, min_samples), min_samples, min_person_share, min_capitalised_share
+    )
+
+
+def not_people(
+    stats: pa.Table, min_samples: int, max_person_share: float, min_quoted_share: float
+) -> dict[str, str]:
+    """Pairs the corpus shows often and never as a person -> why: in ``min_samples`` samples or more and in a
+    person context in under ``max_person_share`` of them ("Lauren Nguyen Women's Leather Handbag", "John
+    Armchair in Grey Velvet": a brand or a product written hundreds of times, never "attends" or "portrait
+    of"), or quoted in ``min_quoted_share`` of them ("Rose 'Yvonne Young'": a cultivar)."""
+    out = {}
+    for r in stats.to_pylist():
+        if r["n_samples"] < min_samples:
+            continue
+        if r["n_quoted"] >= min_quoted_share * r["n_samples"]:
+            out[r["name_key"]] = "quoted"
+        elif r["n_person"] < max_person_share * r["n_samples"]:
+            out[r["name_key"]] = "no_person_context"
+    return out
+
+
+def initialled_forms(keys: Iterable[str]) -> dict[str, str]:
+    """Initialled key -> the one name of ``keys`` it abbreviates ("a muller" -> "anna muller"); a form two of
+    them share ("j smith": "john smith", "jane smith") is left out."""
+    full: dict[str, set[str]] = {}
+    for key in keys:
+        first, _, rest = key.partition(" ")
+        if len(first) > 1 and rest:
+            full.setdefault(f"{first[0]} {rest}", set()).add(key)
+    return {short: next(iter(names)) for short, names in full.items() if len(names) == 1}
+
+
+def ambiguous_initialled(known_keys: Iterable[str]) -> frozenset[str]:
+    """The known initialled keys that abbreviate two or more known full names ("j wright": "john wright" and
+    "jane wright"): such a name stands for no one identity, so it is no candidate of its own."""
+    known = set(known_keys)
+    full: dict[str, set[str]] = {}
+    for key in known:
+        first, _, rest = key.partition(" ")
+        if len(first) > 1 and rest:
+            full.setdefault(f"{first[0]} {rest}", set()).add(key)
+    return frozenset(short for short, names in full.items() if len(names) > 1 and short in known)
 
 
 def initialled_aliases(known_keys: Iterable[str]) -> dict[str, str]:
@@ -183,9 +321,17 @@ def initialled_aliases(known_keys: Iterable[str]) -> dict[str, str]:
     too). One that could stand for two known names ("j smith": "john smith", "jane smith") is left alone; one
     that is a person's own name ("R. Kelly") joins a known "Robert Kelly" if there is one."""
     known = set(known_keys)
-    full: dict[str, set[str]] = {}
+    return {short: key for short, key in initialled_forms(known).items() if short in known}
+
+
+def middle_initial_aliases(known_keys: Iterable[str]) -> dict[str, str]:
+    """Known "first m last" key -> the known "first last" ("anna k muller" -> "anna muller"), so a person's
+    middle-initial mentions count towards one name: alone, a form written in 5% of mentions rarely reaches the
+    candidates' floor. The price: "George W. Bush" joins a known "George Bush"."""
+    known = set(known_keys)
+    out = {}
     for key in known:
-        first, _, rest = key.partition(" ")
-        if len(first) > 1 and rest:
-            full.setdefault(f"{first[0]} {rest}", set()).add(key)
-    return {short: next(iter(keys)) for short, keys in full.items() if len(keys) == 1 and short in known}
+        words = key.split(" ")
+        if len(words) == 3 and len(words[1]) == 1 and (plain := f"{words[0]} {words[2]}") in known:
+            out[key] = plain
+    return out

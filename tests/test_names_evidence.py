@@ -42,7 +42,7 @@ def test_pair_occurrences_mark_capitals_and_person_contexts() -> None:
     occ = {(r["sample_id"], r["name_key"]): r for r in pair_occurrences(_table(CAPTIONS)).to_pylist()}
     assert occ[("s0", "kazuvi renbeley")] | {} == {
         "name_key": "kazuvi renbeley", "sample_id": "s0", "display": "Kazuvi Renbeley",
-        "cased": True, "capitalised": True, "person_context": True,
+        "cased": True, "capitalised": True, "person_context": True, "quoted": False,
     }  # fmt: skip
     assert occ[("s4", "kazuvi renbeley")]["cased"] is False
     assert occ[("s5", "kazuvi renbeley")]["person_context"]  # "... SIGNED"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,15 @@ import pyarrow as pa
 from laioncele import name_index, schema
 from laioncele.config import Config
 from laioncele.names import KnownNameMatcher, NameExtractor, name_key, within
-from laioncele.names_evidence import frequent_pairs, initialled_aliases, pair_occurrences
+from laioncele.names_evidence import (
+    ambiguous_initialled,
+    initialled_aliases,
+    middle_initial_aliases,
+    names_by_evidence,
+    not_people,
+    pair_occurrences,
+    pair_stats,
+)
 from laioncele.shards import (
     UnitRecord,
     atomic_write_json,
@@ -36,6 +45,9 @@ from pipelines.runner import UnitTask, stage_dir
 from pipelines.stage import Resources, Stage, Unit, units_per_shard
 
 KNOWN_NAMES_FILE = "known_names.json"
+NOT_PEOPLE_FILE = (
+    "not_people.json"  # pair key -> why the corpus shows it as no person (names_evidence.not_people)
+)
 KEPT_PAIRS_FILE = "kept_pairs.ipc"  # not *.arrow: finalize_stage owns those
 
 
@@ -122,26 +134,61 @@ def _gated_mentions(ner_rows: pa.Table) -> pa.Table:
     )
 
 
-def _corpus_evidence_names(config: Config) -> list[tuple[str, str, int]]:
-    """(key, display, samples) of the pairs the whole corpus shows as names (``names_evidence``), read from the
-    ingest captions; none when ``names.corpus_pair_min_samples`` is 0."""
+def _corpus_pairs(
+    config: Config, found: Iterable[str] = ()
+) -> tuple[list[tuple[str, str, int]], dict[str, str]]:
+    """What the ingest captions show of every name-shaped pair (``names_evidence``): (key, display, samples)
+    of the pairs they show as names (none when ``names.corpus_pair_min_samples`` is 0), and the pairs they
+    show often and never as a person, with why (none when ``names.not_person_min_samples`` is 0); ``found``:
+    the two-word keys NER found, judged as pairs too."""
     names = config.names
-    if names.corpus_pair_min_samples == 0:
-        return []
-    per_key = partial(
-        frequent_pairs,
-        min_samples=names.corpus_pair_min_samples,
-        min_person_share=names.corpus_pair_min_person_share,
-        min_capitalised_share=names.corpus_pair_min_capitalised_share,
+    floors = [n for n in (names.corpus_pair_min_samples, names.not_person_min_samples) if n]
+    if not floors:
+        return [], {}
+    occurrences = partial(
+        pair_occurrences,
+        forms=tuple(names.corpus_pair_forms),
+        upper_neutral=names.corpus_pair_upper_neutral,
+        names=tuple(sorted(k for k in found if k.count(" ") == 1)) if names.not_person_min_samples else (),
     )
-    found = group_apply(
-        config, stage_dir(config, "ingest"), ["sample_id", "caption"], pair_occurrences, "name_key", per_key
+    stats = group_apply(
+        config,
+        stage_dir(config, "ingest"),
+        ["sample_id", "caption"],
+        occurrences,
+        "name_key",
+        partial(pair_stats, min_samples=min(floors)),
     )
-    if not found.num_rows:
-        return []
-    return list(
-        zip(*(found.column(c).to_pylist() for c in ("name_key", "display", "n_samples")), strict=True)
+    if not stats.num_rows:
+        return [], {}
+    found: list[tuple[str, str, int]] = []
+    if names.corpus_pair_min_samples:
+        table = names_by_evidence(
+            stats,
+            names.corpus_pair_min_samples,
+            names.corpus_pair_min_person_share,
+            names.corpus_pair_min_capitalised_share,
+        )
+        found = list(
+            zip(*(table.column(c).to_pylist() for c in ("name_key", "display", "n_samples")), strict=True)
+        )
+    rejected = (
+        not_people(
+            stats,
+            names.not_person_min_samples,
+            names.not_person_max_person_share,
+            names.not_person_min_quoted_share,
+        )
+        if names.not_person_min_samples
+        else {}
     )
+    return found, rejected
+
+
+def _holds(key: str, pairs: dict[str, str]) -> bool:
+    """Whether a name key is one of ``pairs`` or holds one as two of its words ("ian morris eau")."""
+    words = key.split(" ")
+    return key in pairs or any(" ".join(words[i : i + 2]) in pairs for i in range(len(words) - 1))
 
 
 def plan_second_pass(config: Config, upstream_dir: Path | None) -> list[Unit]:
@@ -173,13 +220,16 @@ def plan_second_pass(config: Config, upstream_dir: Path | None) -> list[Unit]:
         ):
             if n >= min_count and key not in known:
                 known[key] = {"name_key": key, "display": display, "n_samples": n, "gated": gated}
-    for key, display, n in _corpus_evidence_names(config):
+    evidence, rejected = _corpus_pairs(config, known)
+    for key, display, n in evidence:
         known.setdefault(
             key, {"name_key": key, "display": display, "n_samples": n, "gated": True, "corpus": True}
         )
     out = stage_dir(config, "names")
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / KNOWN_NAMES_FILE, list(known.values()))
+    # a name the corpus shows as no person is no known name, whoever found it
+    atomic_write_json(out / KNOWN_NAMES_FILE, [k for n, k in known.items() if not _holds(n, rejected)])
+    atomic_write_json(out / NOT_PEOPLE_FILE, rejected)
     return units_per_shard(upstream_dir)
 
 
@@ -189,12 +239,24 @@ class SecondPassTask(UnitTask):
     def __init__(self, config: dict[str, Any], out_dir: str, config_hash: str) -> None:
         super().__init__(config, out_dir, config_hash)
         known = json.loads((self.out_dir / KNOWN_NAMES_FILE).read_text())
-        self.initialled = (
-            initialled_aliases(k["name_key"] for k in known) if self.config.names.merge_initialled else {}
+        keys = [k["name_key"] for k in known]
+        # another known key's variant -> that key: "a muller" (merge_initialled) and "anna k muller"
+        # (merge_middle_initial) -> "anna muller"
+        self.aliases = {
+            **(initialled_aliases(keys) if self.config.names.merge_initialled else {}),
+            **(middle_initial_aliases(keys) if self.config.names.merge_middle_initial else {}),
+        }
+        self.ambiguous = (
+            ambiguous_initialled(keys) if self.config.names.drop_ambiguous_initialled else frozenset()
         )
-        self.matcher = KnownNameMatcher([k["display"] for k in known if k["name_key"] not in self.initialled])
+        self.matcher = KnownNameMatcher(
+            [k["display"] for k in known if k["name_key"] not in self.aliases.keys() | self.ambiguous],
+            forms=self.config.names.second_pass_forms,
+        )
         # names the corpus evidence made known: NER never reads their captions, so their matches count as NER's
         self.corpus_names = frozenset(k["name_key"] for k in known if k.get("corpus"))
+        not_people_file = self.out_dir / NOT_PEOPLE_FILE
+        self.not_people = json.loads(not_people_file.read_text()) if not_people_file.is_file() else {}
         self.ingest_dir = stage_dir(self.config, "ingest")
         self.ner_dir = stage_dir(self.config, "ner")
         self.ner_manifest = load_manifest(self.ner_dir)
@@ -225,9 +287,17 @@ class SecondPassTask(UnitTask):
             zip(rows.column("sample_id").to_pylist(), rows.column("caption").to_pylist(), strict=True)
         ):
             keys, forms, gated = (list(x) for x in ner.get(sid, ([], [], [])))
-            if self.initialled and any(k in self.initialled for k in keys):  # "a muller" -> "anna muller"
-                drops["initialled_merged"] += sum(k in self.initialled for k in keys)
-                merged = dict(zip((self.initialled.get(k, k) for k in keys), forms, strict=True))
+            if self.not_people and any(_holds(k, self.not_people) for k in keys):
+                drops["not_a_person"] += sum(_holds(k, self.not_people) for k in keys)
+                held = [(k, f) for k, f in zip(keys, forms, strict=True) if not _holds(k, self.not_people)]
+                keys, forms = [k for k, _ in held], [f for _, f in held]
+            if self.ambiguous and any(k in self.ambiguous for k in keys):  # "j wright": John or Jane?
+                drops["initialled_ambiguous"] += sum(k in self.ambiguous for k in keys)
+                held = [(k, f) for k, f in zip(keys, forms, strict=True) if k not in self.ambiguous]
+                keys, forms = [k for k, _ in held], [f for _, f in held]
+            if self.aliases and any(k in self.aliases for k in keys):  # "a muller" -> "anna muller"
+                drops["alias_merged"] += sum(k in self.aliases for k in keys)
+                merged = dict(zip((self.aliases.get(k, k) for k in keys), forms, strict=True))
                 keys, forms = list(merged), list(merged.values())
             added = []
             for display in self.matcher(caption):
@@ -270,7 +340,14 @@ class SecondPassTask(UnitTask):
         )
         stats = {
             key: drops.pop(key, 0)
-            for key in ("second_pass_added", "second_pass_gated", "second_pass_corpus", "initialled_merged")
+            for key in (
+                "second_pass_added",
+                "second_pass_gated",
+                "second_pass_corpus",
+                "alias_merged",
+                "not_a_person",
+                "initialled_ambiguous",
+            )
         }
         return self.write(
             unit_id, table, schema.NAMES_FOUND, rows.num_rows, drops, [payload["shard"]["name"]], stats
