@@ -6,11 +6,13 @@ Both paths call the same ``laioncele`` function on the rows of each group, so th
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from laioncele import name_index
 from laioncele.config import Config
 from laioncele.shards import iter_shards, load_manifest, read_shard
 from pipelines.runtime import ensure_ray
@@ -71,6 +73,86 @@ def group_apply(
     if result is None or result.num_rows == 0:
         return pa.table({})
     return result.sort_by(key)
+
+
+def reduce_name_tallies(
+    config: Config,
+    stage_dir: Path,
+    columns: list[str],
+    to_mentions: Callable[[pa.Table], pa.Table],
+    max_rows: int,
+    finish: Callable[[pa.Table], pa.Table],
+) -> pa.Table:
+    """``finish`` applied to one tally per name (``laioncele.name_index.TALLIES``) over every shard of
+    ``stage_dir``, the shard's rows turned into mention rows by ``to_mentions``. Sorted by name key.
+
+    On Ray no process holds a name's mentions: rows are hash-partitioned by sample_id (a URL listed in two
+    files lands in one block, so a sample counts once), each block is summarised per name, and the summaries
+    (each capped at ``max_rows`` samples) merge pairwise in Ray Data's hash aggregation. ``finish`` runs per
+    batch of merged tallies, so only the names it keeps reach the driver.
+    """
+    if config.ray.executor == "local":
+        parts = [to_mentions(table) for _, table in iter_shards(stage_dir, columns)]
+        mentions = pa.concat_tables(parts) if parts else None
+        if mentions is None or mentions.num_rows == 0:
+            return pa.table({})
+        result = finish(name_index.name_tallies(mentions, max_rows))
+    else:
+        import ray
+
+        ensure_ray(config.ray)
+        records = load_manifest(stage_dir)["shards"]
+        if not records:
+            return pa.table({})
+        dataset = ray.data.from_items([{"record": r} for r in records], override_num_blocks=len(records))
+        mentions = dataset.map_batches(
+            _ReadAndMap,
+            fn_constructor_args=(stage_dir, columns, to_mentions),
+            batch_size=1,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2),
+        )
+        partials = mentions.repartition(len(records), keys=["sample_id"]).map_batches(
+            partial(_block_tallies, max_rows=max_rows), batch_format="pyarrow", batch_size=None
+        )
+        merged = partials.groupby("name_key").aggregate(_merge_tallies(max_rows))
+        kept = merged.map_batches(finish, batch_format="pyarrow", batch_size=None)
+        tables = [
+            pa.Table.from_batches([b]) if isinstance(b, pa.RecordBatch) else b
+            for b in kept.iter_batches(batch_format="pyarrow", batch_size=None)
+        ]
+        tables = [t for t in tables if t.num_rows]
+        result = pa.concat_tables(tables) if tables else None
+    if result is None or result.num_rows == 0:
+        return pa.table({})
+    return result.sort_by("name_key")
+
+
+def _block_tallies(block: pa.Table, max_rows: int) -> pa.Table:
+    return name_index.name_tallies(block, max_rows)
+
+
+def _merge_tallies(max_rows: int) -> Any:
+    """A Ray Data aggregation of name tallies over disjoint sample sets (``name_index.merge_tallies``); built
+    here so that the local executor never imports Ray."""
+    from ray.data.aggregate import AggregateFnV2
+    from ray.data.block import BlockAccessor
+
+    class MergeTallies(AggregateFnV2):
+        def __init__(self) -> None:
+            super().__init__("tally", zero_factory=name_index.empty_tally, on="tally", ignore_nulls=True)
+
+        def aggregate_block(self, block: Any) -> dict:
+            column = BlockAccessor.for_block(block).to_arrow().column("tally")
+            return name_index.merge_tallies(column.to_pylist(), max_rows)
+
+        def combine(self, current_accumulator: dict, new: dict) -> dict:
+            return name_index.merge_tallies([current_accumulator, new], max_rows)
+
+        def output_field(self, input_schema: Any) -> pa.Field:
+            return pa.field(self.name, name_index.TALLY)
+
+    return MergeTallies()
 
 
 def as_dict(table: pa.Table, key: str, value: str) -> dict[str, Any]:
