@@ -89,6 +89,7 @@ def run_size(n_rows: int, work: Path) -> dict[str, Any]:
     )
     config = load_config(None, ["ray.num_cpus=2", "ray.progress_bars=false"])
     floor, cap, share = config.names.min_candidates, config.names.max_rows_per_name, 0.1
+    exact = config.names.exact_counts_up_to
     ensure_ray(config.ray)
     sampler = PeakRss()
     out: dict[str, Any] = {"rows": n_rows}
@@ -108,8 +109,9 @@ def run_size(n_rows: int, work: Path) -> dict[str, Any]:
                 stage,
                 COLUMNS,
                 explode_mentions,
-                cap,
-                partial(_kept_names, min_candidates=floor, max_rows=cap, min_ner_share=share),
+                partial(
+                    _kept_names, min_candidates=floor, max_rows=cap, min_ner_share=share, exact_up_to=exact
+                ),
             ),
         }
         for name, run in runs.items():
@@ -137,7 +139,10 @@ def _kept_names_from_mentions(
     from laioncele.name_index import name_tallies
     from pipelines.stages.names import _kept_names
 
-    return _kept_names(name_tallies(mentions, max_rows), min_candidates, max_rows, min_ner_share)
+    exact = mentions.num_rows  # one name's rows in one call: every count exact
+    return _kept_names(
+        name_tallies(mentions, max_rows, exact), min_candidates, max_rows, min_ner_share, exact
+    )
 
 
 def main() -> int:

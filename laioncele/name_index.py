@@ -10,7 +10,6 @@ one shard in a test and per group inside a Ray Data ``groupby().map_groups``.
 from __future__ import annotations
 
 import heapq
-import math
 from collections import Counter
 from collections.abc import Iterable
 
@@ -91,21 +90,30 @@ def aggregate_names(
     the second pass matches a known name wherever its words occur, so a phrase NER took for a name a few times
     ("Teddy Bear" on a greeting card) would otherwise collect every product that mentions it.
 
-    The same answer as merging per-sample tallies (``sample_tally`` / ``merge_tallies``), which is how the
-    pipeline computes it over a corpus without gathering any name's mentions in one place.
+    The one-table form of what the pipeline computes shard by shard with ``name_tallies`` / ``merge_tallies``
+    without gathering any name's mentions in one place (there, a name listed in more than
+    ``names.exact_counts_up_to`` samples is counted per listing: a URL in two LAION files counts twice).
     """
-    return names_from_tallies(
-        name_tallies(mentions, max_rows_per_name), min_candidates, max_rows_per_name, min_ner_share
-    )
+    exact = mentions.num_rows  # one table: every count exact
+    tallies = name_tallies(mentions, max_rows_per_name, exact)
+    return names_from_tallies(tallies, min_candidates, max_rows_per_name, min_ner_share, exact)
 
 
-# A name's mergeable summary: distinct samples (all / NER-named), surface-form row counts, and its best samples
-# (highest similarity first, ties by sample_id), all and NER-named only, each capped at max_rows_per_name.
-# Merging two tallies of disjoint sample sets gives the tally of their union, so a corpus reduces in any order.
+# A name's mergeable summary over a set of listings (one shard's rows, or several shards merged):
+# - n_listed / n_ner_listed: distinct samples (all / NER-named) summed over the shards merged;
+# - ids / ner_ids: the exact distinct sample ids, kept while n_listed <= exact_up_to (a URL listed in two LAION
+#   files is one sample), dropped above it (then the listed sums stand in for the distinct counts);
+# - forms / form_counts: surface forms and how many mention rows wrote each;
+# - best_*: the best distinct samples (highest similarity first, ties by sample_id), all and NER-named only,
+#   each capped at max_rows.
+# Merging is associative and commutative, and the final counts depend only on the merged set, so Ray's
+# aggregation may merge the shards in any order and give the answer the one-table function gives.
 TALLY = pa.struct(
     [
-        pa.field("n_samples", pa.int64()),
-        pa.field("n_ner", pa.int64()),
+        pa.field("n_listed", pa.int64()),
+        pa.field("n_ner_listed", pa.int64()),
+        pa.field("ids", pa.list_(pa.string())),
+        pa.field("ner_ids", pa.list_(pa.string())),
         pa.field("forms", pa.list_(pa.string())),
         pa.field("form_counts", pa.list_(pa.int64())),
         pa.field("best_ids", pa.list_(pa.string())),
@@ -121,43 +129,16 @@ def empty_tally() -> dict:
     return {field.name: 0 if field.name.startswith("n_") else [] for field in TALLY}
 
 
-def sample_tally(sample_id: str, similarity: float | None, forms: Iterable[str], by_ner: bool) -> dict:
-    """The tally of one sample naming one name: ``forms`` are the surface forms of its mention rows."""
-    sim = -1.0 if similarity is None or math.isnan(similarity) else float(similarity)
-    counts = Counter(forms)
-    return {
-        "n_samples": 1,
-        "n_ner": int(by_ner),
-        "forms": sorted(counts),
-        "form_counts": [counts[f] for f in sorted(counts)],
-        "best_ids": [sample_id],
-        "best_similarity": [sim],
-        "best_ner_ids": [sample_id] if by_ner else [],
-        "best_ner_similarity": [sim] if by_ner else [],
-    }
+def tally_counts(tally: dict, exact_up_to: int) -> tuple[int, int]:
+    """(distinct samples, of which NER-named): exact up to ``exact_up_to`` listings, the listed sums above."""
+    if tally["n_listed"] <= exact_up_to:
+        return len(tally["ids"]), len(tally["ner_ids"])
+    return tally["n_listed"], tally["n_ner_listed"]
 
 
-def merge_same_sample(a: dict, b: dict) -> dict:
-    """Two tallies of the same (name, sample), e.g. a URL listed in two LAION files: one sample, NER's if NER
-    named it in either, its form counts summed."""
-    if not a["n_samples"]:
-        return b
-    if not b["n_samples"]:
-        return a
-    merged = _merge_forms(a, b)
-    ner = a if a["n_ner"] else b
-    return {
-        **a,
-        **merged,
-        "n_ner": ner["n_ner"],
-        "best_ner_ids": ner["best_ner_ids"],
-        "best_ner_similarity": ner["best_ner_similarity"],
-    }
-
-
-def merge_tallies(tallies: Iterable[dict], max_rows: int) -> dict:
-    """The tally of the union of disjoint sample sets."""
-    tallies = [t for t in tallies if t["n_samples"]]
+def merge_tallies(tallies: Iterable[dict], max_rows: int, exact_up_to: int) -> dict:
+    """The tally of the union of the listings behind ``tallies``."""
+    tallies = [t for t in tallies if t["n_listed"]]
     if not tallies:
         return empty_tally()
     if len(tallies) == 1:
@@ -165,27 +146,25 @@ def merge_tallies(tallies: Iterable[dict], max_rows: int) -> dict:
     counts: Counter[str] = Counter()
     for t in tallies:
         counts.update(dict(zip(t["forms"], t["form_counts"], strict=True)))
+    n_listed = sum(t["n_listed"] for t in tallies)
+    exact = n_listed <= exact_up_to
     out = {
-        "n_samples": sum(t["n_samples"] for t in tallies),
-        "n_ner": sum(t["n_ner"] for t in tallies),
+        "n_listed": n_listed,
+        "n_ner_listed": sum(t["n_ner_listed"] for t in tallies),
+        "ids": sorted({i for t in tallies for i in t["ids"]}) if exact else [],
+        "ner_ids": sorted({i for t in tallies for i in t["ner_ids"]}) if exact else [],
         "forms": sorted(counts),
         "form_counts": [counts[f] for f in sorted(counts)],
     }
     for ids, sims in (("best_ids", "best_similarity"), ("best_ner_ids", "best_ner_similarity")):
-        best = heapq.nsmallest(
-            max_rows, ((-s, i) for t in tallies for s, i in zip(t[sims], t[ids], strict=True))
-        )
+        # a sample listed twice has the same id and similarity: keep it once, then cut to max_rows
+        candidates = {(-s, i) for t in tallies for s, i in zip(t[sims], t[ids], strict=True)}
+        best = heapq.nsmallest(max_rows, candidates)
         out[ids], out[sims] = [i for _, i in best], [-s for s, _ in best]
     return out
 
 
-def _merge_forms(a: dict, b: dict) -> dict:
-    counts = Counter(dict(zip(a["forms"], a["form_counts"], strict=True)))
-    counts.update(dict(zip(b["forms"], b["form_counts"], strict=True)))
-    return {"forms": sorted(counts), "form_counts": [counts[f] for f in sorted(counts)]}
-
-
-def name_tallies(mentions: pa.Table, max_rows: int) -> pa.Table:
+def name_tallies(mentions: pa.Table, max_rows: int, exact_up_to: int) -> pa.Table:
     """One tally per name over the mention rows of one table (a sample named twice counts once)."""
     if mentions.num_rows == 0:
         return TALLIES.empty_table()
@@ -214,12 +193,15 @@ def name_tallies(mentions: pa.Table, max_rows: int) -> pa.Table:
         np.logical_or.at(by_ner, inverse, ~second[start:end])
         in_order = np.argsort(first)
         best_ids, best_ner, best_sims = distinct[in_order], by_ner[in_order], sims[start:end][first[in_order]]
+        exact = len(distinct) <= exact_up_to
         counts = Counter(forms[start:end].tolist())
         out_keys.append(keys[start])
         tallies.append(
             {
-                "n_samples": len(best_ids),
-                "n_ner": int(best_ner.sum()),
+                "n_listed": len(distinct),
+                "n_ner_listed": int(by_ner.sum()),
+                "ids": distinct.tolist() if exact else [],
+                "ner_ids": distinct[by_ner].tolist() if exact else [],
                 "forms": sorted(counts),
                 "form_counts": [counts[f] for f in sorted(counts)],
                 "best_ids": best_ids[:max_rows].tolist(),
@@ -232,7 +214,11 @@ def name_tallies(mentions: pa.Table, max_rows: int) -> pa.Table:
 
 
 def names_from_tallies(
-    tallies: pa.Table, min_candidates: int, max_rows_per_name: int, min_ner_share: float = 0.0
+    tallies: pa.Table,
+    min_candidates: int,
+    max_rows_per_name: int,
+    min_ner_share: float,
+    exact_up_to: int,
 ) -> tuple[pa.Table, pa.Table]:
     """The names table and kept pairs (see ``aggregate_names``) from one tally per name, sorted by name key."""
     rows: dict[str, list] = {name: [] for name in NAMES_TABLE.names}
@@ -242,9 +228,10 @@ def names_from_tallies(
     for key, tally in zip(
         tallies.column("name_key").to_pylist(), tallies.column("tally").to_pylist(), strict=True
     ):
-        ner_share = tally["n_ner"] / tally["n_samples"] if tally["n_samples"] else 0.0
+        n_samples, n_ner = tally_counts(tally, exact_up_to)
+        ner_share = n_ner / n_samples if n_samples else 0.0
         confirmed = ner_share >= min_ner_share
-        n_candidates = tally["n_samples"] if confirmed else tally["n_ner"]
+        n_candidates = n_samples if confirmed else n_ner
         if n_candidates < min_candidates:
             continue
         counts = dict(zip(tally["forms"], tally["form_counts"], strict=True))
@@ -252,7 +239,7 @@ def names_from_tallies(
         rows["display_name"].append(min(counts, key=lambda form: (-counts[form], form)))
         rows["surface_forms"].append(sorted(counts))
         rows["n_candidates"].append(n_candidates)
-        rows["n_second_pass"].append(tally["n_samples"] - tally["n_ner"] if confirmed else 0)
+        rows["n_second_pass"].append(n_samples - n_ner if confirmed else 0)
         rows["ner_share"].append(ner_share)
         chosen = (tally["best_ids"] if confirmed else tally["best_ner_ids"])[:max_rows_per_name]
         kept_keys += [key] * len(chosen)

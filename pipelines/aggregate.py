@@ -80,23 +80,33 @@ def reduce_name_tallies(
     stage_dir: Path,
     columns: list[str],
     to_mentions: Callable[[pa.Table], pa.Table],
-    max_rows: int,
     finish: Callable[[pa.Table], pa.Table],
 ) -> pa.Table:
     """``finish`` applied to one tally per name (``laioncele.name_index.TALLIES``) over every shard of
-    ``stage_dir``, the shard's rows turned into mention rows by ``to_mentions``. Sorted by name key.
+    ``stage_dir``, each shard's rows turned into mention rows by ``to_mentions``; sorted by name key.
 
-    On Ray no process holds a name's mentions: rows are hash-partitioned by sample_id (a URL listed in two
-    files lands in one block, so a sample counts once), each block is summarised per name, and the summaries
-    (each capped at ``max_rows`` samples) merge pairwise in Ray Data's hash aggregation. ``finish`` runs per
+    Each shard is summarised per name where it is read; the summaries (capped at ``names.max_rows_per_name``
+    samples, exact id sets only up to ``names.exact_counts_up_to``) merge pairwise: on Ray inside Ray Data's
+    hash aggregation, which compacts as it goes, so no process holds a name's mentions. ``finish`` runs per
     batch of merged tallies, so only the names it keeps reach the driver.
     """
+    max_rows, exact_up_to = config.names.max_rows_per_name, config.names.exact_counts_up_to
+    per_shard = partial(_shard_tallies, to_mentions=to_mentions, max_rows=max_rows, exact_up_to=exact_up_to)
     if config.ray.executor == "local":
-        parts = [to_mentions(table) for _, table in iter_shards(stage_dir, columns)]
-        mentions = pa.concat_tables(parts) if parts else None
-        if mentions is None or mentions.num_rows == 0:
+        merged: dict[str, dict] = {}
+        for _, table in iter_shards(stage_dir, columns):
+            tallies = per_shard(table)
+            for key, tally in zip(
+                *(tallies.column(c).to_pylist() for c in ("name_key", "tally")), strict=True
+            ):
+                merged[key] = name_index.merge_tallies(
+                    [merged.get(key, name_index.empty_tally()), tally], max_rows, exact_up_to
+                )
+        if not merged:
             return pa.table({})
-        result = finish(name_index.name_tallies(mentions, max_rows))
+        result = finish(
+            pa.table({"name_key": list(merged), "tally": pa.array(list(merged.values()), name_index.TALLY)})
+        )
     else:
         import ray
 
@@ -105,18 +115,15 @@ def reduce_name_tallies(
         if not records:
             return pa.table({})
         dataset = ray.data.from_items([{"record": r} for r in records], override_num_blocks=len(records))
-        mentions = dataset.map_batches(
+        tallies = dataset.map_batches(
             _ReadAndMap,
-            fn_constructor_args=(stage_dir, columns, to_mentions),
+            fn_constructor_args=(stage_dir, columns, per_shard),
             batch_size=1,
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2),
         )
-        partials = mentions.repartition(len(records), keys=["sample_id"]).map_batches(
-            partial(_block_tallies, max_rows=max_rows), batch_format="pyarrow", batch_size=None
-        )
-        merged = partials.groupby("name_key").aggregate(_merge_tallies(max_rows))
-        kept = merged.map_batches(finish, batch_format="pyarrow", batch_size=None)
+        merged_ds = tallies.groupby("name_key").aggregate(_merge_tallies(max_rows, exact_up_to))
+        kept = merged_ds.map_batches(finish, batch_format="pyarrow", batch_size=None)
         tables = [
             pa.Table.from_batches([b]) if isinstance(b, pa.RecordBatch) else b
             for b in kept.iter_batches(batch_format="pyarrow", batch_size=None)
@@ -128,13 +135,15 @@ def reduce_name_tallies(
     return result.sort_by("name_key")
 
 
-def _block_tallies(block: pa.Table, max_rows: int) -> pa.Table:
-    return name_index.name_tallies(block, max_rows)
+def _shard_tallies(
+    table: pa.Table, to_mentions: Callable[[pa.Table], pa.Table], max_rows: int, exact_up_to: int
+) -> pa.Table:
+    return name_index.name_tallies(to_mentions(table), max_rows, exact_up_to)
 
 
-def _merge_tallies(max_rows: int) -> Any:
-    """A Ray Data aggregation of name tallies over disjoint sample sets (``name_index.merge_tallies``); built
-    here so that the local executor never imports Ray."""
+def _merge_tallies(max_rows: int, exact_up_to: int) -> Any:
+    """A Ray Data aggregation of name tallies (``name_index.merge_tallies``); built here so that the local
+    executor never imports Ray."""
     from ray.data.aggregate import AggregateFnV2
     from ray.data.block import BlockAccessor
 
@@ -144,10 +153,10 @@ def _merge_tallies(max_rows: int) -> Any:
 
         def aggregate_block(self, block: Any) -> dict:
             column = BlockAccessor.for_block(block).to_arrow().column("tally")
-            return name_index.merge_tallies(column.to_pylist(), max_rows)
+            return name_index.merge_tallies(column.to_pylist(), max_rows, exact_up_to)
 
         def combine(self, current_accumulator: dict, new: dict) -> dict:
-            return name_index.merge_tallies([current_accumulator, new], max_rows)
+            return name_index.merge_tallies([current_accumulator, new], max_rows, exact_up_to)
 
         def output_field(self, input_schema: Any) -> pa.Field:
             return pa.field(self.name, name_index.TALLY)

@@ -292,9 +292,11 @@ NAMES_STAGE = Stage(
 # ---------------------------------------------------------------------------------------------- candidates
 
 
-def _kept_names(tallies: pa.Table, min_candidates: int, max_rows: int, min_ner_share: float) -> pa.Table:
+def _kept_names(
+    tallies: pa.Table, min_candidates: int, max_rows: int, min_ner_share: float, exact_up_to: int
+) -> pa.Table:
     """The names table rows of the names that stay, each with its kept sample ids (``kept_ids``)."""
-    names, kept = name_index.names_from_tallies(tallies, min_candidates, max_rows, min_ner_share)
+    names, kept = name_index.names_from_tallies(tallies, min_candidates, max_rows, min_ner_share, exact_up_to)
     if names.num_rows == 0:
         return pa.table({})
     ids: dict[str, list[str]] = {k: [] for k in names.column("name_key").to_pylist()}
@@ -315,13 +317,13 @@ def plan_candidates(config: Config, upstream_dir: Path | None) -> list[Unit]:
         min_candidates=config.names.min_candidates,
         max_rows=config.names.max_rows_per_name,
         min_ner_share=config.names.second_pass_min_ner_share,
+        exact_up_to=config.names.exact_counts_up_to,
     )
     result = reduce_name_tallies(
         config,
         upstream_dir,
         ["sample_id", "similarity", "names", "surface_forms", "second_pass_names"],
         name_index.explode_mentions,
-        config.names.max_rows_per_name,
         kept_names,
     )
     out = stage_dir(config, "candidates")
