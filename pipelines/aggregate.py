@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from laioncele import name_index
 from laioncele.config import Config
@@ -115,6 +116,25 @@ def reduce_name_tallies(
         if not records:
             return pa.table({})
         dataset = ray.data.from_items([{"record": r} for r in records], override_num_blocks=len(records))
+        # First the names written at least names.min_candidates times (Ray's Arrow-native count), so the
+        # tallies are built and merged for those only, not for the corpus's long tail of rare names.
+        keys = dataset.map_batches(
+            _ReadAndMap,
+            fn_constructor_args=(stage_dir, columns, partial(_mention_keys, to_mentions=to_mentions)),
+            batch_size=1,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2),
+        )
+        floor = config.names.min_candidates
+        frequent = (
+            keys.groupby("name_key")
+            .count()
+            .map_batches(partial(_at_least, floor=floor), batch_format="pyarrow", batch_size=None)
+        )
+        frequent_keys = pa.concat_arrays(
+            [b.column("name_key").combine_chunks() for b in _tables(frequent)] or [pa.array([], pa.string())]
+        )
+        per_shard = partial(per_shard, keep=frequent_keys)
         tallies = dataset.map_batches(
             _ReadAndMap,
             fn_constructor_args=(stage_dir, columns, per_shard),
@@ -124,11 +144,7 @@ def reduce_name_tallies(
         )
         merged_ds = tallies.groupby("name_key").aggregate(_merge_tallies(max_rows, exact_up_to))
         kept = merged_ds.map_batches(finish, batch_format="pyarrow", batch_size=None)
-        tables = [
-            pa.Table.from_batches([b]) if isinstance(b, pa.RecordBatch) else b
-            for b in kept.iter_batches(batch_format="pyarrow", batch_size=None)
-        ]
-        tables = [t for t in tables if t.num_rows]
+        tables = _tables(kept)
         result = pa.concat_tables(tables) if tables else None
     if result is None or result.num_rows == 0:
         return pa.table({})
@@ -136,9 +152,34 @@ def reduce_name_tallies(
 
 
 def _shard_tallies(
-    table: pa.Table, to_mentions: Callable[[pa.Table], pa.Table], max_rows: int, exact_up_to: int
+    table: pa.Table,
+    to_mentions: Callable[[pa.Table], pa.Table],
+    max_rows: int,
+    exact_up_to: int,
+    keep: pa.Array | None = None,
 ) -> pa.Table:
-    return name_index.name_tallies(to_mentions(table), max_rows, exact_up_to)
+    mentions = to_mentions(table)
+    if keep is not None:
+        mentions = mentions.filter(pc.is_in(mentions.column("name_key"), value_set=keep))
+    return name_index.name_tallies(mentions, max_rows, exact_up_to)
+
+
+def _mention_keys(table: pa.Table, to_mentions: Callable[[pa.Table], pa.Table]) -> pa.Table:
+    return to_mentions(table).select(["name_key"])
+
+
+def _at_least(counts: pa.Table, floor: int) -> pa.Table:
+    """Keys whose row count reaches ``floor``: a name written fewer times has fewer distinct samples."""
+    return counts.filter(pc.greater_equal(counts.column("count()"), floor)).select(["name_key"])
+
+
+def _tables(dataset: Any) -> list[pa.Table]:
+    """A Ray dataset's non-empty blocks as Arrow tables."""
+    tables = [
+        pa.Table.from_batches([b]) if isinstance(b, pa.RecordBatch) else b
+        for b in dataset.iter_batches(batch_format="pyarrow", batch_size=None)
+    ]
+    return [t for t in tables if t.num_rows]
 
 
 def _merge_tallies(max_rows: int, exact_up_to: int) -> Any:
