@@ -175,6 +175,9 @@ class NamesConfig(Section):
     # names most people in most cased captions that mention them.
     second_pass_min_ner_share: float = Field(0.1, ge=0, le=1)
     max_rows_per_name: int = Field(1000, gt=0)
+    # names listed in up to this many samples are counted exactly (distinct sample ids: a URL in two LAION
+    # files counts once); above it the per-shard counts are summed, so no name's id set grows with the corpus
+    exact_counts_up_to: int = Field(10_000, gt=0)
     allow_single_token: bool = False
     max_tokens: int = Field(4, ge=1)
     use_prefilter: bool = True  # skip captions without any known first name before spaCy

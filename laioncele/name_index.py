@@ -9,6 +9,7 @@ one shard in a test and per group inside a Ray Data ``groupby().map_groups``.
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from collections.abc import Iterable
 
@@ -88,9 +89,85 @@ def aggregate_names(
     A name NER named itself in under ``min_ner_share`` of the samples that mention it keeps only those samples:
     the second pass matches a known name wherever its words occur, so a phrase NER took for a name a few times
     ("Teddy Bear" on a greeting card) would otherwise collect every product that mentions it.
+
+    The one-table form of what the pipeline computes shard by shard with ``name_tallies`` / ``merge_tallies``
+    without gathering any name's mentions in one place (there, a name listed in more than
+    ``names.exact_counts_up_to`` samples is counted per listing: a URL in two LAION files counts twice).
     """
+    exact = mentions.num_rows  # one table: every count exact
+    tallies = name_tallies(mentions, max_rows_per_name, exact)
+    return names_from_tallies(tallies, min_candidates, max_rows_per_name, min_ner_share, exact)
+
+
+# A name's mergeable summary over a set of listings (one shard's rows, or several shards merged):
+# - n_listed / n_ner_listed: distinct samples (all / NER-named) summed over the shards merged;
+# - ids / ner_ids: the exact distinct sample ids, kept while n_listed <= exact_up_to (a URL listed in two LAION
+#   files is one sample), dropped above it (then the listed sums stand in for the distinct counts);
+# - forms / form_counts: surface forms and how many mention rows wrote each;
+# - best_*: the best distinct samples (highest similarity first, ties by sample_id), all and NER-named only,
+#   each capped at max_rows.
+# Merging is associative and commutative, and the final counts depend only on the merged set, so Ray's
+# aggregation may merge the shards in any order and give the answer the one-table function gives.
+TALLY = pa.struct(
+    [
+        pa.field("n_listed", pa.int64()),
+        pa.field("n_ner_listed", pa.int64()),
+        pa.field("ids", pa.list_(pa.string())),
+        pa.field("ner_ids", pa.list_(pa.string())),
+        pa.field("forms", pa.list_(pa.string())),
+        pa.field("form_counts", pa.list_(pa.int64())),
+        pa.field("best_ids", pa.list_(pa.string())),
+        pa.field("best_similarity", pa.list_(pa.float64())),
+        pa.field("best_ner_ids", pa.list_(pa.string())),
+        pa.field("best_ner_similarity", pa.list_(pa.float64())),
+    ]
+)
+TALLIES = pa.schema([pa.field("name_key", pa.string()), pa.field("tally", TALLY)])
+
+
+def empty_tally() -> dict:
+    return {field.name: 0 if field.name.startswith("n_") else [] for field in TALLY}
+
+
+def tally_counts(tally: dict, exact_up_to: int) -> tuple[int, int]:
+    """(distinct samples, of which NER-named): exact up to ``exact_up_to`` listings, the listed sums above."""
+    if tally["n_listed"] <= exact_up_to:
+        return len(tally["ids"]), len(tally["ner_ids"])
+    return tally["n_listed"], tally["n_ner_listed"]
+
+
+def merge_tallies(tallies: Iterable[dict], max_rows: int, exact_up_to: int) -> dict:
+    """The tally of the union of the listings behind ``tallies``."""
+    tallies = [t for t in tallies if t["n_listed"]]
+    if not tallies:
+        return empty_tally()
+    if len(tallies) == 1:
+        return tallies[0]
+    counts: Counter[str] = Counter()
+    for t in tallies:
+        counts.update(dict(zip(t["forms"], t["form_counts"], strict=True)))
+    n_listed = sum(t["n_listed"] for t in tallies)
+    exact = n_listed <= exact_up_to
+    out = {
+        "n_listed": n_listed,
+        "n_ner_listed": sum(t["n_ner_listed"] for t in tallies),
+        "ids": sorted({i for t in tallies for i in t["ids"]}) if exact else [],
+        "ner_ids": sorted({i for t in tallies for i in t["ner_ids"]}) if exact else [],
+        "forms": sorted(counts),
+        "form_counts": [counts[f] for f in sorted(counts)],
+    }
+    for ids, sims in (("best_ids", "best_similarity"), ("best_ner_ids", "best_ner_similarity")):
+        # a sample listed twice has the same id and similarity: keep it once, then cut to max_rows
+        candidates = {(-s, i) for t in tallies for s, i in zip(t[sims], t[ids], strict=True)}
+        best = heapq.nsmallest(max_rows, candidates)
+        out[ids], out[sims] = [i for _, i in best], [-s for s, _ in best]
+    return out
+
+
+def name_tallies(mentions: pa.Table, max_rows: int, exact_up_to: int) -> pa.Table:
+    """One tally per name over the mention rows of one table (a sample named twice counts once)."""
     if mentions.num_rows == 0:
-        return NAMES_TABLE.empty_table(), pairs_table([], [])
+        return TALLIES.empty_table()
     order = np.lexsort(
         (
             mentions.column("sample_id").to_numpy(zero_copy_only=False),
@@ -102,36 +179,70 @@ def aggregate_names(
     )
     keys = mentions.column("name_key").to_numpy(zero_copy_only=False)[order]
     ids = mentions.column("sample_id").to_numpy(zero_copy_only=False)[order]
+    sims = np.nan_to_num(
+        mentions.column("similarity").to_numpy(zero_copy_only=False).astype(float), nan=-1.0
+    )[order]
     forms = mentions.column("surface_form").to_numpy(zero_copy_only=False)[order]
     second = mentions.column("second_pass").fill_null(False).to_numpy(zero_copy_only=False)[order]
     bounds = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1], True])
+    out_keys, tallies = [], []
+    for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+        # Rows of one name, best similarity first; a sample named twice counts once, as NER's if NER named it.
+        distinct, first, inverse = np.unique(ids[start:end], return_index=True, return_inverse=True)
+        by_ner = np.zeros(len(distinct), dtype=bool)
+        np.logical_or.at(by_ner, inverse, ~second[start:end])
+        in_order = np.argsort(first)
+        best_ids, best_ner, best_sims = distinct[in_order], by_ner[in_order], sims[start:end][first[in_order]]
+        exact = len(distinct) <= exact_up_to
+        counts = Counter(forms[start:end].tolist())
+        out_keys.append(keys[start])
+        tallies.append(
+            {
+                "n_listed": len(distinct),
+                "n_ner_listed": int(by_ner.sum()),
+                "ids": distinct.tolist() if exact else [],
+                "ner_ids": distinct[by_ner].tolist() if exact else [],
+                "forms": sorted(counts),
+                "form_counts": [counts[f] for f in sorted(counts)],
+                "best_ids": best_ids[:max_rows].tolist(),
+                "best_similarity": best_sims[:max_rows].tolist(),
+                "best_ner_ids": best_ids[best_ner][:max_rows].tolist(),
+                "best_ner_similarity": best_sims[best_ner][:max_rows].tolist(),
+            }
+        )
+    return pa.table({"name_key": out_keys, "tally": pa.array(tallies, TALLY)}, schema=TALLIES)
 
+
+def names_from_tallies(
+    tallies: pa.Table,
+    min_candidates: int,
+    max_rows_per_name: int,
+    min_ner_share: float,
+    exact_up_to: int,
+) -> tuple[pa.Table, pa.Table]:
+    """The names table and kept pairs (see ``aggregate_names``) from one tally per name, sorted by name key."""
     rows: dict[str, list] = {name: [] for name in NAMES_TABLE.names}
     kept_keys: list[str] = []
     kept_ids: list[str] = []
-    for start, end in zip(bounds[:-1], bounds[1:], strict=True):
-        # Rows of one name, best similarity first; a sample named twice counts once, as NER's if NER named it.
-        group_ids = ids[start:end]
-        distinct, first, inverse = np.unique(group_ids, return_index=True, return_inverse=True)
-        by_ner = np.zeros(len(distinct), dtype=bool)
-        np.logical_or.at(by_ner, inverse, ~second[start:end])
-        ner_share = float(by_ner.mean())
-        order_in_group = np.argsort(first)
-        distinct_ids, by_ner = distinct[order_in_group], by_ner[order_in_group]
-        if ner_share < min_ner_share:
-            distinct_ids, by_ner = distinct_ids[by_ner], by_ner[by_ner]
-        if len(distinct_ids) < min_candidates:
+    tallies = tallies.sort_by("name_key") if tallies.num_rows else tallies
+    for key, tally in zip(
+        tallies.column("name_key").to_pylist(), tallies.column("tally").to_pylist(), strict=True
+    ):
+        n_samples, n_ner = tally_counts(tally, exact_up_to)
+        ner_share = n_ner / n_samples if n_samples else 0.0
+        confirmed = ner_share >= min_ner_share
+        n_candidates = n_samples if confirmed else n_ner
+        if n_candidates < min_candidates:
             continue
-        surface = Counter(forms[start:end].tolist())
-        display = min(surface, key=lambda form: (-surface[form], form))
-        rows["name_key"].append(keys[start])
-        rows["display_name"].append(display)
-        rows["surface_forms"].append(sorted(surface))
-        rows["n_candidates"].append(len(distinct_ids))
-        rows["n_second_pass"].append(int((~by_ner).sum()))
+        counts = dict(zip(tally["forms"], tally["form_counts"], strict=True))
+        rows["name_key"].append(key)
+        rows["display_name"].append(min(counts, key=lambda form: (-counts[form], form)))
+        rows["surface_forms"].append(sorted(counts))
+        rows["n_candidates"].append(n_candidates)
+        rows["n_second_pass"].append(n_samples - n_ner if confirmed else 0)
         rows["ner_share"].append(ner_share)
-        chosen = distinct_ids[:max_rows_per_name].tolist()
-        kept_keys += [keys[start]] * len(chosen)
+        chosen = (tally["best_ids"] if confirmed else tally["best_ner_ids"])[:max_rows_per_name]
+        kept_keys += [key] * len(chosen)
         kept_ids += chosen
     return pa.table(rows, schema=NAMES_TABLE), pairs_table(kept_keys, kept_ids)
 

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import random
+from functools import partial
+from pathlib import Path
+
 import pyarrow as pa
 import pytest
 
 from laioncele import schema
-from laioncele.name_index import aggregate_names, count_names, explode_mentions, select_kept
+from laioncele.name_index import (
+    TALLIES,
+    TALLY,
+    aggregate_names,
+    count_names,
+    empty_tally,
+    explode_mentions,
+    merge_tallies,
+    name_tallies,
+    names_from_tallies,
+    select_kept,
+)
 
 
 def samples(
@@ -97,3 +112,100 @@ def test_names_ner_seldom_confirmed_keep_only_their_ner_samples() -> None:
     assert names.to_pylist()[0]["n_second_pass"] == 0 and names.to_pylist()[0]["ner_share"] == 1.0
     names, _ = aggregate_names(explode_mentions(table), min_candidates=1, max_rows_per_name=50)
     assert {r["name_key"]: r["n_candidates"] for r in names.to_pylist()} == {"teddy bear": 10, "brad pitt": 8}
+
+
+def _random_names_samples(n: int, seed: int) -> pa.Table:
+    """NAMES_FOUND rows over a few names with Zipf-like counts, ties in similarity, names the second pass
+    added, and some samples listed twice (a URL in two LAION files)."""
+    rng = random.Random(seed)
+    keys = [f"person {i}" for i in range(12)]
+    rows, added = [], {}
+    for i in range(n):
+        pool = keys[: rng.choice([2, 3, 12])]
+        names = rng.sample(pool, k=rng.choice([1, 1, 2]))
+        rows.append((f"s{i:05d}", names, rng.choice([0.2, 0.25, 0.3, rng.random()])))
+        if rng.random() < 0.3:
+            added[f"s{i:05d}"] = names[:1]
+    rows += [rows[rng.randrange(n)] for _ in range(n // 10)]
+    return samples(rows, added)
+
+
+def _merge_split(
+    mentions: pa.Table, parts: int, split_seed: int, order_seed: int, exact_up_to: int
+) -> pa.Table:
+    """Tally ``mentions`` in ``parts`` random parts (a sample's rows may be split between parts, as a URL
+    listed in two LAION files is) and merge the tallies pairwise in a shuffled order, as Ray's
+    aggregation may."""
+    rng = random.Random(split_seed)
+    part_of = [rng.randrange(parts) for _ in range(mentions.num_rows)]
+    rng = random.Random(order_seed)
+    per_name: dict[str, list[dict]] = {}
+    for p in range(parts):
+        part = mentions.filter(pa.array([q == p for q in part_of]))
+        tallies = name_tallies(part, max_rows=7, exact_up_to=exact_up_to)
+        for key, tally in zip(*tallies.to_pydict().values(), strict=True):
+            per_name.setdefault(key, []).append(tally)
+    merged = {}
+    for key, tallies in per_name.items():
+        rng.shuffle(tallies)
+        acc = empty_tally()
+        for tally in tallies:
+            acc = merge_tallies([acc, tally], max_rows=7, exact_up_to=exact_up_to)
+        merged[key] = acc
+    return pa.table(
+        {"name_key": list(merged), "tally": pa.array(list(merged.values()), TALLY)}, schema=TALLIES
+    )
+
+
+def test_merged_tallies_of_any_split_give_the_one_table_answer() -> None:
+    # The pipeline never holds a name's mentions in one place: it tallies shards and merges the tallies in
+    # whatever order Ray's aggregation meets them. Any split and order must give the one-table answer while
+    # the names stay under the exact-count limit; above it, the same answer for every order.
+    table = _random_names_samples(600, seed=3)
+    mentions = explode_mentions(table)
+    whole = aggregate_names(mentions, min_candidates=3, max_rows_per_name=7, min_ner_share=0.5)
+    assert whole[0].num_rows >= 4  # the case is not trivial: several names pass the floor
+    approximate = []
+    for seed in range(3):
+        split = names_from_tallies(_merge_split(mentions, 5, seed, seed, 10_000), 3, 7, 0.5, 10_000)
+        assert split[0].equals(whole[0]) and split[1].equals(whole[1])
+        approximate.append(names_from_tallies(_merge_split(mentions, 5, 0, seed, 20), 3, 7, 0.5, 20))
+    assert all(a[0].equals(approximate[0][0]) and a[1].equals(approximate[0][1]) for a in approximate)
+    # above the limit a sample split over two parts counts twice; the kept samples are still the best distinct
+    counts = dict(
+        zip(*approximate[0][0].select(["name_key", "n_candidates"]).to_pydict().values(), strict=True)
+    )
+    exact = dict(zip(*whole[0].select(["name_key", "n_candidates"]).to_pydict().values(), strict=True))
+    assert any(counts[k] > exact[k] for k in exact if exact[k] > 20)
+    assert approximate[0][1].equals(whole[1])
+
+
+@pytest.mark.ray
+def test_candidates_reduction_on_ray_matches_the_local_answer(ray_local, tmp_path: Path) -> None:
+    # Shards that list some samples twice across files; Ray's partitioned reduction must count them once.
+    from laioncele.config import load_config
+    from laioncele.shards import write_shards
+    from pipelines.aggregate import reduce_name_tallies
+    from pipelines.stages.names import _kept_names
+
+    table = _random_names_samples(3000, seed=5)
+    stage = tmp_path / "names"
+    write_shards(table, stage, schema=schema.NAMES_FOUND, stage="names", config_hash="x", rows_per_shard=400)
+    columns = ["sample_id", "similarity", "names", "surface_forms", "second_pass_names"]
+
+    def answer(executor: str) -> pa.Table:
+        config = load_config(
+            None,
+            [
+                f"ray.executor={executor}",
+                "names.max_rows_per_name=20",
+                "ray.num_cpus=2",
+                "ray.progress_bars=false",
+            ],
+        )
+        finish = partial(_kept_names, min_candidates=5, max_rows=20, min_ner_share=0.3, exact_up_to=10_000)
+        return reduce_name_tallies(config, stage, columns, explode_mentions, finish)
+
+    local, on_ray = answer("local"), answer("ray")
+    assert local.num_rows >= 5
+    assert on_ray.equals(local)

@@ -40,7 +40,7 @@ from laioncele.shards import (
     write_shards,
 )
 from laioncele.storage import open_input, open_output
-from pipelines.aggregate import group_apply
+from pipelines.aggregate import group_apply, reduce_name_tallies
 from pipelines.runner import UnitTask, stage_dir
 from pipelines.stage import Resources, Stage, Unit, units_per_shard
 
@@ -370,11 +370,14 @@ NAMES_STAGE = Stage(
 # ---------------------------------------------------------------------------------------------- candidates
 
 
-def _aggregate(mentions: pa.Table, min_candidates: int, max_rows: int, min_ner_share: float) -> pa.Table:
-    names, kept = name_index.aggregate_names(mentions, min_candidates, max_rows, min_ner_share)
+def _kept_names(
+    tallies: pa.Table, min_candidates: int, max_rows: int, min_ner_share: float, exact_up_to: int
+) -> pa.Table:
+    """The names table rows of the names that stay, each with its kept sample ids (``kept_ids``)."""
+    names, kept = name_index.names_from_tallies(tallies, min_candidates, max_rows, min_ner_share, exact_up_to)
     if names.num_rows == 0:
         return pa.table({})
-    ids = {k: [] for k in names.column("name_key").to_pylist()}
+    ids: dict[str, list[str]] = {k: [] for k in names.column("name_key").to_pylist()}
     for key, sid in zip(
         kept.column("name_key").to_pylist(), kept.column("sample_id").to_pylist(), strict=True
     ):
@@ -387,19 +390,19 @@ def _aggregate(mentions: pa.Table, min_candidates: int, max_rows: int, min_ner_s
 def plan_candidates(config: Config, upstream_dir: Path | None) -> list[Unit]:
     """Aggregate names across the corpus (Ray Data groupby), write the names table, then filter per shard."""
     assert upstream_dir is not None
-    per_name = partial(
-        _aggregate,
+    kept_names = partial(
+        _kept_names,
         min_candidates=config.names.min_candidates,
         max_rows=config.names.max_rows_per_name,
         min_ner_share=config.names.second_pass_min_ner_share,
+        exact_up_to=config.names.exact_counts_up_to,
     )
-    result = group_apply(
+    result = reduce_name_tallies(
         config,
         upstream_dir,
         ["sample_id", "similarity", "names", "surface_forms", "second_pass_names"],
         name_index.explode_mentions,
-        "name_key",
-        per_name,
+        kept_names,
     )
     out = stage_dir(config, "candidates")
     out.mkdir(parents=True, exist_ok=True)
