@@ -164,7 +164,7 @@ class NamesConfig(Section):
     # A known initialled name that abbreviates two known full names ("J. Wright": John and Jane Wright) stands for
     # no one identity: dropped (names_evidence.ambiguous_initialled).
     drop_ambiguous_initialled: bool = True
-    # The written forms of a known name the second pass finds besides the name itself (names.WRITTEN_FORMS):
+    # The written forms of a known name the second pass finds besides the name itself (laioncele.names.WRITTEN_FORMS):
     # "Muller, Anna", "#AnnaMuller", "Anna K. Muller", "A. Muller" (the one known name with that initial).
     second_pass_forms: list[str] = Field(
         default_factory=lambda: ["inverted", "hashtag", "middle_initial", "initialled"]
