@@ -37,6 +37,26 @@ class _ReadAndMap:
         return pa.concat_tables(tables)
 
 
+def _shard_rows(
+    config: Config, stage_dir: Path, columns: list[str], transform: Callable[[pa.Table], pa.Table]
+) -> Any:
+    """A Ray dataset of ``transform`` over each shard of ``stage_dir`` (one shard a batch); None if no shards."""
+    import ray
+
+    ensure_ray(config.ray)
+    records = load_manifest(stage_dir)["shards"]
+    if not records:
+        return None
+    dataset = ray.data.from_items([{"record": r} for r in records], override_num_blocks=len(records))
+    return dataset.map_batches(
+        _ReadAndMap,
+        fn_constructor_args=(stage_dir, columns, transform),  # an s3:// ObjectPath keeps its endpoint
+        batch_size=1,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2),
+    )
+
+
 def group_apply(
     config: Config,
     stage_dir: Path,
@@ -52,20 +72,9 @@ def group_apply(
         merged = pa.concat_tables(parts) if parts else None
         result = per_group(merged) if merged is not None and merged.num_rows else None
     else:
-        import ray
-
-        ensure_ray(config.ray)
-        records = load_manifest(stage_dir)["shards"]
-        if not records:
+        dataset = _shard_rows(config, stage_dir, columns, transform)
+        if dataset is None:
             return pa.table({})
-        dataset = ray.data.from_items([{"record": r} for r in records], override_num_blocks=len(records))
-        dataset = dataset.map_batches(
-            _ReadAndMap,
-            fn_constructor_args=(stage_dir, columns, transform),  # an s3:// ObjectPath keeps its endpoint
-            batch_size=1,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2),
-        )
         grouped = dataset.groupby(key).map_groups(per_group, batch_format="pyarrow")
         tables = [
             pa.Table.from_batches([b]) if isinstance(b, pa.RecordBatch) else b
@@ -111,22 +120,11 @@ def reduce_name_tallies(
             pa.table({"name_key": list(merged), "tally": pa.array(list(merged.values()), name_index.TALLY)})
         )
     else:
-        import ray
-
-        ensure_ray(config.ray)
-        records = load_manifest(stage_dir)["shards"]
-        if not records:
-            return pa.table({})
-        dataset = ray.data.from_items([{"record": r} for r in records], override_num_blocks=len(records))
         # First the names written at least names.min_candidates times (Ray's Arrow-native count), so the
         # tallies are built and merged for those only, not for the corpus's long tail of rare names.
-        keys = dataset.map_batches(
-            _ReadAndMap,
-            fn_constructor_args=(stage_dir, columns, partial(_mention_keys, to_mentions=to_mentions)),
-            batch_size=1,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2),
-        )
+        keys = _shard_rows(config, stage_dir, columns, partial(_mention_keys, to_mentions=to_mentions))
+        if keys is None:
+            return pa.table({})
         floor = config.names.min_candidates
         frequent = (
             keys.groupby("name_key")
@@ -137,13 +135,7 @@ def reduce_name_tallies(
             [b.column("name_key").combine_chunks() for b in _tables(frequent)] or [pa.array([], pa.string())]
         )
         per_shard = partial(per_shard, keep=frequent_keys)
-        tallies = dataset.map_batches(
-            _ReadAndMap,
-            fn_constructor_args=(stage_dir, columns, per_shard),
-            batch_size=1,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2),
-        )
+        tallies = _shard_rows(config, stage_dir, columns, per_shard)
         merged_ds = tallies.groupby("name_key").aggregate(_merge_tallies(max_rows, exact_up_to))
         kept = merged_ds.map_batches(finish, batch_format="pyarrow", batch_size=None)
         tables = _tables(kept)

@@ -6,12 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+from names_fixture import names_table_of
 
 from laioncele.names_evidence import frequent_pairs, initialled_aliases, pair_occurrences
 from laioncele.names_lexicon import given_names
-from laioncele.shards import read_shards
-from pipelines.cli import main as cli_main
 
 # "Kazuvi" is in no given-name list: the pre-filter never sends these captions to NER.
 PERSON = [
@@ -69,23 +67,10 @@ def test_initialled_aliases_point_to_the_one_full_name() -> None:
 
 
 def test_second_pass_admits_the_unlisted_person_by_corpus_evidence(tmp_path: Path) -> None:
-    parquet = tmp_path / "laion.parquet"
-    pq.write_table(
-        pa.table({"URL": [f"https://img/{i}.jpg" for i in range(len(CAPTIONS))], "TEXT": CAPTIONS}), parquet
-    )
-    tables = {}
-    for on in (0, 5):
-        out = tmp_path / f"out{on}"
-        sets = [
-            f"input.paths=[{parquet}]",
-            f"run.output_root={out}",
-            "ray.executor=local",
-            "ray.progress_bars=false",
-            f"names.corpus_pair_min_samples={on}",
-        ]
-        for stage in ("ingest", "ner", "names", "candidates"):
-            assert cli_main(["run", stage, *sum((["--set", s] for s in sets), [])]) == 0
-        tables[on] = {r["name_key"]: r for r in read_shards(out / "candidates" / "names_table").to_pylist()}
+    tables = {
+        on: names_table_of(CAPTIONS, tmp_path / f"out{on}", f"names.corpus_pair_min_samples={on}")
+        for on in (0, 5)
+    }
     assert "kazuvi renbeley" not in tables[0]  # the given-name gate alone decides
     assert (
         tables[0]["k renbeley"]["n_candidates"] == 5

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+from names_fixture import names_table_of
 
 from laioncele.names import WRITTEN_FORMS, KnownNameMatcher
 from laioncele.names_evidence import (
@@ -17,8 +17,6 @@ from laioncele.names_evidence import (
     pair_occurrences,
     pair_stats,
 )
-from laioncele.shards import read_shards
-from pipelines.cli import main as cli_main
 
 KNOWN = ["Oba Salami", "Taro Abe", "Anna Muller", "Karl Schmidt", "John Smith", "Jane Smith"]
 
@@ -132,26 +130,12 @@ def test_second_pass_keeps_every_form_and_drops_brands(tmp_path: Path) -> None:
     ]
     brand = ["Lauren Nguyen Women's Leather Handbag", "Lauren Nguyen Eau de Parfum 100ml"] * 5
     captions = person + brand
-    parquet = tmp_path / "laion.parquet"
-    pq.write_table(
-        pa.table({"URL": [f"https://img/{i}.jpg" for i in range(len(captions))], "TEXT": captions}), parquet
-    )
     tables = {}
     for on in (False, True):
-        out = tmp_path / f"out{on}"
-        sets = [
-            f"input.paths=[{parquet}]",
-            f"run.output_root={out}",
-            "ray.executor=local",
-            "ray.progress_bars=false",
-            "names.not_person_min_samples=" + ("8" if on else "0"),
-            "names.corpus_pair_min_samples=5",
-        ]
+        sets = ["names.not_person_min_samples=" + ("8" if on else "0"), "names.corpus_pair_min_samples=5"]
         if not on:
             sets += ["names.second_pass_forms=[]", "names.corpus_pair_forms=[]"]
-        for stage in ("ingest", "ner", "names", "candidates"):
-            assert cli_main(["run", stage, *sum((["--set", s] for s in sets), [])]) == 0
-        tables[on] = {r["name_key"]: r for r in read_shards(out / "candidates" / "names_table").to_pylist()}
+        tables[on] = names_table_of(captions, tmp_path / f"out{on}", *sets)
     assert "kazuvi renbeley" not in tables[False]  # 3 samples as written: too few to be known at 5
     assert "lauren nguyen" in tables[False]  # NER names the brand
     assert tables[True]["kazuvi renbeley"]["n_candidates"] == len(person)
