@@ -171,7 +171,8 @@ def run(sizes: tuple[int, ...] = (100_000,)) -> dict[str, Any]:
     file is kept (it takes too long for every ``make bench``; ``python -m bench.names_identity_bench 1000000
     --merge`` refreshes it)."""
     kept = json.loads(RESULTS.read_text()).get(KEY, {}) if RESULTS.is_file() else {}
-    out = {k: v for k, v in kept.items() if k.startswith("rows_")}
+    # kept: other sizes and the sub-keys other benches write (names_ablation's "ablation")
+    out = {k: v for k, v in kept.items() if k.startswith("rows_") or k == "ablation"}
     out.update({f"rows_{n}": run_size(n, faces=n == sizes[0]) for n in sizes})
     out["after_faces"] = out[f"rows_{sizes[0]}"].pop("after_faces")
     from bench.evidence_on_real import evidence_on_real  # noqa: PLC0415
