@@ -13,9 +13,9 @@ import os
 import platform
 import time
 import traceback
-from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results.json"
+from bench.results_file import RESULTS, merge_results
+
 BENCHMARKS = [
     "ingest",
     "names",
@@ -45,7 +45,6 @@ def main() -> int:
         "names", nargs="*", default=None, help=f"benchmarks to run (default: all of {BENCHMARKS})"
     )
     args = parser.parse_args()
-    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     failed = 0
     for name in args.names or BENCHMARKS:
         try:
@@ -65,8 +64,7 @@ def main() -> int:
             continue
         result["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
         result["machine"] = machine()
-        results[name] = result
-        RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+        merge_results((name,), result)  # the file as it is now: other keys may have changed meanwhile
         print(json.dumps(result, indent=2, sort_keys=True))
     print(f"[bench] results in {RESULTS}")
     return 1 if failed else 0

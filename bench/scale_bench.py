@@ -156,6 +156,7 @@ def run(sizes: tuple[int, ...] = SIZES) -> dict[str, Any]:
             by_rows[str(n)] = run_size(n, Path(tmp))
         by_rows[str(n)]["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return {
+        **{k: v for k, v in previous.items() if k == "candidates_aggregation"},  # bench.aggregation_memory's
         "by_rows": by_rows,
         "ratios": ratios(by_rows),
         "note": "Generated LAION-shaped rows (laioncele.laion_synth), 2 CPUs, one fresh local Ray per size. "
