@@ -168,20 +168,13 @@ def name_tallies(mentions: pa.Table, max_rows: int, exact_up_to: int) -> pa.Tabl
     """One tally per name over the mention rows of one table (a sample named twice counts once)."""
     if mentions.num_rows == 0:
         return TALLIES.empty_table()
-    order = np.lexsort(
-        (
-            mentions.column("sample_id").to_numpy(zero_copy_only=False),
-            -np.nan_to_num(
-                mentions.column("similarity").to_numpy(zero_copy_only=False).astype(float), nan=-1.0
-            ),
-            mentions.column("name_key").to_numpy(zero_copy_only=False),
-        )
-    )
-    keys = mentions.column("name_key").to_numpy(zero_copy_only=False)[order]
-    ids = mentions.column("sample_id").to_numpy(zero_copy_only=False)[order]
-    sims = np.nan_to_num(
+    similarity = np.nan_to_num(
         mentions.column("similarity").to_numpy(zero_copy_only=False).astype(float), nan=-1.0
-    )[order]
+    )
+    keys = mentions.column("name_key").to_numpy(zero_copy_only=False)
+    ids = mentions.column("sample_id").to_numpy(zero_copy_only=False)
+    order = np.lexsort((ids, -similarity, keys))
+    keys, ids, sims = keys[order], ids[order], similarity[order]
     forms = mentions.column("surface_form").to_numpy(zero_copy_only=False)[order]
     second = mentions.column("second_pass").fill_null(False).to_numpy(zero_copy_only=False)[order]
     bounds = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1], True])
