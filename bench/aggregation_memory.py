@@ -35,7 +35,7 @@ COLUMNS = ["sample_id", "similarity", "names", "surface_forms", "second_pass_nam
 
 def names_batches(n_rows: int, seed: int = 0) -> Iterator[pa.RecordBatch]:
     """``names_found`` rows: 60% name one of 10 hot names (Zipf), the rest one of n_rows/2 tail names (mostly under the floor)."""
-    from laioncele import schema
+    from laioncele.io import schema
 
     rng = np.random.default_rng(seed)
     hot = np.array([f"hot person {i}" for i in range(10)])
@@ -77,10 +77,10 @@ def run_size(
 ) -> dict[str, Any]:
     import ray
 
-    from laioncele import schema
     from laioncele.config import load_config
-    from laioncele.name_index import explode_mentions
-    from laioncele.shards import write_shards
+    from laioncele.io import schema
+    from laioncele.io.shards import write_shards
+    from laioncele.names.index import explode_mentions
     from pipelines.aggregate import group_apply, reduce_name_tallies
     from pipelines.runtime import ensure_ray
     from pipelines.stages.names import _kept_names
@@ -144,7 +144,7 @@ def _kept_names_from_mentions(
     mentions: pa.Table, min_candidates: int, max_rows: int, min_ner_share: float
 ) -> pa.Table:
     """The old per-group reduction: one name's mentions in one call."""
-    from laioncele.name_index import name_tallies
+    from laioncele.names.index import name_tallies
     from pipelines.stages.names import _kept_names
 
     exact = mentions.num_rows  # one name's rows in one call: every count exact

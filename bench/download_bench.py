@@ -23,7 +23,7 @@ from PIL import Image
 
 from bench import download_vs_img2dataset
 from laioncele.config import DownloadConfig
-from laioncele.download import Downloader
+from laioncele.download.fetch import Downloader
 from laioncele.testing.http_fixture import LocalHTTPServer, Response
 
 REPO = Path(__file__).resolve().parents[1]

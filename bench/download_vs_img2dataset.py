@@ -187,7 +187,7 @@ def _cpu_s() -> float:
 def _ours_unit(args: tuple[str, int, int, dict[str, Any], str]) -> dict[str, int]:
     """One worker's unit: its rows through the Downloader's stream in the stage's sub-batches, to parquet."""
     from laioncele.config import DownloadConfig
-    from laioncele.download import Downloader
+    from laioncele.download.fetch import Downloader
     from pipelines.stages.download import SUB_BATCH
 
     input_path, start, stop, config, out_dir = args
@@ -285,8 +285,8 @@ def _run_fetch(spec: dict[str, Any], layer: str) -> dict[str, Any]:
     from img2dataset.downloader import download_image
 
     from laioncele.config import DownloadConfig
-    from laioncele.download import Downloader, FetchFailure
-    from laioncele.netsafety import check_url
+    from laioncele.download.fetch import Downloader, FetchFailure
+    from laioncele.download.netsafety import check_url
 
     urls = pq.read_table(spec["input"], columns=["url"]).column("url").to_pylist()
     timeout = spec["timeout_s"]

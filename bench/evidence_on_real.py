@@ -1,4 +1,4 @@
-"""The corpus-evidence rule (``laioncele.names_evidence``) measured on real, labelled LAION captions.
+"""The corpus-evidence rule (``laioncele.names.evidence``) measured on real, labelled LAION captions.
 
 The generated corpus writes people with the same person-context words the rule looks for ("attends", "poses",
 "'s", "Actress X"), so the names_identity bench is optimistic for it. Here the rule's own functions run on real
@@ -65,7 +65,7 @@ def _share(part: int, whole: int) -> float | None:
 def _occurrences(captions: list[str]):
     import pyarrow as pa  # noqa: PLC0415
 
-    from laioncele.names_evidence import pair_occurrences  # noqa: PLC0415
+    from laioncele.names.evidence import pair_occurrences  # noqa: PLC0415
 
     table = pa.table({"sample_id": [str(i) for i in range(len(captions))], "caption": captions})
     return pair_occurrences(table).to_pylist()
@@ -73,9 +73,9 @@ def _occurrences(captions: list[str]):
 
 def _trigger(caption: str, key: str) -> str:
     """Which of the rule's person contexts holds pair ``key`` in ``caption`` (the rule's tokens and word lists)."""
-    from laioncele import names_evidence as ev  # noqa: PLC0415
-    from laioncele.names_lexicon import fold  # noqa: PLC0415
-    from laioncele.names_text import clean_caption  # noqa: PLC0415
+    from laioncele.names import evidence as ev  # noqa: PLC0415
+    from laioncele.names.lexicon import fold  # noqa: PLC0415
+    from laioncele.names.text import clean_caption  # noqa: PLC0415
 
     tokens = ev._TOKEN.findall(clean_caption(caption).replace("’", "'"))  # noqa: SLF001 - the rule's tokens
     for i in range(len(tokens) - 1):
@@ -109,7 +109,7 @@ def generator_person_context(rows: int = 20_000, seed: int = 0) -> dict[str, Any
 
     import pyarrow.parquet as pq  # noqa: PLC0415
 
-    from laioncele.laion_synth_corpus import write_corpus  # noqa: PLC0415
+    from laioncele.synth.corpus import write_corpus  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory(prefix="evidence_gen_") as tmp:
         truth = write_corpus(tmp, rows, seed)
@@ -140,7 +140,7 @@ def evidence_on_real() -> dict[str, Any]:
     import pyarrow.parquet as pq  # noqa: PLC0415
 
     from laioncele.config import load_config  # noqa: PLC0415
-    from laioncele.names_evidence import frequent_pairs  # noqa: PLC0415
+    from laioncele.names.evidence import frequent_pairs  # noqa: PLC0415
 
     names_cfg = load_config(None).names
     labelled: list[dict[str, Any]] = []

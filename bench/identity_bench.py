@@ -37,7 +37,7 @@ def _reset_peak() -> None:
 
 
 def _spec(n_faces: int, n_names: int, dim: int, seed: int):
-    from laioncele.synthetic import SyntheticSpec
+    from laioncele.synth.embeddings import SyntheticSpec
 
     return SyntheticSpec(n_names=n_names, dim=dim, mean_images=n_faces / n_names / FACES_PER_IMAGE, seed=seed)
 
@@ -76,8 +76,8 @@ def baseline_clean(faces, min_images: int = 5, edge: float = 0.45, keep: float =
 
 
 def _child(args: dict) -> dict:
-    from laioncele.identity import clean_identities
-    from laioncele.synthetic import evaluate, generate
+    from laioncele.identity.clean import clean_identities
+    from laioncele.synth.embeddings import evaluate, generate
 
     n_names, n_faces = args["n_names"], args["n_faces"]
     if args["mode"] == "baseline":  # same distribution, fewer names

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 
 from laioncele.config import load_config
 from laioncele.ingest import clean_batch
-from laioncele.laion_synth import write_laion_parquet
-from laioncele.shards import file_sha256
+from laioncele.io.shards import file_sha256
+from laioncele.synth.laion import write_laion_parquet
 
 
 def pyarrow_baseline(parquet: Path, out: Path, same_work: bool = False) -> float:

@@ -1,9 +1,9 @@
 """Which per-caption name rules move the identity-level figures (issue 25): each rule family switched off.
 
 Run: ``python -m bench.names_ablation ROWS [ABLATION ...] [--merge] [--per-caption-only]``. One known-truth
-corpus (``laioncele.laion_synth_corpus``) is generated and ingested once; each ablation then runs ner ->
+corpus (``laioncele.synth.corpus``) is generated and ingested once; each ablation then runs ner ->
 names -> candidates on the local executor (``ray.executor=local``, in this process, so a monkeypatch reaches
-the stage) and is scored by ``laioncele.identity_truth.score_identities`` as ``bench/names_identity_bench.py``
+the stage) and is scored by ``laioncele.synth.identity_truth.score_identities`` as ``bench/names_identity_bench.py``
 scores it. spaCy's entities are memoised per NER input text, so an ablation that leaves NER's input alone
 costs only the rules. Each ablation is also scored on the per-caption sets (``tests/data``: labelled,
 holdout). ``--merge`` writes the figures under ``names_identity.ablation`` in bench/results.json.
@@ -30,7 +30,7 @@ _ENTITIES: dict[str, list[tuple[int, int, str]]] = {}
 
 def _rule_modules() -> list[Any]:
     """The modules whose rules an ablation switches off (names_evidence, the corpus evidence, is kept)."""
-    import laioncele.names as names  # noqa: PLC0415
+    import laioncele.names.extract as names  # noqa: PLC0415
 
     modules = [names]
     for name in ("names_rules", "names_prefilter", "names_confidence", "names_lexicon", "names_text"):
@@ -44,14 +44,14 @@ def _everywhere(attr: str, value: Any) -> list[tuple[Any, str, Any]]:
 
 
 def _method(attr: str, value: Any) -> list[tuple[Any, str, Any]]:
-    from laioncele.names import NameExtractor  # noqa: PLC0415
+    from laioncele.names.extract import NameExtractor  # noqa: PLC0415
 
     return [(NameExtractor, attr, value)] if hasattr(NameExtractor, attr) else []
 
 
 def _simple_start(words: list[str], i: int, lower_case: bool, product_share: float = 0.0) -> bool:
     """The pre-filter without its surname tests: a known given name and a next word."""
-    from laioncele.names_lexicon import fold, given_names  # noqa: PLC0415
+    from laioncele.names.lexicon import fold, given_names  # noqa: PLC0415
 
     word = words[i]
     if fold(word) not in given_names() or i + 1 >= len(words):
@@ -117,7 +117,7 @@ def ablated(name: str) -> Iterator[dict[str, Any]]:
 @contextmanager
 def memoised_entities() -> Iterator[None]:
     """spaCy's entities per NER input text, computed once for every ablation."""
-    from laioncele.names import NameExtractor  # noqa: PLC0415
+    from laioncele.names.extract import NameExtractor  # noqa: PLC0415
 
     original = NameExtractor._entities
 
@@ -155,7 +155,7 @@ def _read(name: str) -> list[dict[str, Any]]:
 def per_caption(overrides: dict[str, Any]) -> dict[str, float]:
     """Precision and recall on the labelled and the holdout captions (``bench/names_bench.py``'s sets)."""
     from laioncele.config import NamesConfig  # noqa: PLC0415
-    from laioncele.names import NameExtractor, evaluate  # noqa: PLC0415
+    from laioncele.names.extract import NameExtractor, evaluate  # noqa: PLC0415
 
     extractor = NameExtractor(NamesConfig(**overrides))
     out: dict[str, float] = {}
@@ -172,7 +172,7 @@ def identity(
 ) -> dict[str, Any]:
     """ner -> names -> candidates on the ingested corpus, locally, scored against the truth."""
     from bench.names_identity_bench import candidates_from_run  # noqa: PLC0415
-    from laioncele.identity_truth import score_identities  # noqa: PLC0415
+    from laioncele.synth.identity_truth import score_identities  # noqa: PLC0415
     from pipelines.runner import run_stage  # noqa: PLC0415
     from pipelines.stages import STAGES  # noqa: PLC0415
 
@@ -216,7 +216,7 @@ def run(
     rows: int, names: list[str], with_identity: bool = True, with_per_caption: bool = True
 ) -> dict[str, Any]:
     """Figures per ablation, and each one's change against the baseline (in points)."""
-    from laioncele.laion_synth_corpus import write_corpus  # noqa: PLC0415
+    from laioncele.synth.corpus import write_corpus  # noqa: PLC0415
     from pipelines.runner import run_stage  # noqa: PLC0415
     from pipelines.stages import STAGES  # noqa: PLC0415
 

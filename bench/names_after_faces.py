@@ -3,7 +3,7 @@
 ``python -m bench names_identity`` records it under ``names_identity.after_faces`` (from its 100k run). Alone:
 ``python -m bench.names_after_faces --from=DIR`` re-scores candidates kept by ``python -m bench.names_identity_bench
 100000 --keep=DIR`` (which also records it for a fresh corpus); ``--merge`` writes only the ``after_faces``
-sub-key. Faces are synthetic (``laioncele.faces_truth``), cleaning is ``clean_identities`` with the production
+sub-key. Faces are synthetic (``laioncele.synth.faces_truth``), cleaning is ``clean_identities`` with the production
 identity settings (``IdentityConfig`` defaults: insightface thresholds, >= 5 images, share >= 0.2, runner-up
 <= 0.5). Face models: the default (a row showing no known person shows no face or strangers; 30% of person
 rows mislabelled, the identity generator's rate), over three face draws; a sensitivity case where 30% of a
@@ -33,7 +33,7 @@ def after_faces(
 ) -> dict:
     """Purity after faces under the default face model and the recurring-face sensitivity case."""
     from laioncele.config import load_config  # noqa: PLC0415
-    from laioncele.faces_truth import FaceModel, purity_after_faces  # noqa: PLC0415
+    from laioncele.synth.faces_truth import FaceModel, purity_after_faces  # noqa: PLC0415
 
     identity = load_config(None).identity
     out: dict[str, Any] = {}
@@ -61,7 +61,7 @@ def after_faces(
     }
     out["note"] = (
         "Candidates with >= 5 samples of the names_identity corpus, each sample given synthetic faces "
-        "(laioncele.faces_truth: a row shows the identities it mentions, with the identity generator's noise - "
+        "(laioncele.synth.faces_truth: a row shows the identities it mentions, with the identity generator's noise - "
         "30% mislabelled (no face / co-star alone / strangers), 25% with 1-3 extra faces; any other row "
         "(distractor, photographer credit, background) shows no face (50%) or 1-3 strangers), cleaned by "
         "laioncele.identity.clean_identities with the production identity settings. purity = true / (true + "

@@ -2,9 +2,9 @@
 
 Run: ``python -m bench names_identity`` (100k rows) or ``python -m bench.names_identity_bench ROWS [ROWS ...]``
 (prints; ``--merge`` writes the figures per corpus size into bench/results.json under ``names_identity``).
-The corpus is ``laioncele.laion_synth_corpus`` (real LAION background captions, invented people with
+The corpus is ``laioncele.synth.corpus`` (real LAION background captions, invented people with
 Zipf-distributed mentions, photographer credits, distractors); figures come from
-``laioncele.identity_truth.score_identities``. Production names settings, except that no name is capped at
+``laioncele.synth.identity_truth.score_identities``. Production names settings, except that no name is capped at
 ``max_rows_per_name`` (so mention recall is not bounded by the cap). Local Ray with 2 CPUs; peak RSS is sampled
 every 0.2 s over the driver and every process under it (Ray's raylet, GCS and workers).
 """
@@ -65,8 +65,8 @@ class RssSampler:
 
 def candidates_from_run(out_root: Path) -> dict[str, list[int]]:
     """Name key -> corpus rows, from the candidates stage's samples (generated URLs name their row)."""
-    from laioncele.laion_synth_corpus import row_of_url  # noqa: PLC0415
-    from laioncele.shards import read_shards  # noqa: PLC0415
+    from laioncele.io.shards import read_shards  # noqa: PLC0415
+    from laioncele.synth.corpus import row_of_url  # noqa: PLC0415
 
     table = read_shards(out_root / "candidates", columns=["url", "names"])
     found: dict[str, list[int]] = defaultdict(list)
@@ -89,8 +89,8 @@ def run_size(
     import ray  # noqa: PLC0415
 
     from laioncele.config import load_config  # noqa: PLC0415
-    from laioncele.identity_truth import score_identities  # noqa: PLC0415
-    from laioncele.laion_synth_corpus import write_corpus  # noqa: PLC0415
+    from laioncele.synth.corpus import write_corpus  # noqa: PLC0415
+    from laioncele.synth.identity_truth import score_identities  # noqa: PLC0415
     from pipelines.runner import run_stage  # noqa: PLC0415
     from pipelines.runtime import ensure_ray  # noqa: PLC0415
     from pipelines.stages import STAGES as ALL_STAGES  # noqa: PLC0415
@@ -179,7 +179,7 @@ def run(sizes: tuple[int, ...] = (100_000,)) -> dict[str, Any]:
 
     out["evidence_on_real"] = evidence_on_real()
     out["note"] = (
-        "Known-truth corpus (laioncele.laion_synth_corpus) through ingest -> ner -> names -> candidates on "
+        "Known-truth corpus (laioncele.synth.corpus) through ingest -> ner -> names -> candidates on "
         "local Ray, 2 CPUs, on a machine shared with other jobs (loadavg recorded per stage). Purity leaves out "
         "background names: names found mostly in real background rows, or whose key is a 2-3 word sequence of "
         "the real source captions (truth unknown). rows_*_ablation_*: the issue-25 rules off (see 'rules'); "

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from laioncele.config import load_config
-from laioncele.shards import load_manifest
+from laioncele.io.shards import load_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 

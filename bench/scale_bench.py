@@ -76,8 +76,8 @@ def run_size(n_rows: int, work: Path) -> dict[str, Any]:
     import ray
 
     from laioncele.config import load_config
-    from laioncele.laion_synth import write_laion_parquet
-    from laioncele.shards import load_manifest
+    from laioncele.io.shards import load_manifest
+    from laioncele.synth.laion import write_laion_parquet
     from pipelines.runner import run_stage, stage_dir
     from pipelines.runtime import ensure_ray
     from pipelines.stages import STAGES as ALL_STAGES
@@ -159,7 +159,7 @@ def run(sizes: tuple[int, ...] = SIZES) -> dict[str, Any]:
         **{k: v for k, v in previous.items() if k == "candidates_aggregation"},  # bench.aggregation_memory's
         "by_rows": by_rows,
         "ratios": ratios(by_rows),
-        "note": "Generated LAION-shaped rows (laioncele.laion_synth), 2 CPUs, one fresh local Ray per size. "
+        "note": "Generated LAION-shaped rows (laioncele.synth.laion), 2 CPUs, one fresh local Ray per size. "
         "Worker RSS is the largest single Ray worker process.",
     }
 

@@ -1,6 +1,6 @@
 """The LaionCele dataset as training examples: name targets per identity, face crops per image, splits.
 
-The dataset directory holds ``identities/`` and ``images/`` (stage directories, see ``laioncele.shards``) and
+The dataset directory holds ``identities/`` and ``images/`` (stage directories, see ``laioncele.io.shards``) and
 ``mean_name_embedding.npy``. Bad rows are dropped and counted by reason, never fatal.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from laioncele.shards import load_manifest, read_shard, read_shards
+from laioncele.io.shards import load_manifest, read_shard, read_shards
 
 SPLIT_TRAIN, SPLIT_VAL_IMAGE, SPLIT_VAL_IDENTITY = 0, 1, 2
 SPLIT_NAMES = {SPLIT_TRAIN: "train", SPLIT_VAL_IMAGE: "val_image", SPLIT_VAL_IDENTITY: "val_identity"}

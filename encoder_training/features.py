@@ -27,8 +27,8 @@ from tqdm.auto import tqdm
 
 from encoder_training.data import decode_image, face_crop, image_shard_records, read_image_shard, valid_bbox
 from encoder_training.model import TowerFeatures, load_tower_features
-from laioncele.schema import TRAINING_FEATURES
-from laioncele.shards import load_manifest, read_shards, write_shards
+from laioncele.io.schema import TRAINING_FEATURES
+from laioncele.io.shards import load_manifest, read_shards, write_shards
 
 REASON_OK = "ok"
 FeaturePrecision = Literal["auto", "float32", "bfloat16", "float16"]

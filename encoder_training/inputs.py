@@ -28,7 +28,7 @@ from encoder_training.features import read_features
 from encoder_training.model import NameEncoder
 from encoder_training.plan import TrainPaths
 from laioncele.config import TrainingConfig
-from laioncele.shards import read_shards
+from laioncele.io.shards import read_shards
 
 # A host table goes to the GPU whole when under this share of its free memory.
 DEVICE_TABLE_FREE_FRACTION = 0.25

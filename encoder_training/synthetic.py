@@ -14,8 +14,8 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from laioncele.schema import DATASET_IDENTITIES, DATASET_IMAGES
-from laioncele.shards import write_shards
+from laioncele.io.schema import DATASET_IDENTITIES, DATASET_IMAGES
+from laioncele.io.shards import write_shards
 
 
 def _face_image(

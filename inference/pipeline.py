@@ -135,7 +135,7 @@ def text_name_embedding(pipe: Any, names: str | Sequence[str], num_tokens: int =
     Same positions and layers as the dataset's targets (``laioncele.targets.encode_names``), computed with this
     pipeline's own tokenizers and text encoders, so a fine-tune's text side is honoured.
     """
-    from laioncele.targets import encode_names
+    from laioncele.targets.encode import encode_names
 
     names = [names] if isinstance(names, str) else list(names)
     embeddings, _pooled = encode_names(

@@ -1,7 +1,7 @@
 """A tiny random-weight SDXL for trying inference offline: no download, builds in about a second on a CPU.
 
 Built from configs the way diffusers' own SDXL tests build theirs. The text encoders keep CLIP's real
-49,408-token vocabulary and SDXL's real tokenisation (``laioncele.tokenizers``) but are a few layers of width 32
+49,408-token vocabulary and SDXL's real tokenisation (``laioncele.targets.tokenizers``) but are a few layers of width 32
 and 64 (different on purpose, so a mix-up of the two halves shows up in shapes); the UNet and VAE are a few
 channels wide. Its images are noise: it exercises the code path (name prepending, recalibration, the CLI), not
 the model. ``python -m inference.tiny DIR`` writes it as a diffusers folder that ``--model DIR`` loads; see
@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from laioncele.targets import TINY_TEXT_WIDTHS, build_tiny_text_encoders
+from laioncele.targets.encode import TINY_TEXT_WIDTHS, build_tiny_text_encoders
 
 TEXT_WIDTH_1, TEXT_WIDTH_2 = TINY_TEXT_WIDTHS
 PROJECTION_DIM = 16
@@ -34,7 +34,7 @@ def build_tiny_sdxl_pipeline(seed: int = 0) -> Any:
         UNet2DConditionModel,
     )
 
-    from laioncele.tokenizers import build_sdxl_tokenizers
+    from laioncele.targets.tokenizers import build_sdxl_tokenizers
 
     text_encoder, text_encoder_2 = build_tiny_text_encoders(seed)
     torch.manual_seed(seed)

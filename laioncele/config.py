@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from laioncele.storage import ObjectPath, as_path
+from laioncele.io.storage import ObjectPath, as_path
 
 # How many workers run a stage never changes what it computes: such keys stay out of the resume hash.
 RESOURCE_KEYS = frozenset(
@@ -75,7 +75,7 @@ class ShardConfig(Section):
 
 
 class StorageConfig(Section):
-    """The object store behind ``s3://`` input paths and output roots (see ``laioncele.storage``).
+    """The object store behind ``s3://`` input paths and output roots (see ``laioncele.io.storage``).
 
     Unset keys fall back to the standard AWS environment variables (``AWS_ENDPOINT_URL``, ``AWS_REGION``).
     Credentials are never configured here: they come from the AWS credential chain (``AWS_ACCESS_KEY_ID`` /

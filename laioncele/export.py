@@ -19,7 +19,7 @@ stored; about the size of one 384 px JPEG); the ``identity_id`` in every row sti
 ``dataset/identities`` for anyone who prefers the table.
 
 Files are cut when they reach ``shard_bytes`` (image + target bytes), each written to a temp name and renamed
-(``laioncele.shards.atomic_write_bytes``: temp key + copy on an object store; the ``hf`` format is local
+(``laioncele.io.shards.atomic_write_bytes``: temp key + copy on an object store; the ``hf`` format is local
 only). ``export.json``, written last, lists the files with rows, bytes and sha256, and the rows skipped and
 why; ``dataset/exports.json`` records where each format was exported, so ``remove`` finds every export.
 """
@@ -43,8 +43,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
-from laioncele.schema import SCHEMAS
-from laioncele.shards import (
+from laioncele.io.schema import SCHEMAS
+from laioncele.io.shards import (
     MANIFEST_NAME,
     TMP_PREFIX,
     atomic_write_bytes,
@@ -53,7 +53,7 @@ from laioncele.shards import (
     load_manifest,
     read_shards,
 )
-from laioncele.storage import ObjectPath, as_path
+from laioncele.io.storage import ObjectPath, as_path
 
 FORMATS = ("webdataset", "hf", "parquet")
 EXPORT_MANIFEST = "export.json"

@@ -23,8 +23,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from laioncele.config import IngestConfig
-from laioncele.schema import INGEST, conform
-from laioncele.storage import filesystem_from_uri
+from laioncele.io.schema import INGEST, conform
+from laioncele.io.storage import filesystem_from_uri
 
 # Our column -> accepted source column names, first match wins (case-insensitive).
 COLUMN_ALIASES: dict[str, tuple[str, ...]] = {

@@ -35,10 +35,9 @@ import numpy as np
 import pyarrow as pa
 
 from laioncele.config import Config
-from laioncele.dataset_card import REMOVALS_FILE, dataset_parts, opt_out_fingerprint, removals_log, write_card
-from laioncele.download import OptOutMatcher
+from laioncele.download.fetch import OptOutMatcher
 from laioncele.export import exports_registry, remove_from_export, revision_name
-from laioncele.shards import (
+from laioncele.io.shards import (
     MANIFEST_NAME,
     UNITS_DIR,
     atomic_write_bytes,
@@ -48,8 +47,15 @@ from laioncele.shards import (
     read_shard,
     read_shards,
 )
-from laioncele.storage import ObjectPath, as_path
-from laioncele.targets import embeddings_from_table, mean_name_embedding
+from laioncele.io.storage import ObjectPath, as_path
+from laioncele.report.dataset_card import (
+    REMOVALS_FILE,
+    dataset_parts,
+    opt_out_fingerprint,
+    removals_log,
+    write_card,
+)
+from laioncele.targets.encode import embeddings_from_table, mean_name_embedding
 
 MEAN_FILE = "mean_name_embedding.npy"  # as pipelines.stages.targets.MEAN_FILE
 

@@ -15,9 +15,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from laioncele import name_index
 from laioncele.config import Config
-from laioncele.shards import iter_shards, load_manifest, read_shard
+from laioncele.io.shards import iter_shards, load_manifest, read_shard
+from laioncele.names import index as name_index
 from pipelines.runtime import ensure_ray
 
 
@@ -94,7 +94,7 @@ def reduce_name_tallies(
     to_mentions: Callable[[pa.Table], pa.Table],
     finish: Callable[[pa.Table], pa.Table],
 ) -> pa.Table:
-    """``finish`` applied to one tally per name (``laioncele.name_index.TALLIES``) over every shard of
+    """``finish`` applied to one tally per name (``laioncele.names.index.TALLIES``) over every shard of
     ``stage_dir``, each shard's rows turned into mention rows by ``to_mentions``; sorted by name key.
 
     Each shard is summarised per name where it is read; the summaries (capped at ``names.max_rows_per_name``

@@ -14,11 +14,11 @@ import ray
 from laioncele.config import Config, config_from_dict, dump_config, load_config
 from laioncele.export import FORMATS
 from laioncele.export import export as export_dataset
+from laioncele.io.shards import ShardError, atomic_write_json, read_shards
+from laioncele.io.storage import as_path, configure, is_object_uri
 from laioncele.removal import read_names, remove_names
-from laioncele.report import write_report
-from laioncele.shards import ShardError, atomic_write_json, read_shards
-from laioncele.storage import as_path, configure, is_object_uri
-from laioncele.truth_check import load_truth, truth_check
+from laioncele.report.html import write_report
+from laioncele.report.truth_check import load_truth, truth_check
 from pipelines.empty_result import empty_result_warning
 from pipelines.interrupts import Interrupted, sigterm_interrupts
 from pipelines.runner import StageFailed, run_stage

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from laioncele.config import Config
-from laioncele.schema import schema_id
-from laioncele.shards import MANIFEST_NAME, load_manifest
-from laioncele.storage import configure
+from laioncele.io.schema import schema_id
+from laioncele.io.shards import MANIFEST_NAME, load_manifest
+from laioncele.io.storage import configure
 from pipelines.runner import chain_config_hash, stage_dir
 from pipelines.stages import ORDER, STAGES
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 import ray
 
 from laioncele.config import Config
-from laioncele.shards import (
+from laioncele.io.shards import (
     MANIFEST_NAME,
     ShardError,
     UnitRecord,
@@ -31,7 +31,7 @@ from laioncele.shards import (
     safe_unit_id,
     write_unit,
 )
-from laioncele.storage import ObjectPath, as_path, configure
+from laioncele.io.storage import ObjectPath, as_path, configure
 from pipelines.interrupts import Interrupted
 from pipelines.progress import StageProgress
 from pipelines.runtime import ensure_ray

@@ -14,8 +14,8 @@ from pathlib import Path
 import ray
 
 from laioncele.config import Config, RayConfig
+from laioncele.io.storage import is_object_uri
 from laioncele.offline_env import OFFLINE_ENV, apply_offline_defaults
-from laioncele.storage import is_object_uri
 from pipelines.interrupts import reclaim_sigterm
 
 # Variables that keep workers offline and quiet; workers inherit them through the runtime env.

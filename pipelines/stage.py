@@ -69,7 +69,7 @@ class Stage:
 def units_per_shard(upstream_dir: Path | None, rows_per_unit: int | None = None) -> list[Unit]:
     """One unit per shard of the upstream stage (or per ``rows_per_unit`` rows of it), keyed by the shard's name:
     the usual plan of a map stage. Slow stages (download, faces) use smaller units, so a crash loses less."""
-    from laioncele.shards import load_manifest
+    from laioncele.io.shards import load_manifest
 
     if upstream_dir is None:
         raise ValueError("units_per_shard needs an upstream stage")
@@ -86,7 +86,7 @@ def units_per_shard(upstream_dir: Path | None, rows_per_unit: int | None = None)
 
 def read_unit_rows(stage_dir: Path, payload: dict[str, Any]) -> pa.Table:
     """The rows of a unit planned by ``units_per_shard``."""
-    from laioncele.shards import read_shard
+    from laioncele.io.shards import read_shard
 
     table = read_shard(stage_dir, payload["shard"])
     start = payload.get("start", 0)

@@ -1,6 +1,6 @@
 """A small synthetic run directory in the real on-disk format, with its ground truth, for stats/report tests.
 
-Every stage directory is written by ``laioncele.shards.write_shards`` with the stage's real schema and known
+Every stage directory is written by ``laioncele.io.shards.write_shards`` with the stage's real schema and known
 rows_in / rows / drops; ``dataset/`` holds real JPEG bytes (a coloured ellipse "face" at the recorded bbox),
 unit face embeddings and their similarity to the identity centroid. One identity is deliberately impure (half
 its faces are another person), one image has undecodable bytes, and captions/names carry HTML to catch
@@ -19,8 +19,8 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageDraw
 
-from laioncele import schema
-from laioncele.shards import write_shards
+from laioncele.io import schema
+from laioncele.io.shards import write_shards
 
 HOSTILE_CAPTION = "<script>alert('caption')</script> & <img src=x onerror=alert(1)> photo"
 HOSTILE_NAME = '<b>Eve</b> "Mallory" & Co'

@@ -8,7 +8,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from laioncele.shards import read_shards
+from laioncele.io.shards import read_shards
 from pipelines.cli import main as cli_main
 
 

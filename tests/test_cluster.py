@@ -32,7 +32,7 @@ from infra.local_cluster import (
     start_cluster,
     stop_cluster,
 )
-from laioncele.shards import UNITS_DIR, load_manifest
+from laioncele.io.shards import UNITS_DIR, load_manifest
 from pipelines.stages import ORDER
 from tests.test_e2e_sample import SETS, copy_stages, fingerprint
 
@@ -46,7 +46,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 def sample_copy(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     """The embedded sample served on a free port of its own (its URLs name the port): config overrides. The
     default port 8765 may be held by another build on this machine."""
-    from laioncele.sample_data import build_sample
+    from laioncele.synth.sample import build_sample
 
     root = tmp_path_factory.mktemp("sample")
     shutil.copytree(REPO / "sample" / "images", root / "images")

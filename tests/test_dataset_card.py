@@ -11,7 +11,7 @@ import pytest
 from dataset_fixture import HOSTILE_CAPTION, HOSTILE_NAME, FakeDataset, build_fake_dataset
 
 from laioncele.config import Config, load_config
-from laioncele.dataset_card import CARD_NAME, IMAGE_BINS, build_config_hash, opt_out_fingerprint
+from laioncele.report.dataset_card import CARD_NAME, IMAGE_BINS, build_config_hash, opt_out_fingerprint
 from pipelines.stages.dataset import write_top_manifest
 
 REPO = Path(__file__).resolve().parents[1]

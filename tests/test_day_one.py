@@ -109,7 +109,7 @@ def test_config_mismatch_names_both_hashes_and_suggests_a_new_output_root_first(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from laioncele.config import load_config
-    from laioncele.shards import load_manifest
+    from laioncele.io.shards import load_manifest
     from pipelines.runner import stage_config_hash
     from pipelines.stages import STAGES
 
@@ -162,7 +162,7 @@ def test_missing_columns_fail_in_the_driver_naming_the_file_and_laion_columns(
 def test_unknown_input_columns_are_reported(tmp_path: Path) -> None:
     import logging
 
-    from laioncele.shards import read_shards
+    from laioncele.io.shards import read_shards
 
     parquet = write_parquet(
         tmp_path / "in.parquet", URL=["https://a/1.jpg"], TEXT=["Brad Pitt"], LICENSE=["?"], NSFW=["UNLIKELY"]
@@ -208,7 +208,7 @@ def test_ray_num_cpus_must_be_positive(value: str) -> None:
 def test_a_resume_with_no_units_left_does_not_redo_the_names_aggregation(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from laioncele.shards import load_manifest
+    from laioncele.io.shards import load_manifest
 
     people = ["Brad Pitt", "Angelina Jolie", "Tom Hanks"]
     captions = [f"{p} at the {e} premiere" for p in people for e in ("Cannes", "Venice", "London", "Berlin")]
@@ -249,7 +249,7 @@ def interrupt_cli(parquet: Path, out: Path, signum: int, *extra: str) -> tuple[i
     import sys
     import time
 
-    from laioncele.shards import UNITS_DIR
+    from laioncele.io.shards import UNITS_DIR
 
     cmd = [sys.executable, "-m", "pipelines", "run", "ingest"]
     for item in (f"input.paths=[{parquet}]", f"run.output_root={out}", "ingest.rows_per_unit=100", *extra):
@@ -275,7 +275,7 @@ def interrupt_cli(parquet: Path, out: Path, signum: int, *extra: str) -> tuple[i
 
 @pytest.fixture(scope="module")
 def laion_200_units(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from laioncele.laion_synth import write_laion_parquet
+    from laioncele.synth.laion import write_laion_parquet
 
     path = tmp_path_factory.mktemp("laion") / "part-0.parquet"
     return write_laion_parquet(path, 20_000, seed=7, row_group_size=100)
@@ -287,7 +287,7 @@ def test_ctrl_c_prints_one_line_and_a_rerun_resumes(
 ) -> None:
     import re
 
-    from laioncele.shards import load_manifest
+    from laioncele.io.shards import load_manifest
 
     out = tmp_path / "out"
     rc, output = interrupt_cli(

@@ -10,8 +10,8 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from laioncele import schema
 from laioncele.config import Config
+from laioncele.io import schema
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -28,7 +28,7 @@ LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 def test_the_stages_doc_states_each_schema_version() -> None:
     versions = dict(schema.schema_id(v) for v in vars(schema).values() if isinstance(v, pa.Schema))
     sentence = re.search(
-        r"All schemas are in `laioncele/schema.py`, version 1 each except (.*?)\. ", STAGES_DOC, re.S
+        r"All schemas are in `laioncele/io/schema.py`, version 1 each except (.*?)\. ", STAGES_DOC, re.S
     )
     assert sentence, "docs/stages.md's schema-version sentence is missing"
     stated = {name: int(v) for name, v in re.findall(r"`(\w+)`\s+\(v(\d+)", sentence.group(1))}

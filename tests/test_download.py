@@ -24,9 +24,8 @@ import pytest
 from PIL import Image
 from tls_fixture import Issued, make_ca, make_leaf, server_context, write_cert
 
-from laioncele import schema
 from laioncele.config import Config, DownloadConfig
-from laioncele.download import (
+from laioncele.download.fetch import (
     Downloader,
     HostScheduler,
     as_table,
@@ -34,7 +33,8 @@ from laioncele.download import (
     normalise_name,
     parse_retry_after,
 )
-from laioncele.netsafety import check_url, is_public_address
+from laioncele.download.netsafety import check_url, is_public_address
+from laioncele.io import schema
 from laioncele.testing.http_fixture import LocalHTTPServer, Response
 
 MAX_SIDE = 128

@@ -38,8 +38,8 @@ import pytest
 from PIL import Image
 
 from laioncele.config import DownloadConfig
-from laioncele.download import Downloader, DownloadResult
-from laioncele.netsafety import check_url
+from laioncele.download.fetch import Downloader, DownloadResult
+from laioncele.download.netsafety import check_url
 from laioncele.testing.http_fixture import LocalHTTPServer, Response
 
 MARGIN_S = 2.0  # slack on every time bound: a loaded CI box, thread start-up; not a speed target

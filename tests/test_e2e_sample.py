@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from laioncele.config import load_config
-from laioncele.shards import UNITS_DIR, load_manifest
+from laioncele.io.shards import UNITS_DIR, load_manifest
 from pipelines.cli import main as cli_main
 from pipelines.runner import stage_dir
 from pipelines.stages import ORDER
@@ -200,7 +200,7 @@ def test_identity_partitions_on_ray_keep_the_single_task_result(reference: Path,
         assert cli_main(args) == 0
     finally:
         os.chdir(old)
-    from laioncele.shards import read_shards  # noqa: PLC0415
+    from laioncele.io.shards import read_shards  # noqa: PLC0415
 
     def kept(directory: Path) -> set[tuple[str, int, str]]:
         images = read_shards(directory / "identities", columns=["sample_id", "face_index", "identity_id"])

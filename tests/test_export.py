@@ -18,7 +18,6 @@ import pytest
 from dataset_fixture import build_fake_dataset
 from test_object_store import BUCKET, s3_endpoint  # noqa: F401  (moto's S3 server on 127.0.0.1)
 
-from laioncele import schema, storage
 from laioncele.export import (
     EXPORT_MANIFEST,
     EXPORTS_REGISTRY,
@@ -27,7 +26,8 @@ from laioncele.export import (
     write_parquet,
     write_webdataset,
 )
-from laioncele.shards import TMP_PREFIX, read_shards, write_shards
+from laioncele.io import schema, storage
+from laioncele.io.shards import TMP_PREFIX, read_shards, write_shards
 from pipelines.cli import main as cli_main
 
 SHARD_BYTES = 60_000  # a few tars / files from the ~50 small fixture images

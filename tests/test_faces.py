@@ -24,7 +24,7 @@ from laioncele.faces import (
     decode_image_detailed,
     load_backend,
 )
-from laioncele.schema import FACES, schema_id
+from laioncele.io.schema import FACES, schema_id
 from laioncele.testing.onnx_models import (
     KEYPOINTS_IN_CELL,
     arcface_reference,

@@ -4,7 +4,7 @@ images share no face (a distractor, a photographer) and folds an initialled form
 from __future__ import annotations
 
 from laioncele.config import IdentityConfig
-from laioncele.faces_truth import FaceModel, purity_after_faces, synthesise_faces
+from laioncele.synth.faces_truth import FaceModel, purity_after_faces, synthesise_faces
 
 
 def _person(name: str, rows: list[int], forms: list[str]) -> dict:

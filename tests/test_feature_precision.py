@@ -19,7 +19,7 @@ from encoder_training.model import build_tiny_towers
 from encoder_training.synthetic import write_synthetic_dataset
 from encoder_training.train import RowGatherer
 from laioncele.config import load_config
-from laioncele.shards import load_manifest, read_shards
+from laioncele.io.shards import load_manifest, read_shards
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import pyarrow.compute as pc
 import pytest
 
 from laioncele.config import Config, IdentityConfig
-from laioncele.identity import clean_identities, name_key
-from laioncele.synthetic import SyntheticSpec, evaluate, generate
+from laioncele.identity.clean import clean_identities, name_key
+from laioncele.synth.embeddings import SyntheticSpec, evaluate, generate
 
 
 def _corpus(seed: int, mislabel: float = 0.3, n_names: int = 300, **kw):

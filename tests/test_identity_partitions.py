@@ -10,12 +10,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from laioncele import schema
 from laioncele.config import Config, IdentityConfig
-from laioncele.identity import clean_identities, name_key
-from laioncele.identity_merge import merge_partitions, partition_of, split_by_partition
-from laioncele.shards import finalize_stage, read_shards, write_unit
-from laioncele.synthetic import SyntheticSpec, evaluate, generate
+from laioncele.identity.clean import clean_identities, name_key
+from laioncele.identity.merge import merge_partitions, partition_of, split_by_partition
+from laioncele.io import schema
+from laioncele.io.shards import finalize_stage, read_shards, write_unit
+from laioncele.synth.embeddings import SyntheticSpec, evaluate, generate
 
 P = 4
 

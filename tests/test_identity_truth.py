@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from laioncele.identity_truth import score_identities
+from laioncele.synth.identity_truth import score_identities
 
 
 def _person(name: str, listed: bool, rows: list[int], forms: list[str], middle: str = "K") -> dict:

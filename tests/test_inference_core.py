@@ -11,7 +11,7 @@ import torch
 from tiny_sdxl import TEXT_WIDTH_1, TEXT_WIDTH_2, build_tiny_sdxl_pipeline
 
 from inference import interpolate, named_prompt_embeds, prepend_name, recalibrate
-from laioncele.targets import encode_names
+from laioncele.targets.encode import encode_names
 
 D = TEXT_WIDTH_1 + TEXT_WIDTH_2
 

@@ -34,7 +34,7 @@ def clip_dir(tmp_path_factory):
     """A tiny random CLIP saved with its processor (CLIP's real tokenizer) and loaded back like a real one."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-    from laioncele.tokenizers import EOS_TOKEN, build_clip_tokenizer
+    from laioncele.targets.tokenizers import EOS_TOKEN, build_clip_tokenizer
 
     text = dict(vocab_size=49_408, hidden_size=32, intermediate_size=64, num_attention_heads=2,
                 num_hidden_layers=2, max_position_embeddings=77, bos_token_id=49_406, eos_token_id=49_407,

@@ -10,7 +10,7 @@ import pytest
 
 from laioncele.config import IngestConfig
 from laioncele.ingest import clean_batch, plan_units, read_unit, resolve_columns, sample_ids
-from laioncele.laion_synth import generate_laion_table
+from laioncele.synth.laion import generate_laion_table
 
 
 def test_upper_and_lower_case_laion_columns() -> None:
@@ -46,7 +46,7 @@ def test_laion_licence_column_is_kept_and_absent_is_null() -> None:
 
 
 def test_carry_columns_keeps_the_target_order_and_nulls_unknown_keys() -> None:
-    from laioncele.schema import DOWNLOAD, carry_columns
+    from laioncele.io.schema import DOWNLOAD, carry_columns
 
     source = pa.table(
         {"sample_id": ["a", "b", "c"], "language": ["en", None, "de"], "license": ["x", "y", "z"]}

@@ -10,8 +10,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from laioncele.laion_synth import main as synth_main
-from laioncele.laion_synth_corpus import FORMS, PROJECT_SAMPLE, SHARED_SAMPLE, fold_text, row_of_url
+from laioncele.synth.corpus import FORMS, PROJECT_SAMPLE, SHARED_SAMPLE, fold_text, row_of_url
+from laioncele.synth.laion import main as synth_main
 
 ROWS = 20_000
 

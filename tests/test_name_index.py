@@ -9,8 +9,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from laioncele import schema
-from laioncele.name_index import (
+from laioncele.io import schema
+from laioncele.names.index import (
     TALLIES,
     TALLY,
     aggregate_names,
@@ -184,7 +184,7 @@ def test_merged_tallies_of_any_split_give_the_one_table_answer() -> None:
 def test_candidates_reduction_on_ray_matches_the_local_answer(ray_local, tmp_path: Path) -> None:
     # Shards that list some samples twice across files; Ray's partitioned reduction must count them once.
     from laioncele.config import load_config
-    from laioncele.shards import write_shards
+    from laioncele.io.shards import write_shards
     from pipelines.aggregate import reduce_name_tallies
     from pipelines.stages.names import _kept_names
 

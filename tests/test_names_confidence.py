@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from laioncele.config import NamesConfig
-from laioncele.names import NameExtractor, evaluate, extract_names, match_known_names, merge_passes, recased
-from laioncele.names_confidence import (
+from laioncele.names.confidence import (
     FEATURES,
     MODEL_PATH,
     NameScorer,
@@ -18,7 +17,15 @@ from laioncele.names_confidence import (
     fit_logistic,
     name_features,
 )
-from laioncele.names_lexicon import first_names, given_name_popularity
+from laioncele.names.extract import (
+    NameExtractor,
+    evaluate,
+    extract_names,
+    match_known_names,
+    merge_passes,
+    recased,
+)
+from laioncele.names.lexicon import first_names, given_name_popularity
 
 HOLDOUT = Path(__file__).resolve().parent / "data" / "holdout_captions.jsonl"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pyarrow as pa
 from names_fixture import names_table_of
 
-from laioncele.names_evidence import frequent_pairs, initialled_aliases, pair_occurrences
-from laioncele.names_lexicon import given_names
+from laioncele.names.evidence import frequent_pairs, initialled_aliases, pair_occurrences
+from laioncele.names.lexicon import given_names
 
 # "Kazuvi" is in no given-name list: the pre-filter never sends these captions to NER.
 PERSON = [

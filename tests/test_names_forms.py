@@ -8,8 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 from names_fixture import names_table_of
 
-from laioncele.names import WRITTEN_FORMS, KnownNameMatcher
-from laioncele.names_evidence import (
+from laioncele.names.evidence import (
     ambiguous_initialled,
     frequent_pairs,
     middle_initial_aliases,
@@ -17,6 +16,7 @@ from laioncele.names_evidence import (
     pair_occurrences,
     pair_stats,
 )
+from laioncele.names.extract import WRITTEN_FORMS, KnownNameMatcher
 
 KNOWN = ["Oba Salami", "Taro Abe", "Anna Muller", "Karl Schmidt", "John Smith", "Jane Smith"]
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from test_shards import ingest_rows  # the same rows as the local shard tests
 
-from laioncele import schema, storage
 from laioncele.config import StorageConfig
-from laioncele.shards import (
+from laioncele.io import schema, storage
+from laioncele.io.shards import (
     ShardError,
     completed_units,
     finalize_stage,
@@ -74,7 +74,7 @@ def test_writer_killed_between_upload_and_copy_leaves_no_visible_shard(s3_endpoi
         import os, signal, sys
         sys.path.insert(0, {str(REPO)!r})
         sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from laioncele import schema, shards, storage
+        from laioncele.io import schema, shards, storage
         from laioncele.config import StorageConfig
         from test_shards import ingest_rows
         storage.configure(StorageConfig(endpoint_url={s3_endpoint!r}, region="us-east-1"))
@@ -108,8 +108,8 @@ def test_identity_partition_results_round_trip_on_s3_with_the_local_bytes(
 ) -> None:
     """identity.partitions > 1 keeps each partition's result beside the stage's shards: on S3 it is written
     all-or-nothing (temp key + copy, no rename), reads back equal, and holds the bytes of the local files."""
-    from laioncele.identity import clean_identities
-    from laioncele.synthetic import SyntheticSpec, generate
+    from laioncele.identity.clean import clean_identities
+    from laioncele.synth.embeddings import SyntheticSpec, generate
     from pipelines.stages.identity import load_partition_result, partition_dir, save_partition_result
 
     faces = generate(SyntheticSpec(n_names=20, seed=3, mislabel_rate=0.2)).faces

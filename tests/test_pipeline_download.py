@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from laioncele.shards import UNITS_DIR, load_manifest, read_shards
+from laioncele.io.shards import UNITS_DIR, load_manifest, read_shards
 from pipelines.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]

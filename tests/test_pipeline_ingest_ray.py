@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from laioncele.config import load_config
-from laioncele.laion_synth import write_laion_parquet
-from laioncele.shards import UNITS_DIR, iter_shards, load_manifest, read_shards
+from laioncele.io.shards import UNITS_DIR, iter_shards, load_manifest, read_shards
+from laioncele.synth.laion import write_laion_parquet
 from pipelines.cli import main as cli_main
 from pipelines.runner import run_stage
 from pipelines.stages import STAGES

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from laioncele.shards import load_manifest, read_shards
+from laioncele.io.shards import load_manifest, read_shards
 from pipelines.cli import main as cli_main
 
 CAPTIONS = (

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from dataset_fixture import FakeDataset, build_fake_dataset
 
-from laioncele import stats
 from laioncele.config import ReportConfig, SimilarityFlags
-from laioncele.report import write_report
+from laioncele.report import stats
+from laioncele.report.html import write_report
 
 
 @pytest.fixture(scope="module")

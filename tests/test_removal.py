@@ -13,12 +13,12 @@ import pyarrow as pa
 import pytest
 from dataset_fixture import build_fake_dataset
 
-from laioncele import schema
 from laioncele.config import load_config
-from laioncele.dataset_card import CARD_NAME
 from laioncele.export import EXPORT_MANIFEST, write_hf, write_parquet, write_webdataset
+from laioncele.io import schema
+from laioncele.io.shards import completed_units, load_manifest, read_shards, write_shards
 from laioncele.removal import REASON_CAPTION, REASON_IDENTITY, read_names
-from laioncele.shards import completed_units, load_manifest, read_shards, write_shards
+from laioncele.report.dataset_card import CARD_NAME
 from pipelines.cli import main as cli_main
 from pipelines.stages.dataset import write_top_manifest
 

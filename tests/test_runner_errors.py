@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from laioncele.config import load_config
-from laioncele.shards import ShardError
+from laioncele.io.shards import ShardError
 from pipelines.runner import stage_config_hash
 from pipelines.stages import STAGES
 

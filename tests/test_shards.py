@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from laioncele import schema
-from laioncele.shards import (
+from laioncele.io import schema
+from laioncele.io.shards import (
     UNITS_DIR,
     ShardError,
     completed_units,

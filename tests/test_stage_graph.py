@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from laioncele import schema
 from laioncele.config import Config, load_config
-from laioncele.shards import finalize_stage, load_manifest, write_unit
+from laioncele.io import schema
+from laioncele.io.shards import finalize_stage, load_manifest, write_unit
 from pipelines.cli import main as cli_main
 from pipelines.describe import expected_config_hashes
 from pipelines.runner import stage_config_hash, stage_dir
@@ -63,7 +63,7 @@ def test_a_rebuilt_input_that_is_not_the_upstream_changes_the_hash(tmp_path: Pat
 
 
 def test_a_missing_declared_input_names_the_stage_to_run(tmp_path: Path) -> None:
-    from laioncele.shards import ShardError
+    from laioncele.io.shards import ShardError
 
     config = load_config(None, [f"run.output_root={tmp_path}"])
     _fake_build(config, {"ingest": "i1"})

@@ -1,4 +1,4 @@
-"""laioncele.stats numbers against a synthetic run's known truth; the HTML report rendered in headless
+"""laioncele.report.stats numbers against a synthetic run's known truth; the HTML report rendered in headless
 Chromium; the stats notebook executed top to bottom."""
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import pytest
 from dataset_fixture import HOSTILE_CAPTION, HOSTILE_NAME, FakeDataset, build_fake_dataset
 from PIL import Image
 
-from laioncele import stats
 from laioncele.config import ReportConfig
-from laioncele.report import crop_face, write_report
-from laioncele.shards import ShardError
+from laioncele.io.shards import ShardError
+from laioncele.report import stats
+from laioncele.report.html import crop_face, write_report
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO_ROOT / "notebooks" / "dataset_stats.ipynb"
@@ -276,8 +276,8 @@ def test_notebook_runs_top_to_bottom(fake: FakeDataset, monkeypatch: pytest.Monk
 
 
 def test_report_of_an_empty_dataset(tmp_path: Path) -> None:
-    from laioncele import schema
-    from laioncele.shards import write_shards
+    from laioncele.io import schema
+    from laioncele.io.shards import write_shards
 
     dataset = tmp_path / "run" / "dataset"
     write_shards(

@@ -17,8 +17,8 @@ from tiny_sdxl import (
 )
 
 from laioncele.config import Config, TargetsConfig, load_config
-from laioncele.schema import NAME_TARGETS, SCHEMAS
-from laioncele.targets import (
+from laioncele.io.schema import NAME_TARGETS, SCHEMAS
+from laioncele.targets.encode import (
     SDXLTextEncoders,
     embeddings_from_table,
     encode_names,
@@ -29,7 +29,13 @@ from laioncele.targets import (
     to_float16,
     tokenize_like_sdxl,
 )
-from laioncele.tokenizers import BOS_ID, EOS_ID, build_clip_tokenizer, build_sdxl_tokenizers, default_bpe_path
+from laioncele.targets.tokenizers import (
+    BOS_ID,
+    EOS_ID,
+    build_clip_tokenizer,
+    build_sdxl_tokenizers,
+    default_bpe_path,
+)
 
 # OpenAI CLIP's bpe_simple_vocab_16e6.txt.gz, as published with CLIP and open_clip.
 CLIP_BPE_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
@@ -208,7 +214,7 @@ def test_targets_config_section():
 
 
 def test_text_encoder_revision_identifies_the_encoders(tmp_path) -> None:
-    from laioncele.targets import text_encoder_revision
+    from laioncele.targets.encode import text_encoder_revision
 
     save_tiny_text_side(tmp_path / "a", seed=0)
     save_tiny_text_side(tmp_path / "b", seed=0)

@@ -27,8 +27,8 @@ from encoder_training.model import build_tiny_towers
 from encoder_training.synthetic import write_synthetic_dataset
 from encoder_training.train import latest_checkpoint, train
 from laioncele.config import load_config
-from laioncele.schema import DATASET_IMAGES
-from laioncele.shards import read_shards, write_shards
+from laioncele.io.schema import DATASET_IMAGES
+from laioncele.io.shards import read_shards, write_shards
 
 N_IDENTITIES = 8
 

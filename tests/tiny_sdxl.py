@@ -13,12 +13,12 @@ from inference.tiny import (  # noqa: F401  (re-exported for the tests)
     TEXT_WIDTH_2,
     build_tiny_sdxl_pipeline,
 )
-from laioncele.targets import build_tiny_text_encoders
+from laioncele.targets.encode import build_tiny_text_encoders
 
 
 def save_tiny_text_side(directory: Path, seed: int = 0) -> Path:
     """Write a diffusers-layout folder (tokenizer, tokenizer_2, text_encoder, text_encoder_2) for loader tests."""
-    from laioncele.tokenizers import build_sdxl_tokenizers
+    from laioncele.targets.tokenizers import build_sdxl_tokenizers
 
     text_encoder, text_encoder_2 = build_tiny_text_encoders(seed)
     tokenizer, tokenizer_2 = build_sdxl_tokenizers()

@@ -20,7 +20,7 @@ def check_inference(device: torch.device, quick: bool, train_result: dict[str, A
     from inference.prepend import prepend_name
     from inference.recalibrate import recalibrate
     from inference.tiny import build_tiny_sdxl_pipeline
-    from laioncele.shards import read_shards
+    from laioncele.io.shards import read_shards
 
     dtype = resolve_dtype(device, "auto")  # float16 on CUDA, as load_sdxl picks
     pipe = build_tiny_sdxl_pipeline(seed=0).to(device, dtype)

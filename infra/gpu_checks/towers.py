@@ -22,7 +22,7 @@ def check_tower_throughput(work: Path, device: torch.device, quick: bool) -> dic
     from encoder_training.model import SDXL_TOWER_CONFIGS, TowerFeatures, set_trainable_blocks
     from encoder_training.synthetic import write_synthetic_dataset
     from laioncele.config import TrainingConfig
-    from laioncele.shards import read_shards
+    from laioncele.io.shards import read_shards
 
     shapes = QUICK_TOWERS if quick else SDXL_TOWER_CONFIGS
     image_size = next(iter(shapes.values()))["image_size"]

@@ -17,7 +17,7 @@ def check_train(work: Path, device: torch.device, quick: bool) -> dict[str, Any]
     from encoder_training.synthetic import write_synthetic_dataset
     from encoder_training.train import train
     from inference.encoder import load_name_encoder
-    from laioncele.shards import read_shards
+    from laioncele.io.shards import read_shards
 
     dataset = write_synthetic_dataset(
         work / "dataset_small",

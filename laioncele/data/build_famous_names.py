@@ -20,8 +20,8 @@ import argparse
 import re
 from pathlib import Path
 
-from laioncele.names_lexicon import PARTICLES, default_blocklist, fold
-from laioncele.names_text import name_key_and_reason
+from laioncele.names.lexicon import PARTICLES, default_blocklist, fold
+from laioncele.names.text import name_key_and_reason
 
 OUT = Path(__file__).resolve().parent / "names_famous.txt"
 PERSON_LEXFILE = "18"  # noun.person

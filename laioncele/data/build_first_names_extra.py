@@ -16,7 +16,7 @@ import importlib.util
 import pickle
 from pathlib import Path
 
-from laioncele.names_lexicon import brand_words, common_words, first_names, fold, surname_ranks, word_zipf
+from laioncele.names.lexicon import brand_words, common_words, first_names, fold, surname_ranks, word_zipf
 
 MAX_RANK = 5000  # 1000 (27k names) left out Oprah Winfrey, Hrithik Roshan, Aishwarya Rai
 MAX_ZIPF = 3.5

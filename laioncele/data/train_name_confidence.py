@@ -1,4 +1,4 @@
-"""Fit the name confidence model (``laioncele/names_confidence.py``) and write ``name_confidence.json``.
+"""Fit the name confidence model (``laioncele/names/confidence.py``) and write ``name_confidence.json``.
 
 Examples are the candidate names the extractor finds (``NameExtractor.candidates``: every name the rules accept,
 with its features) on
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from laioncele.config import NamesConfig
-from laioncele.names import NameExtractor, _plain_key
-from laioncele.names_confidence import FEATURES, MODEL_PATH, fit_logistic
+from laioncele.names.confidence import FEATURES, MODEL_PATH, fit_logistic
+from laioncele.names.extract import NameExtractor, _plain_key
 
 REPO = Path(__file__).resolve().parents[2]
 # The fit's data: captions labelled in full ({caption, names}) and predicted names judged by hand.

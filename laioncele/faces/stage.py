@@ -21,7 +21,7 @@ from laioncele.config import FacesConfig
 from laioncele.faces.base import Face, FaceBackend
 from laioncele.faces.decode import DecodedImage, ImageRejected, decode_image_detailed
 from laioncele.faces.factory import load_backend
-from laioncele.schema import FACES
+from laioncele.io.schema import FACES
 
 log = logging.getLogger(__name__)
 

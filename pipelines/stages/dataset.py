@@ -5,7 +5,7 @@ URL and caption (download) and face geometry and embedding (faces, whose units c
 shard), so no task ever needs the whole corpus. Identities: written when the stage finishes, joining the
 identities table with the name targets. ``dataset/manifest.json`` then records counts, both sub-manifests'
 checksums, the config and the text-encoder source; ``mean_name_embedding.npy`` (F_mean) is copied beside it, and
-``README.md``, the dataset card (``laioncele.dataset_card``), is written last.
+``README.md``, the dataset card (``laioncele.report.dataset_card``), is written last.
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from laioncele import schema
 from laioncele.config import Config
-from laioncele.dataset_card import dataset_parts, removals_log, write_card
-from laioncele.shards import (
+from laioncele.io import schema
+from laioncele.io.shards import (
     MANIFEST_NAME,
     UnitRecord,
     atomic_write_json,
@@ -27,8 +26,9 @@ from laioncele.shards import (
     read_shards,
     write_shards,
 )
-from laioncele.storage import copy_file
-from laioncele.targets import text_encoder_revision
+from laioncele.io.storage import copy_file
+from laioncele.report.dataset_card import dataset_parts, removals_log, write_card
+from laioncele.targets.encode import text_encoder_revision
 from pipelines.runner import UnitTask, stage_dir
 from pipelines.stage import Resources, Stage, Unit, units_per_shard
 from pipelines.stages.targets import MEAN_FILE

@@ -15,11 +15,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from laioncele import schema
 from laioncele.config import Config
-from laioncele.download import Downloader
-from laioncele.schema import carry_columns
-from laioncele.shards import UnitRecord, finalize_stage
+from laioncele.download.fetch import Downloader
+from laioncele.io import schema
+from laioncele.io.schema import carry_columns
+from laioncele.io.shards import UnitRecord, finalize_stage
 from pipelines.runner import UnitTask, stage_config_hash, stage_dir
 from pipelines.stage import Resources, Stage, Unit, read_unit_rows, units_per_shard
 

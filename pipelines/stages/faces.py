@@ -14,10 +14,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from laioncele import schema
 from laioncele.config import Config
 from laioncele.faces.stage import OK, FaceStage, columns_to_table
-from laioncele.shards import UnitRecord
+from laioncele.io import schema
+from laioncele.io.shards import UnitRecord
 from pipelines.runner import UnitTask, stage_dir
 from pipelines.stage import Resources, Stage, Unit, read_unit_rows, units_per_shard
 

@@ -25,11 +25,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.feather as feather
 
-from laioncele import schema
 from laioncele.config import Config
-from laioncele.identity import IdentityResult, clean_identities
-from laioncele.identity_merge import merge_partitions, split_by_partition
-from laioncele.shards import (
+from laioncele.identity.clean import IdentityResult, clean_identities
+from laioncele.identity.merge import merge_partitions, split_by_partition
+from laioncele.io import schema
+from laioncele.io.shards import (
     UnitRecord,
     atomic_write_bytes,
     atomic_write_json,
@@ -38,7 +38,7 @@ from laioncele.shards import (
     read_shards,
     write_unit,
 )
-from laioncele.storage import ObjectPath, open_input
+from laioncele.io.storage import ObjectPath, open_input
 from pipelines.runner import UnitTask, stage_config_hash, stage_dir
 from pipelines.stage import Resources, Stage, Unit
 

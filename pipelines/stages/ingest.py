@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from laioncele import ingest, schema
+from laioncele import ingest
 from laioncele.config import Config
-from laioncele.shards import UnitRecord, write_unit
+from laioncele.io import schema
+from laioncele.io.shards import UnitRecord, write_unit
 from pipelines.runner import UnitTask
 from pipelines.stage import Resources, Stage, Unit
 

@@ -19,10 +19,19 @@ from typing import Any
 
 import pyarrow as pa
 
-from laioncele import name_index, schema
 from laioncele.config import Config
-from laioncele.names import KnownNameMatcher, NameExtractor, name_key, within
-from laioncele.names_evidence import (
+from laioncele.io import schema
+from laioncele.io.shards import (
+    UnitRecord,
+    atomic_write_json,
+    load_manifest,
+    read_shard,
+    read_shards,
+    write_shards,
+)
+from laioncele.io.storage import open_input, open_output
+from laioncele.names import index as name_index
+from laioncele.names.evidence import (
     ambiguous_initialled,
     initialled_aliases,
     middle_initial_aliases,
@@ -31,15 +40,7 @@ from laioncele.names_evidence import (
     pair_occurrences,
     pair_stats,
 )
-from laioncele.shards import (
-    UnitRecord,
-    atomic_write_json,
-    load_manifest,
-    read_shard,
-    read_shards,
-    write_shards,
-)
-from laioncele.storage import open_input, open_output
+from laioncele.names.extract import KnownNameMatcher, NameExtractor, name_key, within
 from pipelines.aggregate import group_apply, reduce_name_tallies
 from pipelines.runner import UnitTask, stage_dir
 from pipelines.stage import Resources, Stage, Unit, units_per_shard

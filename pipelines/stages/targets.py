@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from laioncele import schema
 from laioncele.config import Config
-from laioncele.shards import UnitRecord, atomic_write_bytes, iter_shards
-from laioncele.targets import (
+from laioncele.io import schema
+from laioncele.io.shards import UnitRecord, atomic_write_bytes, iter_shards
+from laioncele.targets.encode import (
     embeddings_from_table,
     encode_target_batch,
     load_text_encoders_from_config,

@@ -13,7 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from laioncele.names import name_key
+from laioncele.names.extract import name_key
 
 
 def truth_check(images: pa.Table, identities: pa.Table, truth: dict[str, list[str]]) -> dict[str, Any]:

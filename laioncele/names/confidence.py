@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from laioncele.names_lexicon import (
+from laioncele.names.lexicon import (
     DATA_DIR,
     brand_words,
     common_words,
@@ -32,7 +32,7 @@ from laioncele.names_lexicon import (
     surname_ranks,
     word_zipf,
 )
-from laioncele.names_rules import WORD, find_tokens, first_name_ok, is_initials, product_share
+from laioncele.names.rules import WORD, find_tokens, first_name_ok, is_initials, product_share
 
 MODEL_PATH = DATA_DIR / "name_confidence.json"
 

@@ -58,10 +58,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from img2dataset.downloader import is_disallowed
 
-from laioncele import schema
 from laioncele.config import DownloadConfig
-from laioncele.images import EncodedImage, ImageEncoder, ImageRejected
-from laioncele.netsafety import Resolver, resolve_checked, system_resolver
+from laioncele.download.images import EncodedImage, ImageEncoder, ImageRejected
+from laioncele.download.netsafety import Resolver, resolve_checked, system_resolver
+from laioncele.io import schema
 
 TRANSIENT_REASONS = frozenset({"timeout", "connection", "http_429", "http_5xx"})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})

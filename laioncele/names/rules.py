@@ -3,7 +3,7 @@
 Span repair (split merged names, trim product and business words, read catalogue order back), surname tests
 (nouns, caption words) and the caption's context (credits, brands, organisations). Each rule's measured effect:
 ``docs/names_rules.md``. Plain functions over strings, shared by the extractor (``laioncele.names``) and the pre-filter
-(``laioncele.names_prefilter``), which must agree on what can be a name.
+(``laioncele.names.prefilter``), which must agree on what can be a name.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from laioncele.names_lexicon import (
+from laioncele.names.lexicon import (
     HONORIFICS,
     PARTICLES,
     ROYAL_TITLES,
@@ -27,7 +27,7 @@ from laioncele.names_lexicon import (
     surname_ranks,
     word_zipf,
 )
-from laioncele.names_text import TRADEMARK
+from laioncele.names.text import TRADEMARK
 
 WORD = re.compile(r"[^\W\d_]+(?:[-'’][^\W\d_]+)*")
 

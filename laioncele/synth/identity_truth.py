@@ -1,4 +1,4 @@
-"""Name mining judged at identity level against a known-truth corpus (``laioncele.laion_synth_corpus``).
+"""Name mining judged at identity level against a known-truth corpus (``laioncele.synth.corpus``).
 
 LaionCele keeps a name when it has enough clean images, so what counts is which people come out as candidate
 names and how clean the candidate list is, not per-caption scores. Rules, in the order a candidate is judged:
@@ -22,7 +22,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from laioncele.names_lexicon import fold_text, given_names
+from laioncele.names.lexicon import fold_text, given_names
 
 GROUPS = ("listed", "unlisted")  # whether a list knows the person's given name
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-SCHEMA_NAME_KEY = b"laioncele.schema"
+SCHEMA_NAME_KEY = b"laioncele.io.schema"
 SCHEMA_VERSION_KEY = b"laioncele.schema_version"
 
 

@@ -19,9 +19,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from laioncele.config import IdentityConfig
-from laioncele.identity import IdentityResult, _list_column
-from laioncele.identity_graph import connected_components, gpu_available, l2_normalise, similar_vector_pairs
-from laioncele.identity_input import name_key
+from laioncele.identity.clean import IdentityResult, _list_column
+from laioncele.identity.graph import connected_components, gpu_available, l2_normalise, similar_vector_pairs
+from laioncele.identity.inputs import name_key
 
 __all__ = ["merge_partitions", "partition_of", "split_by_partition"]
 

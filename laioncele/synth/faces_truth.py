@@ -1,9 +1,9 @@
 """Purity after faces: the known-truth names corpus's candidates through the real identity cleaning.
 
 The names stages keep a name with >= 5 samples; the identity stage then keeps it only when its images share one
-dominant face. ``laioncele.identity_truth`` scores the candidate list before faces; this module estimates what
+dominant face. ``laioncele.synth.identity_truth`` scores the candidate list before faces; this module estimates what
 is left after them. Each candidate sample (a corpus row) gets synthetic face embeddings drawn with the identity
-generator's face model (``laioncele.synthetic``: per-person centres, per-face quality, 512-d, the insightface
+generator's face model (``laioncele.synth.embeddings``: per-person centres, per-face quality, 512-d, the insightface
 thresholds) from what the row truly shows:
 
 - a row that mentions identities shows them (both for "A and B"), with the identity generator's caption noise:
@@ -30,14 +30,14 @@ import numpy as np
 import pyarrow as pa
 
 from laioncele.config import IdentityConfig
-from laioncele.identity import clean_identities
-from laioncele.identity_truth import score_identities
-from laioncele.synthetic import (
+from laioncele.identity.clean import clean_identities
+from laioncele.synth.embeddings import (
     SyntheticSpec,
     common_direction,
     face_embeddings,
     person_centres,
 )
+from laioncele.synth.identity_truth import score_identities
 
 _SPEC = SyntheticSpec()
 STRANGER = -1  # person id of a face the corpus does not know (each stranger is a different person)

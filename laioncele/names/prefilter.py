@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from laioncele.names_lexicon import (
+from laioncele.names.lexicon import (
     NON_GIVEN_PARTICLES,
     PARTICLES,
     ROYAL_TITLES,
@@ -22,7 +22,7 @@ from laioncele.names_lexicon import (
     given_names,
     is_common_noun,
 )
-from laioncele.names_rules import (
+from laioncele.names.rules import (
     INVERTED_NAME_LEAD,
     WORD,
     is_initials,
@@ -30,7 +30,7 @@ from laioncele.names_rules import (
     recasable_surname,
     recase_upper,
 )
-from laioncele.names_text import clean_caption
+from laioncele.names.text import clean_caption
 
 
 def may_start_name(words: list[str], i: int, lower_case: bool, product_share: float = 0.0) -> bool:

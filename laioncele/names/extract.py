@@ -23,15 +23,15 @@ from functools import cache
 from typing import Any
 
 from laioncele.config import NamesConfig
-from laioncele.names_confidence import (
+from laioncele.names.confidence import (
     FROM_ORG,
     FROM_PERSON,
     FROM_RULES,
     default_scorer,
     feature_values,
 )
-from laioncele.names_evidence import initialled_forms
-from laioncele.names_lexicon import (
+from laioncele.names.evidence import initialled_forms
+from laioncele.names.lexicon import (
     NON_GIVEN_PARTICLES,
     PARTICLES,
     ROYAL_TITLES,
@@ -45,8 +45,8 @@ from laioncele.names_lexicon import (
     is_common_noun,
     word_zipf,
 )
-from laioncele.names_prefilter import ner_view, prefilter, prefilter_recall, to_caption, words_and_name_starts
-from laioncele.names_rules import (
+from laioncele.names.prefilter import ner_view, prefilter, prefilter_recall, to_caption, words_and_name_starts
+from laioncele.names.rules import (
     SAINTS,
     SENTENCE_WORD_ZIPF,
     WORD,
@@ -63,7 +63,7 @@ from laioncele.names_rules import (
     trademarked,
     trim_span,
 )
-from laioncele.names_text import clean_caption, display_form, name_key_and_reason, name_tokens
+from laioncele.names.text import clean_caption, display_form, name_key_and_reason, name_tokens
 
 __all__ = [
     "KnownNameMatcher",

@@ -7,7 +7,7 @@ About rows/50 invented people (Faker, many locales, romanised non-Latin names an
 mentioned a Zipf-distributed number of times, in the forms LAION writes names in; photographers are credited
 ("photo by X", X not depicted) and name-shaped distractors (brands, products, places, plant cultivars) repeat
 hundreds of times. Rows are built shard by shard from arrays drawn up front, so 1M rows stream in bounded
-memory. ``laioncele.identity_truth.score_identities`` scores a run against the truth written here.
+memory. ``laioncele.synth.identity_truth.score_identities`` scores a run against the truth written here.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from laioncele.names_lexicon import fold, fold_text, given_names
+from laioncele.names.lexicon import fold, fold_text, given_names
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED_SAMPLE = REPO.parent / "shared" / "fixtures" / "laion" / "laion_sample_9600.parquet"
 PROJECT_SAMPLE = REPO / "sample" / "metadata.parquet"
 URL_PREFIX = "https://img.example.org/synth"

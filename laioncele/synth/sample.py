@@ -1,6 +1,6 @@
 """The embedded sample: LAION-shaped metadata over real face photos, with the noise real data has.
 
-``python -m laioncele.sample_data`` regenerates ``sample/metadata.parquet`` and ``sample/truth.json`` from
+``python -m laioncele.synth.sample`` regenerates ``sample/metadata.parquet`` and ``sample/truth.json`` from
 ``sample/images/labels.csv`` (deterministic). Images are served by a local HTTP server that ``make
 build-dataset`` starts itself (``pipelines.sample_server``), so the download stage runs for real.
 
@@ -26,7 +26,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample"
+SAMPLE_DIR = Path(__file__).resolve().parents[2] / "sample"
 DEFAULT_PORT = 8765
 
 _TEMPLATES = [
@@ -123,5 +123,11 @@ def build_sample(sample_dir: Path = SAMPLE_DIR, port: int = DEFAULT_PORT) -> tup
 
 
 if __name__ == "__main__":
+    import argparse
+
+    argparse.ArgumentParser(
+        prog="python -m laioncele.synth.sample",
+        description=f"Rebuild the embedded sample's metadata and truth under {SAMPLE_DIR} (deterministic).",
+    ).parse_args()
     paths = build_sample()
     print("wrote", *paths)

@@ -22,9 +22,9 @@ import numpy as np
 import polars as pl
 from PIL import Image, UnidentifiedImageError
 
-from laioncele import stats
 from laioncele.config import ReportConfig
-from laioncele.schema import DATASET_IMAGES
+from laioncele.io.schema import DATASET_IMAGES
+from laioncele.report import stats
 
 REPORT_DIRNAME = "report"
 PLOTS_DIRNAME = "plots"

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from laioncele.schema import NAMES_TABLE
+from laioncele.io.schema import NAMES_TABLE
 
 MENTIONS = pa.schema(
     [

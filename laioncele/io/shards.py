@@ -11,9 +11,9 @@ A *unit* is the resumable grain of a stage (an input row-group range, an input s
 its commit record exists and every shard it lists is on disk with the recorded size; anything else is partial
 and is redone from scratch, so a crash never leaves a duplicate or a missing row.
 
-``stage_dir`` may also be an ``s3://`` URI (or a ``laioncele.storage.ObjectPath``): there is no rename on an
+``stage_dir`` may also be an ``s3://`` URI (or a ``laioncele.io.storage.ObjectPath``): there is no rename on an
 object store, so every shard, commit record and manifest is uploaded under a ``.tmp-`` key and then copied to
-its final key (see ``laioncele.storage``); the same order (shards, then the record, the manifest last) keeps a
+its final key (see ``laioncele.io.storage``); the same order (shards, then the record, the manifest last) keeps a
 unit and a stage all-or-nothing.
 """
 
@@ -31,8 +31,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from laioncele.schema import SCHEMAS, schema_id
-from laioncele.storage import ObjectPath, as_path, temp_key_write
+from laioncele.io.schema import SCHEMAS, schema_id
+from laioncele.io.storage import ObjectPath, as_path, temp_key_write
 
 MANIFEST_NAME = "manifest.json"
 UNITS_DIR = "_units"

@@ -11,14 +11,14 @@ import math
 from functools import cache, lru_cache
 from pathlib import Path
 
-from laioncele.names_text import HONORIFICS as HONORIFICS
-from laioncele.names_text import ROYAL_TITLES as ROYAL_TITLES
-from laioncele.names_text import SUFFIXES as SUFFIXES
-from laioncele.names_text import fold as fold
-from laioncele.names_text import fold_text as fold_text
-from laioncele.names_text import name_key_and_reason, words
+from laioncele.names.text import HONORIFICS as HONORIFICS
+from laioncele.names.text import ROYAL_TITLES as ROYAL_TITLES
+from laioncele.names.text import SUFFIXES as SUFFIXES
+from laioncele.names.text import fold as fold
+from laioncele.names.text import fold_text as fold_text
+from laioncele.names.text import name_key_and_reason, words
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 
 # Lower-case words that may sit inside a surname: "Ludwig van Beethoven", "Philippe de Champaigne".
 PARTICLES = words("van von der den de da di du del della des la le bin bint al el dos das ter ten")

@@ -24,13 +24,13 @@ import yaml
 
 import laioncele
 from laioncele.config import Config
-from laioncele.download import normalise_name
-from laioncele.shards import MANIFEST_NAME, ShardError, atomic_write_bytes, load_manifest, read_shards
-from laioncele.storage import ObjectPath, as_path
+from laioncele.download.fetch import normalise_name
+from laioncele.io.shards import MANIFEST_NAME, ShardError, atomic_write_bytes, load_manifest, read_shards
+from laioncele.io.storage import ObjectPath, as_path
 
 CARD_NAME = "README.md"
 REMOVALS_FILE = "removals.json"  # written by laioncele.removal
-# Stages in run order (as laioncele.stats.STAGES); the dataset's own parts follow them in the funnel.
+# Stages in run order (as laioncele.report.stats.STAGES); the dataset's own parts follow them in the funnel.
 FUNNEL_STAGES = ("ingest", "ner", "names", "candidates", "download", "faces", "identities", "targets")
 PARTS = ("images", "identities")
 # The sections that decide the dataset's content: same hash, same dataset (resources and paths excluded).

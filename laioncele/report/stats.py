@@ -5,7 +5,7 @@ the columns it needs, so the image bytes of ``dataset/images`` are never read fo
 manifests answer the funnel questions (rows in and out, drop reasons) without touching any shard.
 
 Functions take a run directory (``output/<run>``) or its ``dataset/`` directory. Shard sizes and the manifest's
-schema version are checked before scanning; sha256 checksums are not (``laioncele.shards.read_shards`` does
+schema version are checked before scanning; sha256 checksums are not (``laioncele.io.shards.read_shards`` does
 that when reading for real work).
 """
 
@@ -18,8 +18,8 @@ from typing import Any
 import polars as pl
 
 from laioncele.config import ReportConfig
-from laioncele.schema import DATASET_IDENTITIES, DATASET_IMAGES, SCHEMAS, schema_id
-from laioncele.shards import MANIFEST_NAME, ShardError, load_manifest
+from laioncele.io.schema import DATASET_IDENTITIES, DATASET_IMAGES, SCHEMAS, schema_id
+from laioncele.io.shards import MANIFEST_NAME, ShardError, load_manifest
 
 # Pipeline stages in run order; the funnel lists those present in this order, then the dataset's tables.
 STAGES = ("ingest", "ner", "names", "candidates", "download", "faces", "identities", "targets")

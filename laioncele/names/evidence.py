@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
 
-from laioncele.names_lexicon import (
+from laioncele.names.lexicon import (
     HONORIFICS,
     PARTICLES,
     brand_words,
@@ -28,7 +28,7 @@ from laioncele.names_lexicon import (
     surname_ranks,
     word_zipf,
 )
-from laioncele.names_text import clean_caption
+from laioncele.names.text import clean_caption
 
 # Words right after a person's name in LAION's person captions (what the person does or what is theirs).
 PERSON_AFTER = frozenset(

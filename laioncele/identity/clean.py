@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from laioncele.config import IdentityConfig, IdentityThresholds
-from laioncele.identity_graph import (
+from laioncele.identity.graph import (
     connected_components,
     gpu_available,
     group_centroids,
@@ -32,7 +32,7 @@ from laioncele.identity_graph import (
     similar_vector_pairs,
     within_group_pairs,
 )
-from laioncele.identity_input import FaceInput, name_key, read_faces
+from laioncele.identity.inputs import FaceInput, name_key, read_faces
 
 __all__ = ["IdentityResult", "clean_identities", "name_key", "thresholds_for"]
 

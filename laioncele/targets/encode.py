@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from laioncele.config import TargetsConfig
-from laioncele.schema import NAME_TARGETS, conform
+from laioncele.io.schema import NAME_TARGETS, conform
 
 if TYPE_CHECKING:
     import torch
@@ -70,7 +70,7 @@ def load_text_encoders(
     """
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    from laioncele.tokenizers import build_sdxl_tokenizers
+    from laioncele.targets.tokenizers import build_sdxl_tokenizers
 
     torch_device, torch_dtype = resolve_device_dtype(device, dtype)
     if builtin_tokenizers:
@@ -156,7 +156,7 @@ def text_encoder_revision(source: str) -> str:
 def load_text_encoders_from_config(config: TargetsConfig | None = None) -> SDXLTextEncoders:
     config = config or TargetsConfig()
     if config.source == TINY_RANDOM_SOURCE:
-        from laioncele.tokenizers import build_sdxl_tokenizers
+        from laioncele.targets.tokenizers import build_sdxl_tokenizers
 
         tokenizer, tokenizer_2 = build_sdxl_tokenizers()
         return SDXLTextEncoders(tokenizer, tokenizer_2, *build_tiny_text_encoders(seed=0))

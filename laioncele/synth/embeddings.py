@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from laioncele.identity_input import name_key
+from laioncele.identity.inputs import name_key
 
 _CHUNK = 100_000
 

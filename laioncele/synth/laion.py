@@ -92,13 +92,13 @@ def write_laion_parquet(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m laioncele.laion_synth --rows N --seed S --out DIR``: the known-truth corpus of
-    ``laioncele.laion_synth_corpus`` (parquet shards and truth.json under DIR)."""
+    """``python -m laioncele.synth.laion --rows N --seed S --out DIR``: the known-truth corpus of
+    ``laioncele.synth.corpus`` (parquet shards and truth.json under DIR)."""
     import argparse  # noqa: PLC0415
 
-    from laioncele.laion_synth_corpus import write_corpus  # noqa: PLC0415
+    from laioncele.synth.corpus import write_corpus  # noqa: PLC0415
 
-    parser = argparse.ArgumentParser(prog="python -m laioncele.laion_synth", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m laioncele.synth.laion", description=main.__doc__)
     parser.add_argument("--rows", type=int, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True)

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from laioncele.identity_graph import l2_normalise
+from laioncele.identity.graph import l2_normalise
 
 REQUIRED_COLUMNS = ("sample_id", "names", "face_index", "embedding")
 
