@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from laioncele.arrow_join import lookup
 from laioncele.schema import NAMES_TABLE
 
 MENTIONS = pa.schema(
@@ -238,6 +239,16 @@ def names_from_tallies(
         kept_keys += [key] * len(chosen)
         kept_ids += chosen
     return pa.table(rows, schema=NAMES_TABLE), pairs_table(kept_keys, kept_ids)
+
+
+def with_kept_ids(names: pa.Table, kept: pa.Table) -> pa.Table:
+    """``names`` (one row per name key) with ``kept_ids``: the sample ids of that name's kept (name_key,
+    sample_id) pairs in ``kept``, in their order there (an empty list for a name with none)."""
+    grouped = kept.select(["name_key", "sample_id"]).group_by("name_key", use_threads=False)
+    grouped = grouped.aggregate([("sample_id", "list")])
+    ids = pc.take(grouped.column("sample_id_list"), lookup(names, grouped, ["name_key"]))
+    ids = pc.coalesce(ids, pa.scalar([], ids.type)).cast(pa.list_(pa.string()))
+    return names.append_column("kept_ids", ids)
 
 
 def pairs_table(keys: Iterable[str], ids: Iterable[str]) -> pa.Table:
