@@ -267,27 +267,28 @@ def select_kept(
     Returns the filtered samples (``names`` and ``n_names`` recomputed) and drop counts by reason.
     """
     drops: Counter[str] = Counter()
-    pairs = set(zip(kept.column("name_key").to_pylist(), kept.column("sample_id").to_pylist(), strict=True))
-    new_names: list[list[str]] = []
-    keep_rows: list[int] = []
-    for i, (sample_id, names) in enumerate(
-        zip(samples.column("sample_id").to_pylist(), samples.column("names").to_pylist(), strict=True)
-    ):
-        kept_names = []
-        for name in dict.fromkeys(names):
-            if name in opt_out:
-                drops["opted_out_name"] += 1
-            elif (name, sample_id) in pairs:
-                kept_names.append(name)
-        if kept_names:
-            keep_rows.append(i)
-            new_names.append(kept_names)
-        else:
-            drops["no_kept_name"] += 1
-    out = samples.take(pa.array(keep_rows, pa.int64()))
-    out = out.set_column(
-        out.schema.get_field_index("names"), "names", pa.array(new_names, pa.list_(pa.string()))
-    )
-    n_names = pa.array([len(n) for n in new_names], pa.int32())
+    names = samples.column("names").combine_chunks()
+    parent = pc.list_parent_indices(names)
+    flat = pc.list_flatten(names)
+    # each key once per sample, at its first place: a caption naming someone twice is one pair
+    places = pa.table({"row": parent, "name": flat, "place": pa.array(np.arange(len(flat), dtype=np.int64))})
+    first = places.group_by(["row", "name"], use_threads=False).aggregate([("place", "min")])
+    once = pc.is_in(places.column("place").combine_chunks(), value_set=first.column("place_min"))
+    opted = pc.and_(once, pc.is_in(flat, value_set=pa.array(sorted(opt_out), pa.string())))
+    if n_opted := int(pc.sum(opted).as_py() or 0):
+        drops["opted_out_name"] = n_opted
+    pair = _row_name_pairs(pc.take(samples.column("sample_id").combine_chunks(), parent), flat)
+    kept_pairs = _row_name_pairs(kept.column("sample_id"), kept.column("name_key"))
+    keep = pc.and_(pc.and_(once, pc.invert(opted)), pc.is_in(pair, value_set=kept_pairs))
+    kept_parent = pc.filter(parent, keep).to_numpy(zero_copy_only=False)
+    counts = np.bincount(kept_parent, minlength=samples.num_rows)
+    rows = np.flatnonzero(counts)
+    if samples.num_rows > len(rows):
+        drops["no_kept_name"] = samples.num_rows - len(rows)
+    offsets = np.concatenate([[0], np.cumsum(counts[rows])]).astype(np.int32)
+    new_names = pa.ListArray.from_arrays(pa.array(offsets), pc.filter(flat, keep).cast(pa.string()))
+    out = samples.take(pa.array(rows, pa.int64()))
+    out = out.set_column(out.schema.get_field_index("names"), "names", new_names)
+    n_names = pa.array(counts[rows], pa.int32())
     out = out.set_column(out.schema.get_field_index("n_names"), "n_names", n_names)
     return out, drops

@@ -9,7 +9,7 @@ from laioncele import schema
 from laioncele.arrow_join import aligned_columns, lookup, map_list_values, matched
 from laioncele.dataset_rows import dataset_identities, dataset_images
 from laioncele.faces.sample_names import display_names, with_sample_names
-from laioncele.name_index import with_kept_ids
+from laioncele.name_index import select_kept, with_kept_ids
 
 STR_LIST = pa.list_(pa.string())
 
@@ -166,3 +166,23 @@ def test_kept_ids_per_name_in_their_pair_order() -> None:
     kept = pa.table({"name_key": ["bo li", "ann lee", "bo li"], "sample_id": ["s2", "s1", "s0"]})
     out = with_kept_ids(names, kept)
     assert out.column("kept_ids").to_pylist() == [["s1"], ["s2", "s0"], []]
+
+
+def test_select_kept_joins_samples_with_kept_pairs_once_per_key() -> None:
+    samples = pa.table(
+        {
+            "sample_id": ["s1", "s2", "s1", "s3"],
+            "names": pa.array([["ann lee", "bo li", "ann lee"], ["bo li"], ["ann lee"], ["cy d"]], STR_LIST),
+            "n_names": pa.array([3, 1, 1, 1], pa.int32()),
+        }
+    )
+    kept = pa.table({"name_key": ["ann lee", "bo li", "cy d"], "sample_id": ["s1", "s1", "s3"]})
+    out, drops = select_kept(samples, kept, opt_out=frozenset({"cy d"}))
+    # s1 twice (a repeated URL) keeps both rows; its repeated "ann lee" counts once; s2's "bo li" is not kept;
+    # s3's only name opted out
+    assert out.column("sample_id").to_pylist() == ["s1", "s1"]
+    assert out.column("names").to_pylist() == [["ann lee", "bo li"], ["ann lee"]]
+    assert out.column("n_names").to_pylist() == [2, 1]
+    assert drops == {"opted_out_name": 1, "no_kept_name": 2}
+    none, drops = select_kept(samples.slice(0, 0), kept)
+    assert none.num_rows == 0 and drops == {}
