@@ -348,7 +348,7 @@ def test_stage_maps_a_batch_to_face_rows_and_counts_every_drop(insight):
     assert stage.counts["ok"] == 3 and stage.counts["faces"] == 3 and stage.counts["decode_error"] == 1
     assert stage.counts["downscaled"] == 1 and stage.counts["converted_grayscale"] == 1
     table = columns_to_table(columns)
-    assert table.schema.equals(FACES, check_metadata=True) and schema_id(table.schema) == ("faces", 1)
+    assert table.schema.equals(FACES, check_metadata=True) and schema_id(table.schema) == ("faces", 2)
     ok = table.filter(pc.equal(table["status"], "ok"))
     assert ok.num_rows == 3 and ok["embedding"].null_count == 0 and len(ok["embedding"][0]) == 512
     assert table["embedding"].null_count == 6

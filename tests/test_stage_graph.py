@@ -22,8 +22,8 @@ READS = {
     "names": {"ingest", "ner"},
     "candidates": {"names"},
     "download": {"candidates"},
-    "faces": {"download"},
-    "identities": {"faces", "download", "candidates"},
+    "faces": {"download", "candidates"},
+    "identities": {"faces"},
     "targets": {"identities"},
     "dataset": {"targets", "download", "faces", "identities"},
 }
@@ -53,12 +53,14 @@ def test_a_rebuilt_input_that_is_not_the_upstream_changes_the_hash(tmp_path: Pat
     before = stage_config_hash(STAGES["names"], config)
     _fake_build(config, {"ner": "n2"})
     assert stage_config_hash(STAGES["names"], config) != before
-    # identities reads candidates and download beside faces; dataset reads download, faces and identities
+    # faces reads candidates (the names' display forms) beside download; dataset reads download, faces and
+    # identities beside targets
     _fake_build(config, {s: f"{s}1" for s in ("candidates", "download", "faces", "identities", "targets")})
-    identities = stage_config_hash(STAGES["identities"], config)
+    faces = stage_config_hash(STAGES["faces"], config)
     dataset = stage_config_hash(STAGES["dataset"], config)
+    _fake_build(config, {"candidates": "c2"})
+    assert stage_config_hash(STAGES["faces"], config) != faces
     _fake_build(config, {"download": "d2"})
-    assert stage_config_hash(STAGES["identities"], config) != identities
     assert stage_config_hash(STAGES["dataset"], config) != dataset
 
 
@@ -110,4 +112,4 @@ def test_describe_lists_inputs_schemas_and_hashes(tmp_path: Path, capsys: pytest
     assert records["ner"]["built_config_hash"] == "old"
     assert cli_main(["describe", "--set", f"run.output_root={tmp_path}"]) == 0
     text = capsys.readouterr().out
-    assert "identities: " in text and "inputs:   faces, download, candidates" in text
+    assert "faces: " in text and "inputs:   download, candidates" in text

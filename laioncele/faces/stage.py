@@ -230,4 +230,8 @@ def columns_to_table(columns: dict[str, np.ndarray]) -> pa.Table:
         arrays[name] = pa.array(columns[name], pa.int32())
     for name in ("backend", "backend_version"):
         arrays[name] = pa.array(columns[name], pa.string())
+    # The sample's caption names and image hash: null here, filled from the download rows by the faces stage
+    # (``laioncele.faces.sample_names.with_sample_names``); the detector sees only the image.
+    for name in ("names", "image_sha256"):
+        arrays[name] = pa.nulls(n, FACES.field(name).type)
     return pa.Table.from_arrays([arrays[f.name] for f in FACES], schema=FACES)

@@ -150,7 +150,7 @@ DOWNLOAD_FAILURES = _versioned(
 
 FACES = _versioned(
     "faces",
-    1,
+    2,
     [
         pa.field("sample_id", pa.string(), nullable=False),
         pa.field(
@@ -167,6 +167,10 @@ FACES = _versioned(
         pa.field("image_height", pa.int32(), nullable=False),
         pa.field("backend", pa.string(), nullable=False),
         pa.field("backend_version", pa.string(), nullable=False),
+        # The image's sample, carried from the download rows so identities reads faces alone (v2): the names
+        # its caption carries, in display form (candidates/names_table), and the sha256 of its stored bytes.
+        pa.field("names", pa.list_(pa.string())),
+        pa.field("image_sha256", pa.string()),
     ],
 )
 

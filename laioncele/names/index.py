@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from laioncele.io.joins import lookup
 from laioncele.io.schema import NAMES_TABLE
 
 MENTIONS = pa.schema(
@@ -240,6 +241,16 @@ def names_from_tallies(
     return pa.table(rows, schema=NAMES_TABLE), pairs_table(kept_keys, kept_ids)
 
 
+def with_kept_ids(names: pa.Table, kept: pa.Table) -> pa.Table:
+    """``names`` (one row per name key) with ``kept_ids``: the sample ids of that name's kept (name_key,
+    sample_id) pairs in ``kept``, in their order there (an empty list for a name with none)."""
+    grouped = kept.select(["name_key", "sample_id"]).group_by("name_key", use_threads=False)
+    grouped = grouped.aggregate([("sample_id", "list")])
+    ids = pc.take(grouped.column("sample_id_list"), lookup(names, grouped, ["name_key"]))
+    ids = pc.coalesce(ids, pa.scalar([], ids.type)).cast(pa.list_(pa.string()))
+    return names.append_column("kept_ids", ids)
+
+
 def pairs_table(keys: Iterable[str], ids: Iterable[str]) -> pa.Table:
     """(name_key, sample_id) pairs as a table: the kept rows of each name."""
     return pa.table(
@@ -256,27 +267,28 @@ def select_kept(
     Returns the filtered samples (``names`` and ``n_names`` recomputed) and drop counts by reason.
     """
     drops: Counter[str] = Counter()
-    pairs = set(zip(kept.column("name_key").to_pylist(), kept.column("sample_id").to_pylist(), strict=True))
-    new_names: list[list[str]] = []
-    keep_rows: list[int] = []
-    for i, (sample_id, names) in enumerate(
-        zip(samples.column("sample_id").to_pylist(), samples.column("names").to_pylist(), strict=True)
-    ):
-        kept_names = []
-        for name in dict.fromkeys(names):
-            if name in opt_out:
-                drops["opted_out_name"] += 1
-            elif (name, sample_id) in pairs:
-                kept_names.append(name)
-        if kept_names:
-            keep_rows.append(i)
-            new_names.append(kept_names)
-        else:
-            drops["no_kept_name"] += 1
-    out = samples.take(pa.array(keep_rows, pa.int64()))
-    out = out.set_column(
-        out.schema.get_field_index("names"), "names", pa.array(new_names, pa.list_(pa.string()))
-    )
-    n_names = pa.array([len(n) for n in new_names], pa.int32())
+    names = samples.column("names").combine_chunks()
+    parent = pc.list_parent_indices(names)
+    flat = pc.list_flatten(names)
+    # each key once per sample, at its first place: a caption naming someone twice is one pair
+    places = pa.table({"row": parent, "name": flat, "place": pa.array(np.arange(len(flat), dtype=np.int64))})
+    first = places.group_by(["row", "name"], use_threads=False).aggregate([("place", "min")])
+    once = pc.is_in(places.column("place").combine_chunks(), value_set=first.column("place_min"))
+    opted = pc.and_(once, pc.is_in(flat, value_set=pa.array(sorted(opt_out), pa.string())))
+    if n_opted := int(pc.sum(opted).as_py() or 0):
+        drops["opted_out_name"] = n_opted
+    pair = _row_name_pairs(pc.take(samples.column("sample_id").combine_chunks(), parent), flat)
+    kept_pairs = _row_name_pairs(kept.column("sample_id"), kept.column("name_key"))
+    keep = pc.and_(pc.and_(once, pc.invert(opted)), pc.is_in(pair, value_set=kept_pairs))
+    kept_parent = pc.filter(parent, keep).to_numpy(zero_copy_only=False)
+    counts = np.bincount(kept_parent, minlength=samples.num_rows)
+    rows = np.flatnonzero(counts)
+    if samples.num_rows > len(rows):
+        drops["no_kept_name"] = samples.num_rows - len(rows)
+    offsets = np.concatenate([[0], np.cumsum(counts[rows])]).astype(np.int32)
+    new_names = pa.ListArray.from_arrays(pa.array(offsets), pc.filter(flat, keep).cast(pa.string()))
+    out = samples.take(pa.array(rows, pa.int64()))
+    out = out.set_column(out.schema.get_field_index("names"), "names", new_names)
+    n_names = pa.array(counts[rows], pa.int32())
     out = out.set_column(out.schema.get_field_index("n_names"), "n_names", n_names)
     return out, drops

@@ -2,7 +2,7 @@
 
 Images: one unit per download shard. Each task joins, shard-locally, the kept identity images with their bytes,
 URL and caption (download) and face geometry and embedding (faces, whose units came from the same download
-shard), so no task ever needs the whole corpus. Identities: written when the stage finishes, joining the
+shard), so no task ever needs the whole corpus; the joins are Arrow lookups in ``laioncele.dataset_rows``. Identities: written when the stage finishes, joining the
 identities table with the name targets. ``dataset/manifest.json`` then records counts, both sub-manifests'
 checksums, the config and the text-encoder source; ``mean_name_embedding.npy`` (F_mean) is copied beside it, and
 ``README.md``, the dataset card (``laioncele.report.dataset_card``), is written last.
@@ -14,8 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from laioncele.config import Config
+from laioncele.dataset_rows import (
+    FACE_COLUMNS,
+    KEPT_COLUMNS,
+    TARGET_COLUMNS,
+    dataset_identities,
+    dataset_images,
+)
 from laioncele.io import schema
 from laioncele.io.shards import (
     MANIFEST_NAME,
@@ -47,11 +55,7 @@ def plan(config: Config, upstream_dir: Path | None) -> list[Unit]:
 class DatasetImagesTask(UnitTask):
     def __init__(self, config: dict[str, Any], out_dir: str, config_hash: str) -> None:
         super().__init__(config, out_dir, config_hash)
-        kept = read_shards(
-            stage_dir(self.config, "identities"),
-            columns=["sample_id", "face_index", "identity_id", "similarity"],
-        )
-        self.kept = {row["sample_id"]: row for row in kept.to_pylist()}
+        self.kept = read_shards(stage_dir(self.config, "identities"), columns=KEPT_COLUMNS)
         self.faces_dir = stage_dir(self.config, "faces")
         self.faces_manifest = load_manifest(self.faces_dir)
         self.download_dir = stage_dir(self.config, "download")
@@ -59,39 +63,15 @@ class DatasetImagesTask(UnitTask):
     def process(self, unit_id: str, payload: dict[str, Any]) -> UnitRecord:
         shard = payload["shard"]
         images = read_shard(self.download_dir, shard)
-        faces: dict[tuple[str, int], dict[str, Any]] = {}
-        for record in self.faces_manifest["shards"]:
-            if shard["name"] in record["inputs"]:
-                table = read_shard(self.faces_dir, record).select(
-                    ["sample_id", "face_index", "bbox", "landmarks", "embedding"]
-                )
-                for row in table.to_pylist():
-                    if row["sample_id"] in self.kept:
-                        faces[(row["sample_id"], row["face_index"])] = row
-        rows = []
-        for image in images.to_pylist():
-            kept = self.kept.get(image["sample_id"])
-            if kept is None:
-                continue
-            face = faces[(image["sample_id"], kept["face_index"])]
-            rows.append(
-                {
-                    "sample_id": image["sample_id"],
-                    "identity_id": kept["identity_id"],
-                    "url": image["url"],
-                    "caption": image["caption"] or "",
-                    "image": image["image"],
-                    "width": image["width"],
-                    "height": image["height"],
-                    "bbox": face["bbox"],
-                    "landmarks": face["landmarks"],
-                    "face_embedding": face["embedding"],
-                    "similarity": kept["similarity"],
-                    "language": image.get("language"),
-                    "license": image.get("license"),
-                }
-            )
-        table = pa.Table.from_pylist(rows, schema=schema.DATASET_IMAGES)
+        # the faces shards made from this download shard, only the kept images' faces
+        parts = [
+            read_shard(self.faces_dir, record).select(FACE_COLUMNS)
+            for record in self.faces_manifest["shards"]
+            if shard["name"] in record["inputs"]
+        ]
+        faces = pa.concat_tables(parts) if parts else schema.FACES.empty_table().select(FACE_COLUMNS)
+        faces = faces.filter(pc.is_in(faces.column("sample_id"), value_set=self.kept.column("sample_id")))
+        table = dataset_images(images, self.kept, faces)
         drops = {"not_kept_by_identity": images.num_rows - table.num_rows}
         return self.write(unit_id, table, schema.DATASET_IMAGES, images.num_rows, drops, [shard["name"]])
 
@@ -99,30 +79,7 @@ class DatasetImagesTask(UnitTask):
 def identities_table(config: Config) -> pa.Table:
     """Identities joined with their name targets (identities whose name could not be encoded are left out)."""
     idents = read_shards(stage_dir(config, "identities") / "table")
-    targets = {r["name_key"]: r for r in read_shards(stage_dir(config, "targets")).to_pylist()}
-    rows = []
-    for ident in idents.to_pylist():
-        target = targets.get(ident["identity_id"])
-        if target is None:
-            continue
-        rows.append(
-            {
-                "identity_id": ident["identity_id"],
-                "name": ident["name"],
-                "aliases": ident["aliases"],
-                "n_images": ident["n_images"],
-                "num_tokens": target["num_tokens"],
-                "embedding_dim": target["embedding_dim"],
-                "name_embedding": target["name_embedding"],
-                "pooled_embedding": target["pooled_embedding"],
-                "centroid": ident["centroid"],
-                "mean_similarity": ident["mean_similarity"],
-                "min_similarity": ident["min_similarity"],
-                "runner_up_share": ident["runner_up_share"],
-                "face_backend": ident["backend"],
-            }
-        )
-    return pa.Table.from_pylist(rows, schema=schema.DATASET_IDENTITIES)
+    return dataset_identities(idents, read_shards(stage_dir(config, "targets"), columns=TARGET_COLUMNS))
 
 
 def finish(config: Config, out_dir: Path) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 Runs ``laioncele.faces.stage.FaceStage`` in a Ray actor pool: the backend (insightface on onnxruntime, CUDA when
 present; or the offline dlib backend) loads once per actor and maps image batches. Images without a kept face
-are counted by reason (``no_face``, ``crowd``, ``decode_error``, ...) and not written.
+are counted by reason (``no_face``, ``crowd``, ``decode_error``, ...) and not written. Each face row carries its
+sample's caption names (display form, from ``candidates/names_table``) and image hash
+(``laioncele.faces.sample_names``), so the identities stage reads this stage alone.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from laioncele.config import Config
+from laioncele.faces.sample_names import DOWNLOAD_COLUMNS, with_sample_names
 from laioncele.faces.stage import OK, FaceStage, columns_to_table
 from laioncele.io import schema
-from laioncele.io.shards import UnitRecord
+from laioncele.io.shards import UnitRecord, read_shards
 from pipelines.runner import UnitTask, stage_dir
 from pipelines.stage import Resources, Stage, Unit, read_unit_rows, units_per_shard
 
@@ -31,9 +34,12 @@ class FacesTask(UnitTask):
         super().__init__(config, out_dir, config_hash)
         self.stage = FaceStage(self.config.faces)
         self.download_dir = stage_dir(self.config, "download")
+        self.names_table = read_shards(
+            stage_dir(self.config, "candidates") / "names_table", columns=["name_key", "display_name"]
+        )
 
     def process(self, unit_id: str, payload: dict[str, Any]) -> UnitRecord:
-        rows = read_unit_rows(self.download_dir, payload).select(["sample_id", "image"])
+        rows = read_unit_rows(self.download_dir, payload).select([*DOWNLOAD_COLUMNS, "image"])
         self.stage.counts.clear()
         parts = []
         batch_size = self.config.faces.batch_size
@@ -49,7 +55,7 @@ class FacesTask(UnitTask):
         table = pa.concat_tables(parts) if parts else schema.FACES.empty_table()
         image_rows = table.filter(pc.equal(table.column("face_index"), -1))
         drops = Counter(image_rows.column("status").to_pylist())
-        faces = table.filter(pc.equal(table.column("status"), OK))
+        faces = with_sample_names(table.filter(pc.equal(table.column("status"), OK)), rows, self.names_table)
         stats = {
             "faces": faces.num_rows,
             "images_with_faces": len(set(faces.column("sample_id").to_pylist())),
@@ -67,6 +73,7 @@ FACES_STAGE = Stage(
     schema=schema.FACES,
     config_sections=("faces",),
     upstream="download",
+    inputs=("candidates",),  # its names table: the display form of each face's caption names
     plan=plan,
     task=FacesTask,
     resources=lambda config: Resources(

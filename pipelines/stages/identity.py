@@ -1,4 +1,4 @@
-"""Identity stage: faces + the names their captions carry -> one clean identity per name (``clean_identities``).
+"""Identity stage: faces, each with the names its caption carries -> one clean identity per name (``clean_identities``).
 
 One global unit: alias merging needs every name's centroid at once. ``clean_identities`` is vectorised over all
 names (batched matmuls, faiss for large names and for the global alias index): 1M faces over 50k names clean in
@@ -35,7 +35,6 @@ from laioncele.io.shards import (
     atomic_write_json,
     finalize_stage,
     iter_shards,
-    read_shards,
     write_unit,
 )
 from laioncele.io.storage import ObjectPath, open_input
@@ -48,41 +47,35 @@ MERGED_UNIT = "merged"
 _RESULT_TABLES = ("identities", "images", "names")
 
 
-def _names_by_sample(config: Config) -> dict[str, tuple[list[str], str]]:
-    """sample_id -> (its caption's names in display form, its image hash), from the download stage."""
-    display = {}
-    names_table = stage_dir(config, "candidates") / "names_table"
-    for row in read_shards(names_table, columns=["name_key", "display_name"]).to_pylist():
-        display[row["name_key"]] = row["display_name"]
-    per_sample: dict[str, tuple[list[str], str]] = {}
-    for _, shard in iter_shards(stage_dir(config, "download"), columns=["sample_id", "names", "sha256"]):
-        for sid, names, sha in zip(
-            *(shard.column(c).to_pylist() for c in ("sample_id", "names", "sha256")), strict=True
-        ):
-            per_sample[sid] = ([display.get(n, n) for n in names or []], sha)
-    return per_sample
+# The faces columns identity cleaning reads; each face row carries its caption's names (display form) and its
+# image's hash since faces schema v2 (``laioncele.faces.sample_names``), so this stage reads the faces alone.
+FACE_COLUMNS = [
+    "sample_id",
+    "face_index",
+    "bbox",
+    "det_score",
+    "embedding",
+    "backend",
+    "names",
+    "image_sha256",
+]
 
 
-# The faces columns identity cleaning reads.
-FACE_COLUMNS = ["sample_id", "face_index", "bbox", "det_score", "embedding", "backend"]
-
-
-def _join_names(faces: pa.Table, per_sample: dict[str, tuple[list[str], str]], hash_column: str) -> pa.Table:
-    sample_ids = faces.column("sample_id").to_pylist()
-    names = pa.array([per_sample.get(s, ([], None))[0] for s in sample_ids], pa.list_(pa.string()))
-    hashes = pa.array([per_sample.get(s, ([], None))[1] for s in sample_ids], pa.string())
-    return faces.append_column("names", names).append_column(hash_column, hashes)
+def _as_identity_input(faces: pa.Table, hash_column: str) -> pa.Table:
+    """The faces columns under the names ``clean_identities`` reads: the image hash as ``identity.hash_column``."""
+    if hash_column == "image_sha256":
+        return faces
+    return faces.rename_columns([hash_column if c == "image_sha256" else c for c in faces.column_names])
 
 
 def iter_faces_with_names(config: Config) -> Iterator[pa.Table]:
-    """Faces shards (status ok) one at a time, each joined with its caption's names and image hash."""
-    per_sample = _names_by_sample(config)
+    """Faces shards (status ok) one at a time, each face with its caption's names and image hash."""
     for _, faces in iter_shards(stage_dir(config, "faces"), columns=FACE_COLUMNS):
-        yield _join_names(faces, per_sample, config.identity.hash_column)
+        yield _as_identity_input(faces, config.identity.hash_column)
 
 
 def load_faces_with_names(config: Config) -> pa.Table:
-    """Faces (status ok) joined with their caption's names (display form) and image hash."""
+    """Faces (status ok) with their caption's names (display form) and image hash."""
     shards = list(iter_faces_with_names(config))
     return pa.concat_tables(shards) if shards else _empty_faces_with_names(config)
 
@@ -98,7 +91,7 @@ def load_partition_faces(config: Config, partition: int) -> tuple[pa.Table, int]
 
 
 def _empty_faces_with_names(config: Config) -> pa.Table:
-    return _join_names(schema.FACES.empty_table().select(FACE_COLUMNS), {}, config.identity.hash_column)
+    return _as_identity_input(schema.FACES.empty_table().select(FACE_COLUMNS), config.identity.hash_column)
 
 
 def partition_dir(out_dir: Path, partition: int) -> Path:
@@ -235,8 +228,7 @@ IDENTITY_STAGE = Stage(
     name="identities",
     schema=schema.IDENTITY_IMAGES,
     config_sections=("identity",),
-    upstream="faces",
-    inputs=("download", "candidates"),  # each face's caption names and image hash; the names' display forms
+    upstream="faces",  # each face carries its caption's names and image hash: no other stage is read
     plan=plan,
     task=IdentityTask,
     resources=lambda config: Resources(concurrency=config.identity.partitions, num_cpus=1),

@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from laioncele.config import Config
 from laioncele.io import schema
+from laioncele.io.joins import aligned_columns
 from laioncele.io.shards import (
     UnitRecord,
     atomic_write_json,
@@ -262,32 +263,24 @@ class SecondPassTask(UnitTask):
         self.ner_dir = stage_dir(self.config, "ner")
         self.ner_manifest = load_manifest(self.ner_dir)
 
-    def _ner_names(self, unit_id: str) -> dict[str, tuple[list[str], list[str], list[str]]]:
-        """Per sample of this unit: NER's name keys, their display forms, and its gated name keys."""
-        found: dict[str, tuple[list[str], list[str], list[str]]] = {}
-        for record in self.ner_manifest["shards"]:
-            if record["unit"] == unit_id:
-                table = read_shard(self.ner_dir, record)
-                for sid, keys, forms, gated in zip(
-                    *(
-                        table.column(c).to_pylist()
-                        for c in ("sample_id", "names", "surface_forms", "gated_names")
-                    ),
-                    strict=True,
-                ):
-                    found[sid] = (keys, forms, gated)
-        return found
+    def _ner_names(self, unit_id: str, rows: pa.Table) -> dict[str, list[Any]]:
+        """Per row of this unit's ingest shard: NER's name keys, their display forms, and its gated name keys
+        (null where NER kept no name), joined by sample id."""
+        parts = [read_shard(self.ner_dir, r) for r in self.ner_manifest["shards"] if r["unit"] == unit_id]
+        ner = pa.concat_tables(parts) if parts else schema.NAMES_NER.empty_table()
+        columns = ("names", "surface_forms", "gated_names")
+        return {c: a.to_pylist() for c, a in aligned_columns(rows, ner, ["sample_id"], columns).items()}
 
     def process(self, unit_id: str, payload: dict[str, Any]) -> UnitRecord:
         rows = read_shard(self.ingest_dir, payload["shard"])
-        ner = self._ner_names(unit_id)
+        ner = self._ner_names(unit_id, rows)
         drops: Counter[str] = Counter()
         self.matcher.credited = self.matcher.trademarked = 0
         keep, keys_out, forms_out, added_out = [], [], [], []
-        for i, (sid, caption) in enumerate(
-            zip(rows.column("sample_id").to_pylist(), rows.column("caption").to_pylist(), strict=True)
+        for i, (caption, ner_keys, ner_forms, ner_gated) in enumerate(
+            zip(rows.column("caption").to_pylist(), *ner.values(), strict=True)
         ):
-            keys, forms, gated = (list(x) for x in ner.get(sid, ([], [], [])))
+            keys, forms, gated = (list(x or []) for x in (ner_keys, ner_forms, ner_gated))
             if self.not_people and any(_holds(k, self.not_people) for k in keys):
                 drops["not_a_person"] += sum(_holds(k, self.not_people) for k in keys)
                 held = [(k, f) for k, f in zip(keys, forms, strict=True) if not _holds(k, self.not_people)]
@@ -378,14 +371,7 @@ def _kept_names(
     names, kept = name_index.names_from_tallies(tallies, min_candidates, max_rows, min_ner_share, exact_up_to)
     if names.num_rows == 0:
         return pa.table({})
-    ids: dict[str, list[str]] = {k: [] for k in names.column("name_key").to_pylist()}
-    for key, sid in zip(
-        kept.column("name_key").to_pylist(), kept.column("sample_id").to_pylist(), strict=True
-    ):
-        ids[key].append(sid)
-    return names.append_column(
-        "kept_ids", pa.array([ids[k] for k in names.column("name_key").to_pylist()], pa.list_(pa.string()))
-    )
+    return name_index.with_kept_ids(names, kept)
 
 
 def plan_candidates(config: Config, upstream_dir: Path | None) -> list[Unit]:
