@@ -31,7 +31,7 @@ def test_old_path_is_the_new_module(old: str) -> None:
 def test_package_that_was_a_module_serves_its_names(package: str, module: str, name: str) -> None:
     assert getattr(importlib.import_module(package), name) is getattr(importlib.import_module(module), name)
     with pytest.raises(AttributeError, match="no_such_name"):
-        importlib.import_module(package).no_such_name
+        _ = importlib.import_module(package).no_such_name
 
 
 def test_old_path_runs_as_a_module() -> None:
