@@ -2,7 +2,9 @@
 
 Runs ``laioncele.faces.stage.FaceStage`` in a Ray actor pool: the backend (insightface on onnxruntime, CUDA when
 present; or the offline dlib backend) loads once per actor and maps image batches. Images without a kept face
-are counted by reason (``no_face``, ``crowd``, ``decode_error``, ...) and not written.
+are counted by reason (``no_face``, ``crowd``, ``decode_error``, ...) and not written. The accounting is in
+images: ``rows_in`` images, each dropped under one reason or kept, and ``expanded`` the faces rows beyond one
+per kept image.
 """
 
 from __future__ import annotations
@@ -50,15 +52,25 @@ class FacesTask(UnitTask):
         image_rows = table.filter(pc.equal(table.column("face_index"), -1))
         drops = Counter(image_rows.column("status").to_pylist())
         faces = table.filter(pc.equal(table.column("status"), OK))
+        images_with_faces = len(set(faces.column("sample_id").to_pylist()))
         stats = {
             "faces": faces.num_rows,
-            "images_with_faces": len(set(faces.column("sample_id").to_pylist())),
+            "images_with_faces": images_with_faces,
             "decode_notes": {
                 k: v for k, v in self.stage.counts.items() if k not in drops and k not in ("faces", OK)
             },
         }
+        # Counted in images: each image is dropped under one reason or kept with its faces, and the faces
+        # after an image's first are ``expanded`` (rows == images in - dropped + expanded).
         return self.write(
-            unit_id, faces, schema.FACES, rows.num_rows, drops, [payload["shard"]["name"]], stats
+            unit_id,
+            faces,
+            schema.FACES,
+            rows.num_rows,
+            drops,
+            [payload["shard"]["name"]],
+            stats,
+            expanded=faces.num_rows - images_with_faces,
         )
 
 
