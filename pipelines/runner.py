@@ -383,8 +383,9 @@ def _rows_in(record: str) -> int:
 def _log_summary(stage: Stage, manifest: dict[str, Any], seconds: float, log: Callable[[str], None]) -> None:
     drops = ", ".join(f"{k}={v}" for k, v in manifest["drops"].items()) or "none"
     rate = manifest["rows_in"] / seconds if seconds > 0 else 0.0
+    expanded = f" ({manifest['expanded']} beyond one per input row)" if manifest.get("expanded") else ""
     log(
         f"[{stage.name}] done in {seconds:.1f}s ({rate:,.1f} rows/s): rows in {manifest['rows_in']}, "
-        f"out {manifest['rows']}, "
+        f"out {manifest['rows']}{expanded}, "
         f"{len(manifest['shards'])} shards; dropped: {drops}"
     )

@@ -173,10 +173,10 @@ def _snapshot(root: Path) -> dict[str, tuple[int, str]]:
 
 
 def test_rerunning_is_a_no_op(sample_build: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "sample"
-    shutil.copytree(sample_build, out)
+    # On the shared build itself: a rerun of a finished build must leave it as it is. Publishing steps run
+    # again on a finished stage (``Stage.after``); they may rewrite their files, with the same bytes.
+    out = sample_build
     config = load_config(REPO / "configs" / "sample.yaml", [*SETS, f"run.output_root={out}"])
-    # Publishing steps run again on a finished stage (``Stage.after``); they may rewrite their files, same bytes.
     published = {
         str(side.at(stage_dir(config, name)).resolve().relative_to(out))
         for name in ORDER
@@ -195,8 +195,11 @@ def test_rerunning_is_a_no_op(sample_build: Path, tmp_path: Path, capsys: pytest
     assert changed <= published, changed - published
     assert all(after[path][1] == before[path][1] for path in published)
 
-    # Interrupted after every unit was committed, before any manifest: the resume runs no unit and redoes no
-    # prepare step, and writes the same manifests.
+    # Interrupted after every unit was committed, before any manifest (on a copy): the resume runs no unit and
+    # redoes no prepare step, and writes the same manifests.
+    out = tmp_path / "sample"
+    shutil.copytree(sample_build, out)
+    config = load_config(REPO / "configs" / "sample.yaml", [*SETS, f"run.output_root={out}"])
     manifests = {name: (stage_dir(config, name) / MANIFEST_NAME).read_bytes() for name in ORDER}
     # the stages' own commit records (a finish step may rewrite a side directory's, as the dataset's identities)
     own = [str(stage_dir(config, name).relative_to(out)) for name in ORDER]
