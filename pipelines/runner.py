@@ -257,10 +257,34 @@ def _prepare(
 
 
 def _fingerprint(path: Path | ObjectPath) -> dict[str, Any]:
-    """Bytes and sha256 of a side output: of the file, or of a directory's ``manifest.json`` (which lists the
-    sha256 of every shard in it)."""
-    target = path / MANIFEST_NAME if path.is_dir() else path
-    return {"bytes": target.stat().st_size, "sha256": file_sha256(target)}
+    """Bytes and sha256 of a side output: of the file; of a directory's ``manifest.json`` (which lists the
+    sha256 of every shard in it); of a directory without one, its files' total bytes and the sha256 of their
+    sorted "path sha256" lines."""
+    if not path.is_dir():
+        return {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+    if (path / MANIFEST_NAME).is_file():
+        return _fingerprint(path / MANIFEST_NAME)
+    files = _files_under(path)
+    listing = "".join(f"{name} {file_sha256(file)}\n" for name, file in files)
+    return {"bytes": _size(path), "sha256": hashlib.sha256(listing.encode()).hexdigest()}
+
+
+def _size(path: Path | ObjectPath) -> int:
+    """The bytes ``_fingerprint`` records for a side output (raises FileNotFoundError when it is not there)."""
+    if not path.is_dir():
+        return path.stat().st_size
+    if (path / MANIFEST_NAME).is_file():
+        return (path / MANIFEST_NAME).stat().st_size
+    return sum(file.stat().st_size for _, file in _files_under(path))
+
+
+def _files_under(path: Path | ObjectPath, prefix: str = "") -> list[tuple[str, Path | ObjectPath]]:
+    """Every file below a directory, with its path relative to it, sorted."""
+    files = []
+    for child in sorted(path.iterdir(), key=lambda p: p.name):
+        name = f"{prefix}{child.name}"
+        files.extend(_files_under(child, f"{name}/") if child.is_dir() else [(name, child)])
+    return files
 
 
 def _outputs_intact(stage: Stage, out_dir: Path, outputs: Mapping[str, Mapping[str, Any]]) -> bool:
@@ -268,12 +292,8 @@ def _outputs_intact(stage: Stage, out_dir: Path, outputs: Mapping[str, Mapping[s
     shards)."""
     for output in stage.prepared_outputs:
         recorded = outputs.get(output.path)
-        if recorded is None:
-            return False
-        path = output.at(out_dir)
-        target = path / MANIFEST_NAME if path.is_dir() else path
         try:
-            if target.stat().st_size != recorded["bytes"]:
+            if recorded is None or _size(output.at(out_dir)) != recorded["bytes"]:
                 return False
         except FileNotFoundError:
             return False

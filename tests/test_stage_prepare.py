@@ -3,6 +3,7 @@ recorded in the manifest, and not redone by a resume. In-process (``ray.executor
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ CALLS: list[str] = []
 def _prepare(config: Config, out_dir: Path) -> dict[str, Any]:
     CALLS.append("prepare")
     atomic_write_json(out_dir / "table.json", {"names": ["brad pitt", "tom hanks"]})
+    for part in ("p0", "p1"):
+        atomic_write_json(out_dir / "parts" / f"{part}.json", {"part": part})
     return {"names_prepared": 2}
 
 
@@ -45,7 +48,10 @@ def _stage(**changes: Any) -> Stage:
         "plan": _plan,
         "task": _Task,
         "prepare": _prepare,
-        "side_outputs": (SideOutput("table.json", "prepare", "what the units read"),),
+        "side_outputs": (
+            SideOutput("table.json", "prepare", "what the units read"),
+            SideOutput("parts", "prepare", "a directory without a manifest"),
+        ),
     }
     return Stage(**{**fields, **changes})
 
@@ -62,10 +68,18 @@ def test_prepare_runs_once_before_the_units_and_is_recorded(config: Config, tmp_
     out = tmp_path / "toy"
     record = json.loads((out / PREPARED_NAME).read_text())
     fingerprint = {"bytes": (out / "table.json").stat().st_size, "sha256": file_sha256(out / "table.json")}
-    assert (
-        record["outputs"] == {"table.json": fingerprint} and record["config_hash"] == manifest["config_hash"]
-    )
-    assert manifest["side_outputs"] == {"table.json": {"step": "prepare", **fingerprint}}
+    parts = sorted((out / "parts").iterdir())
+    listing = "".join(f"{p.name} {file_sha256(p)}\n" for p in parts)
+    directory = {
+        "bytes": sum(p.stat().st_size for p in parts),
+        "sha256": hashlib.sha256(listing.encode()).hexdigest(),
+    }
+    assert record["outputs"] == {"table.json": fingerprint, "parts": directory}
+    assert record["config_hash"] == manifest["config_hash"]
+    assert manifest["side_outputs"] == {
+        "table.json": {"step": "prepare", **fingerprint},
+        "parts": {"step": "prepare", **directory},
+    }
     assert manifest["names_prepared"] == 2  # the step's fields go into the manifest
 
     # Interrupted after the units, before the manifest: the resume neither prepares nor runs a unit again.
@@ -74,7 +88,7 @@ def test_prepare_runs_once_before_the_units_and_is_recorded(config: Config, tmp_
     lines: list[str] = []
     assert run_stage(_stage(), config, log=lines.append) == manifest
     assert CALLS == ["plan"]
-    assert "[toy] prepared already (table.json): not redone" in lines
+    assert "[toy] prepared already (parts, table.json): not redone" in lines
 
 
 def test_a_prepare_output_lost_or_cut_short_is_prepared_again(config: Config, tmp_path: Path) -> None:
@@ -97,7 +111,7 @@ def test_a_prepare_record_of_another_config_is_refused(config: Config, tmp_path:
 
 
 def test_a_prepare_step_must_write_what_it_declares(config: Config) -> None:
-    stage = _stage(side_outputs=(SideOutput("other.json", "prepare"),))
+    stage = _stage(side_outputs=(SideOutput("table.json", "prepare"), SideOutput("other.json", "prepare")))
     with pytest.raises(ShardError, match=r"stage 'toy': its prepare step did not write .*'other.json'"):
         run_stage(stage, config, log=lambda _line: None)
     with pytest.raises(ValueError, match=r"has a prepare step but declares no side output"):
