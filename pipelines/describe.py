@@ -1,4 +1,4 @@
-"""``python -m pipelines describe``: the stage graph as declared (inputs, schemas, config hashes).
+"""``python -m pipelines describe``: the stage graph as declared (inputs, schemas, side outputs, config hashes).
 
 The hash shown for each stage is the one the current config gives it when every stage it reads is built with
 the same config (``expected_config_hashes``); beside it, the hash its output under ``run.output_root`` was built
@@ -30,7 +30,8 @@ def expected_config_hashes(config: Config) -> dict[str, str]:
 
 
 def describe_stages(config: Config) -> list[dict[str, Any]]:
-    """One record per stage: inputs, config sections, output schema, expected and built config hash."""
+    """One record per stage: inputs, config sections, output schema, side outputs (each with the step that
+    writes it), expected and built config hash."""
     configure(config.storage)
     expected = expected_config_hashes(config)
     records = []
@@ -52,6 +53,9 @@ def describe_stages(config: Config) -> list[dict[str, Any]]:
                     "columns": {field.name: str(field.type) for field in stage.schema},
                 },
                 "output": str(out_dir),
+                "side_outputs": [
+                    {"path": s.path, "step": s.step, "description": s.description} for s in stage.side_outputs
+                ],
                 "config_hash": expected[name],
                 "built_config_hash": built,
                 "status": "missing" if built is None else "complete" if built == expected[name] else "stale",
@@ -70,6 +74,8 @@ def format_description(records: list[dict[str, Any]]) -> str:
         lines.append(f"  inputs:   {', '.join(r['inputs']) or 'LAION parquet (input.paths)'}")
         lines.append(f"  config:   {', '.join(r['config_sections'])}")
         lines.append(f"  hash:     {r['config_hash']} (built: {built}, {r['status']}) under {r['output']}")
+        for side in r["side_outputs"]:
+            lines.append(f"  side:     {side['path']} ({side['step']}): {side['description']}")
         lines.append(f"  schema:   {schema['name']} v{schema['version']}")
         lines.extend(f"    {column}: {type_}" for column, type_ in schema["columns"].items())
     return "\n".join(lines) + "\n"

@@ -2,7 +2,9 @@
 
 Each unit's task writes its own shards and commit record atomically, so the driver only has to (1) skip units
 that are already committed, (2) map the rest, (3) gather the commit records into ``manifest.json``. A crash at any
-point loses at most the units in flight; re-running redoes exactly those.
+point loses at most the units in flight; re-running redoes exactly those. A stage's corpus-wide ``prepare`` step
+runs first and is committed the same way (``_prepared.json``, written after its side outputs), so a resume does
+not redo it; ``plan`` only lists units.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import json
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from laioncele.io.shards import (
     UnitRecord,
     atomic_write_json,
     completed_units,
+    file_sha256,
     finalize_stage,
     load_manifest,
     safe_unit_id,
@@ -35,7 +37,7 @@ from laioncele.io.storage import ObjectPath, as_path, configure
 from pipelines.interrupts import Interrupted
 from pipelines.progress import StageProgress
 from pipelines.runtime import ensure_ray
-from pipelines.stage import Stage, Unit
+from pipelines.stage import Stage
 from pipelines.task_pool import run_units_as_tasks
 
 
@@ -43,7 +45,8 @@ class StageFailed(RuntimeError):
     """Some units raised; the rest are committed, and a re-run retries only the failed ones."""
 
 
-PLAN_NAME = "_plan.json"  # the units a stage planned, and the config hash they were planned for
+# The commit record of a stage's prepare step: its config hash, each side output's bytes and sha256, its fields.
+PREPARED_NAME = "_prepared.json"
 
 # Stages whose directory is not their name: the final dataset's images sit beside its identities.
 STAGE_PATHS = {"dataset": "dataset/images"}
@@ -114,8 +117,10 @@ class UnitTask:
         inputs: list[str],
         stats: dict[str, Any] | None = None,
         out_dir: Path | None = None,
+        expanded: int = 0,
     ) -> UnitRecord:
-        """Write this unit's shards and commit record with the configured shard sizes."""
+        """Write this unit's shards and commit record with the configured shard sizes. ``drops`` counts input
+        rows by why they were dropped, so ``rows == rows_in - sum(drops) + expanded`` (``UnitRecord``)."""
         shards = self.config.shards
         return write_unit(
             out_dir or self.out_dir,
@@ -130,6 +135,7 @@ class UnitTask:
             rows_per_shard=shards.rows_per_shard,
             bytes_per_shard=shards.bytes_per_shard,
             compression=shards.compression,
+            expanded=expanded,
         )
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
@@ -174,7 +180,8 @@ def _run_stage(stage: Stage, config: Config, log: Callable[[str], None] = print)
         (out_dir / MANIFEST_NAME).unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    units = _planned_units(stage, config, out_dir, config_hash)
+    prepared = _prepare(stage, config, out_dir, config_hash, log)
+    units = stage.plan(config, stage_dir(config, stage.upstream) if stage.upstream else None)
     ids = [safe_unit_id(u.unit_id) for u in units]
     if len(set(ids)) != len(ids):
         raise ValueError(f"stage {stage.name!r} planned duplicate unit ids")
@@ -200,8 +207,11 @@ def _run_stage(stage: Stage, config: Config, log: Callable[[str], None] = print)
         )
 
     extra: dict[str, Any] = {"upstream": stage.upstream, "inputs": list(stage.inputs)}
+    extra.update(prepared.get("fields", {}))
     if stage.finish is not None:
         extra.update(stage.finish(config, out_dir))
+    if stage.side_outputs:
+        extra["side_outputs"] = _side_outputs_manifest(stage, out_dir, prepared)
     manifest = finalize_stage(out_dir, stage.name, stage.schema, config_hash, ids, extra)
     if stage.after is not None:
         stage.after(config)
@@ -209,22 +219,101 @@ def _run_stage(stage: Stage, config: Config, log: Callable[[str], None] = print)
     return manifest
 
 
-def _planned_units(stage: Stage, config: Config, out_dir: Path, config_hash: str) -> list[Unit]:
-    """The stage's units. A stage with an upstream plans once per config hash (its plan reads only the
-    upstream's committed output and the config, both in the hash) and a resume reuses that plan: a plan that
-    aggregates the corpus (the names stage's known names, the candidates' per-name table) is not redone when
-    its units are committed. Ingest always replans: it lists input files, which the hash does not cover."""
-    upstream_dir = stage_dir(config, stage.upstream) if stage.upstream else None
-    saved = out_dir / PLAN_NAME
-    if upstream_dir is not None and saved.is_file():
-        plan = json.loads(saved.read_text())
-        if plan.get("config_hash") == config_hash:
-            return [Unit(u["unit_id"], u["payload"], u["rows"]) for u in plan["units"]]
-    saved.unlink(missing_ok=True)  # before planning: an interrupted plan may have rewritten its side files
-    units = stage.plan(config, upstream_dir)
-    if upstream_dir is not None:
-        atomic_write_json(saved, {"config_hash": config_hash, "units": [asdict(u) for u in units]})
-    return units
+def _prepare(
+    stage: Stage, config: Config, out_dir: Path, config_hash: str, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Run the stage's ``prepare`` step unless its commit record (``_prepared.json``) says it is done for this
+    config hash with every output intact; return the record. The record is written after all the outputs, so a
+    crash mid-prepare leaves none and the resume redoes the step; a record of another config is an error, as a
+    unit's is (``completed_units``), unless ``run.overwrite`` discards it."""
+    if stage.prepare is None:
+        return {}
+    saved = out_dir / PREPARED_NAME
+    if saved.is_file():
+        record = json.loads(saved.read_text())
+        if record.get("config_hash") == config_hash and _outputs_intact(
+            stage, out_dir, record.get("outputs", {})
+        ):
+            log(f"[{stage.name}] prepared already ({', '.join(record['outputs'])}): not redone")
+            return record
+        if record.get("config_hash") != config_hash and not config.run.overwrite:
+            raise ShardError(
+                f"{out_dir} holds the prepare step's outputs for config hash {record.get('config_hash')}, but the "
+                f"current config hashes to {config_hash}. To keep that partial build, write this one elsewhere: "
+                f"--set run.output_root=<new directory>; to resume it, run it with the config it was started "
+                f"with; only to discard it: --set run.overwrite=true"
+            )
+        saved.unlink()
+    fields = stage.prepare(config, out_dir)
+    missing = [s.path for s in stage.prepared_outputs if not s.at(out_dir).exists()]
+    if missing:
+        raise ShardError(
+            f"stage {stage.name!r}: its prepare step did not write its declared outputs {missing}"
+        )
+    outputs = {s.path: _fingerprint(s.at(out_dir)) for s in stage.prepared_outputs}
+    record = {"config_hash": config_hash, "outputs": outputs, "fields": dict(fields)}
+    atomic_write_json(saved, record)
+    return record
+
+
+def _fingerprint(path: Path | ObjectPath) -> dict[str, Any]:
+    """Bytes and sha256 of a side output: of the file; of a directory's ``manifest.json`` (which lists the
+    sha256 of every shard in it); of a directory without one, its files' total bytes and the sha256 of their
+    sorted "path sha256" lines."""
+    if not path.is_dir():
+        return {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+    if (path / MANIFEST_NAME).is_file():
+        return _fingerprint(path / MANIFEST_NAME)
+    files = _files_under(path)
+    listing = "".join(f"{name} {file_sha256(file)}\n" for name, file in files)
+    return {"bytes": _size(path), "sha256": hashlib.sha256(listing.encode()).hexdigest()}
+
+
+def _size(path: Path | ObjectPath) -> int:
+    """The bytes ``_fingerprint`` records for a side output (raises FileNotFoundError when it is not there)."""
+    if not path.is_dir():
+        return path.stat().st_size
+    if (path / MANIFEST_NAME).is_file():
+        return (path / MANIFEST_NAME).stat().st_size
+    return sum(file.stat().st_size for _, file in _files_under(path))
+
+
+def _files_under(path: Path | ObjectPath, prefix: str = "") -> list[tuple[str, Path | ObjectPath]]:
+    """Every file below a directory, with its path relative to it, sorted."""
+    files = []
+    for child in sorted(path.iterdir(), key=lambda p: p.name):
+        name = f"{prefix}{child.name}"
+        files.extend(_files_under(child, f"{name}/") if child.is_dir() else [(name, child)])
+    return files
+
+
+def _outputs_intact(stage: Stage, out_dir: Path, outputs: Mapping[str, Mapping[str, Any]]) -> bool:
+    """Whether every prepare output is recorded and there with its recorded size (as ``completed_units`` checks
+    shards)."""
+    for output in stage.prepared_outputs:
+        recorded = outputs.get(output.path)
+        try:
+            if recorded is None or _size(output.at(out_dir)) != recorded["bytes"]:
+                return False
+        except FileNotFoundError:
+            return False
+    return True
+
+
+def _side_outputs_manifest(stage: Stage, out_dir: Path, prepared: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest's ``side_outputs``: each declared side output the steps up to ``finish`` wrote, with the step
+    and its fingerprint (the prepare step's as committed in its record)."""
+    recorded = prepared.get("outputs", {})
+    side: dict[str, Any] = {}
+    for output in stage.side_outputs:
+        if output.step == "after":  # written after the manifest
+            continue
+        path = output.at(out_dir)
+        if output.path in recorded:
+            side[output.path] = {"step": output.step, **recorded[output.path]}
+        elif path.exists():
+            side[output.path] = {"step": output.step, **_fingerprint(path)}
+    return side
 
 
 def _map_units(
@@ -314,8 +403,9 @@ def _rows_in(record: str) -> int:
 def _log_summary(stage: Stage, manifest: dict[str, Any], seconds: float, log: Callable[[str], None]) -> None:
     drops = ", ".join(f"{k}={v}" for k, v in manifest["drops"].items()) or "none"
     rate = manifest["rows_in"] / seconds if seconds > 0 else 0.0
+    expanded = f" ({manifest['expanded']} beyond one per input row)" if manifest.get("expanded") else ""
     log(
         f"[{stage.name}] done in {seconds:.1f}s ({rate:,.1f} rows/s): rows in {manifest['rows_in']}, "
-        f"out {manifest['rows']}, "
+        f"out {manifest['rows']}{expanded}, "
         f"{len(manifest['shards'])} shards; dropped: {drops}"
     )

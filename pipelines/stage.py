@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pyarrow as pa
@@ -33,14 +33,53 @@ class Resources:
     tasks: bool = False
 
 
+# The steps of a stage that may write side outputs, in the order the runner runs them.
+SIDE_OUTPUT_STEPS = ("prepare", "units", "finish", "after")
+
+
+@dataclass(frozen=True)
+class SideOutput:
+    """A file or directory a stage writes beside its shards, relative to its directory (``..`` climbs out of
+    it: the dataset's images directory sits inside the dataset root). ``step``: which step writes it, one of
+    ``SIDE_OUTPUT_STEPS``; a ``units`` output is written by every unit's task (one part per unit)."""
+
+    path: str
+    step: str
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.step not in SIDE_OUTPUT_STEPS:
+            raise ValueError(
+                f"side output {self.path!r}: step {self.step!r} is not one of {SIDE_OUTPUT_STEPS}"
+            )
+
+    def at(self, out_dir: Any) -> Any:
+        """Where it lies for a stage directory (a ``Path`` or an ``s3://`` ``ObjectPath``)."""
+        path = out_dir
+        for part in PurePosixPath(self.path).parts:
+            path = path.parent if part == ".." else path / part
+        return path
+
+
 @dataclass(frozen=True)
 class Stage:
     """A stage: plan units from the upstream output, run ``task`` on each, collect shards under ``name``.
 
-    ``task`` is a callable class: ``__init__(config: dict, out_dir: str, config_hash: str)`` loads models once
-    per actor; ``__call__(batch)`` processes a batch of units (ids + payloads) and returns their commit records.
-    ``finish`` (optional) runs on the driver after all units, e.g. for corpus-wide aggregation; it returns extra
-    manifest fields.
+    The steps, in the order the runner runs them:
+
+    - ``prepare`` (optional): corpus-wide preparation on the driver before any unit (the names stage's known
+      names, the candidates' per-name table): ``prepare(config, out_dir)`` writes the stage's ``prepare`` side
+      outputs and returns extra manifest fields. The runner commits it with ``_prepared.json`` (config hash,
+      each output's bytes and sha256, the fields), written last; a resume whose record matches skips it.
+    - ``plan``: pure, it only lists the units (from the upstream's manifest and the config); it writes nothing.
+    - ``task``: a callable class: ``__init__(config: dict, out_dir: str, config_hash: str)`` loads models once
+      per actor; ``__call__(batch)`` processes a batch of units (ids + payloads) and returns their commit records.
+    - ``finish`` (optional) runs on the driver after all units, before the manifest; it returns extra manifest
+      fields.
+    - ``after`` (optional) runs after the manifest is written (and when the stage is found complete).
+
+    ``side_outputs`` declares every file or directory any step writes beside the shards (``SideOutput``);
+    ``python -m pipelines describe`` lists them and the stage contract test checks a build holds nothing else.
 
     ``upstream`` is the stage whose output ``plan`` splits into units; ``inputs`` names every stage whose output
     the stage reads (``upstream`` first; it defaults to just ``upstream``). Every input's config hash goes into
@@ -55,6 +94,8 @@ class Stage:
     task: type
     resources: Callable[[Config], Resources] = lambda config: Resources()
     finish: Callable[[Config, Path], dict[str, Any]] | None = None
+    prepare: Callable[[Config, Path], dict[str, Any]] | None = None
+    side_outputs: tuple[SideOutput, ...] = ()
     # Runs after the manifest is written (and when the stage is found complete): publishing steps.
     after: Callable[[Config], Any] | None = None
     description: str = ""
@@ -64,6 +105,13 @@ class Stage:
     def __post_init__(self) -> None:
         declared = ((self.upstream,) if self.upstream else ()) + tuple(self.inputs)
         object.__setattr__(self, "inputs", tuple(dict.fromkeys(declared)))  # upstream first, no repeats
+        if self.prepare is not None and not self.prepared_outputs:
+            raise ValueError(f"stage {self.name!r} has a prepare step but declares no side output it writes")
+
+    @property
+    def prepared_outputs(self) -> tuple[SideOutput, ...]:
+        """The side outputs the ``prepare`` step writes."""
+        return tuple(s for s in self.side_outputs if s.step == "prepare")
 
 
 def units_per_shard(upstream_dir: Path | None, rows_per_unit: int | None = None) -> list[Unit]:

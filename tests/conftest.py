@@ -43,3 +43,15 @@ def ray_local():
     ensure_ray(RayConfig(num_cpus=2, progress_bars=False))
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def sample_build(ray_local, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One clean build of the embedded sample (``tests/sample_build.py``), shared by every test that reads it.
+    Tests must not write into it; ``test_stage_contract`` reruns it, which by the contract rewrites nothing but
+    the publishing steps' files, byte for byte."""
+    from sample_build import build
+
+    out = tmp_path_factory.mktemp("sample_build") / "sample"
+    build(out)
+    return out

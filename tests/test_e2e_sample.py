@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sample_build import REPO, SETS, build, cli_args  # noqa: F401  (SETS: read by other tests' imports)
 
 from laioncele.config import load_config
 from laioncele.io.shards import UNITS_DIR, load_manifest
@@ -26,24 +27,9 @@ from pipelines.cli import main as cli_main
 from pipelines.runner import stage_dir
 from pipelines.stages import ORDER
 
-REPO = Path(__file__).resolve().parents[1]
-# Smaller units than the sample default, so a fault can land between units of the faces stage.
-SETS = [
-    "ray.progress_bars=false",
-    "download.rows_per_unit=20",
-    "faces.rows_per_unit=8",
-    "faces.concurrency=1",
-]
 DIRS = [*ORDER[:-1], "dataset/images", "dataset/identities"]
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
-
-def cli_args(out: Path, *extra: str) -> list[str]:
-    args = ["run", "all", "--config", str(REPO / "configs" / "sample.yaml")]
-    for item in [*SETS, f"run.output_root={out}", *extra]:
-        args += ["--set", item]
-    return args
 
 
 def fingerprint(out: Path) -> dict[str, list[tuple[str, int, str]]]:
@@ -55,22 +41,10 @@ def copy_stages(src: Path, dst: Path, stages: list[str]) -> None:
         shutil.copytree(src / name, dst / name)
 
 
-def build(out: Path) -> None:
-    """The sample build in-process, from the repo root: its config's relative paths are relative to the repo,
-    as for `make build-dataset`."""
-    old = os.getcwd()
-    os.chdir(REPO)
-    try:
-        assert cli_main(cli_args(out)) == 0
-    finally:
-        os.chdir(old)
-
-
 @pytest.fixture(scope="module")
-def reference(ray_local, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("reference") / "sample"
-    build(out)
-    return out
+def reference(sample_build: Path) -> Path:
+    """The session's one clean sample build (``tests/conftest.py``): the reference every fault run matches."""
+    return sample_build
 
 
 def test_sample_build_holds_the_true_identities(reference: Path) -> None:

@@ -253,7 +253,13 @@ def test_stage_partition_units_and_finish_write_the_merged_result(tmp_path, monk
     images = read_shards(out_dir)
     assert images.num_rows == expected.images.num_rows == manifest["rows"]
     assert manifest["drops"] == expected.drops
-    assert manifest["rows_in"] == faces.num_rows
+    # counted in candidates ((image, name) pairs), each kept or dropped; the faces read are a statistic
+    assert (
+        manifest["rows_in"]
+        == expected.stats["candidates_in"]
+        == manifest["rows"] + sum(expected.drops.values())
+    )
+    assert manifest["stats"]["faces_in"] == faces.num_rows
     assert (
         read_shards(out_dir / stage.TABLE_DIR).num_rows == expected.identities.num_rows == extra["identities"]
     )

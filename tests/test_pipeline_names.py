@@ -94,5 +94,5 @@ def test_names_stages_find_lower_case_mentions_and_aggregate(tmp_path: Path) -> 
     both = [r for r in candidates if r["n_names"] == 2]
     assert [sorted(r["names"]) for r in both] == [["angelina jolie", "brad pitt"]]
     manifest = load_manifest(out / "candidates")
-    assert manifest["drops"]["opted_out_name"] == 5
+    assert manifest["stats"]["opted_out_name"] == 5  # names removed; a row left with none is no_kept_name
     assert manifest["rows"] + manifest["drops"]["no_kept_name"] == manifest["rows_in"]

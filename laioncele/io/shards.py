@@ -56,7 +56,11 @@ class ShardRecord:
 
 @dataclass
 class UnitRecord:
-    """What one unit of work produced: its shards, how many rows came in, and why rows were dropped."""
+    """What one unit of work produced: its shards, how many rows came in, and why rows were dropped.
+
+    The accounting: ``rows == rows_in - sum(drops) + expanded``, each counted in output rows. ``expanded`` is
+    the rows a unit wrote beyond one per input row it kept (faces: an image's second and later faces); 0 for
+    every stage that writes at most one row per input row."""
 
     unit_id: str
     config_hash: str
@@ -64,6 +68,7 @@ class UnitRecord:
     shards: list[ShardRecord]
     drops: dict[str, int] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
+    expanded: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,6 +83,7 @@ class UnitRecord:
             shards=shards,
             drops=dict(data.get("drops", {})),
             stats=dict(data.get("stats", {})),
+            expanded=int(data.get("expanded", 0)),
         )
 
 
@@ -228,8 +234,10 @@ def write_unit(
     rows_per_shard: int = 100_000,
     bytes_per_shard: int = 512 * 1024 * 1024,
     compression: str | None = "zstd",
+    expanded: int = 0,
 ) -> UnitRecord:
-    """Write one unit's output shards and then its commit record (the record is the unit's completion mark)."""
+    """Write one unit's output shards and then its commit record (the record is the unit's completion mark).
+    ``expanded``: rows written beyond one per kept input row (``UnitRecord``)."""
     unit_id = safe_unit_id(unit_id)
     out_dir = as_path(out_dir)
     discard_partial_unit(out_dir, unit_id)
@@ -246,6 +254,7 @@ def write_unit(
         writer.close(),
         {k: int(v) for k, v in sorted((drops or {}).items()) if v},
         dict(stats or {}),
+        int(expanded),
     )
     atomic_write_json(out_dir / UNITS_DIR / f"{unit_id}.json", record.to_json())
     return record
@@ -358,6 +367,7 @@ def build_manifest(
         "rows": sum(s["rows"] for s in shards),
         "bytes": sum(s["bytes"] for s in shards),
         "drops": dict(sorted(drops.items())),
+        "expanded": sum(r.expanded for r in records),
         "stats": stats,
         "units": len(records),
         "shards": shards,

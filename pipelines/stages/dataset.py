@@ -38,7 +38,7 @@ from laioncele.io.storage import copy_file
 from laioncele.report.dataset_card import dataset_parts, removals_log, write_card
 from laioncele.targets.encode import text_encoder_revision
 from pipelines.runner import UnitTask, stage_dir
-from pipelines.stage import Resources, Stage, Unit, units_per_shard
+from pipelines.stage import Resources, SideOutput, Stage, Unit, units_per_shard
 from pipelines.stages.targets import MEAN_FILE
 
 IDENTITIES_DIR = "identities"
@@ -132,4 +132,12 @@ DATASET_STAGE = Stage(
     finish=finish,
     after=write_top_manifest,
     description="final dataset: images/ + identities/ shard directories, top manifest, F_mean",
+    side_outputs=(
+        SideOutput(
+            f"../{IDENTITIES_DIR}", "finish", "identities with their name targets (dataset_identities)"
+        ),
+        SideOutput(f"../{MEAN_FILE}", "finish", "F_mean, copied from targets"),
+        SideOutput(f"../{MANIFEST_NAME}", "after", "the top manifest: counts, checksums, config, provenance"),
+        SideOutput("../README.md", "after", "the dataset card"),
+    ),
 )

@@ -21,7 +21,7 @@ from laioncele.io import schema
 from laioncele.io.schema import carry_columns
 from laioncele.io.shards import UnitRecord, finalize_stage
 from pipelines.runner import UnitTask, stage_config_hash, stage_dir
-from pipelines.stage import Resources, Stage, Unit, read_unit_rows, units_per_shard
+from pipelines.stage import Resources, SideOutput, Stage, Unit, read_unit_rows, units_per_shard
 
 FAILURES_DIR = "failures"
 SUB_BATCH = 256  # rows per DownloadResult of the Downloader's stream (at most two held at once)
@@ -108,4 +108,9 @@ DOWNLOAD_STAGE = Stage(
     resources=lambda config: Resources(concurrency=config.download.concurrency, num_cpus=1),
     finish=finish,
     description="img2dataset-based download: safe fetch, opt-out, re-encode; failures by reason",
+    side_outputs=(
+        SideOutput(
+            FAILURES_DIR, "units", "one row per failed sample (download_failures); manifest by finish"
+        ),
+    ),
 )

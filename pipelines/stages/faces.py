@@ -4,7 +4,9 @@ Runs ``laioncele.faces.stage.FaceStage`` in a Ray actor pool: the backend (insig
 present; or the offline dlib backend) loads once per actor and maps image batches. Images without a kept face
 are counted by reason (``no_face``, ``crowd``, ``decode_error``, ...) and not written. Each face row carries its
 sample's caption names (display form, from ``candidates/names_table``) and image hash
-(``laioncele.faces.sample_names``), so the identities stage reads this stage alone.
+(``laioncele.faces.sample_names``), so the identities stage reads this stage alone. The accounting is in images:
+``rows_in`` images, each dropped under one reason or kept, and ``expanded`` the faces rows beyond one per kept
+image.
 """
 
 from __future__ import annotations
@@ -56,15 +58,25 @@ class FacesTask(UnitTask):
         image_rows = table.filter(pc.equal(table.column("face_index"), -1))
         drops = Counter(image_rows.column("status").to_pylist())
         faces = with_sample_names(table.filter(pc.equal(table.column("status"), OK)), rows, self.names_table)
+        images_with_faces = len(set(faces.column("sample_id").to_pylist()))
         stats = {
             "faces": faces.num_rows,
-            "images_with_faces": len(set(faces.column("sample_id").to_pylist())),
+            "images_with_faces": images_with_faces,
             "decode_notes": {
                 k: v for k, v in self.stage.counts.items() if k not in drops and k not in ("faces", OK)
             },
         }
+        # Counted in images: each image is dropped under one reason or kept with its faces, and the faces
+        # after an image's first are ``expanded`` (rows == images in - dropped + expanded).
         return self.write(
-            unit_id, faces, schema.FACES, rows.num_rows, drops, [payload["shard"]["name"]], stats
+            unit_id,
+            faces,
+            schema.FACES,
+            rows.num_rows,
+            drops,
+            [payload["shard"]["name"]],
+            stats,
+            expanded=faces.num_rows - images_with_faces,
         )
 
 

@@ -39,7 +39,7 @@ from laioncele.io.shards import (
 )
 from laioncele.io.storage import ObjectPath, open_input
 from pipelines.runner import UnitTask, stage_config_hash, stage_dir
-from pipelines.stage import Resources, Stage, Unit
+from pipelines.stage import Resources, SideOutput, Stage, Unit
 
 TABLE_DIR = "table"
 PARTITIONS_DIR = "partitions"
@@ -149,6 +149,7 @@ class IdentityTask(UnitTask):
             "face_drops": result.face_drops,
             "identities": result.identities.num_rows,
             "pairs_in": int(sum(result.drops.values()) + result.images.num_rows),
+            "faces_in": faces.num_rows,
         }
         self.write(
             unit_id,
@@ -160,9 +161,9 @@ class IdentityTask(UnitTask):
             out_dir=self.out_dir / TABLE_DIR,
         )
         images = schema.conform(result.images, schema.IDENTITY_IMAGES)
-        return self.write(
-            unit_id, images, schema.IDENTITY_IMAGES, faces.num_rows, result.drops, ["faces"], stats
-        )
+        # Counted in candidates, (image, name) pairs with a usable face: each kept or dropped under one reason.
+        candidates = int(result.stats["candidates_in"])
+        return self.write(unit_id, images, schema.IDENTITY_IMAGES, candidates, result.drops, ["faces"], stats)
 
     def _process_partition(self, unit_id: str, partition: int) -> UnitRecord:
         """Clean one partition's names into its side directory; its main commit carries no rows (the merge's
@@ -195,10 +196,12 @@ def _merge_partition_results(config: Config, out_dir: Path) -> dict[str, Any]:
         "bytes_per_shard": shards.bytes_per_shard,
         "compression": shards.compression,
     }
-    stats = {**_unit_stats(result), "partitions": config.identity.partitions}
+    stats = {**_unit_stats(result), "partitions": config.identity.partitions, "faces_in": faces_total}
+    # the merged unit counts candidates, as the single one does
+    candidates = int(result.stats["candidates_in"])
     for directory, table, target, rows_in, drops in (
         (out_dir / TABLE_DIR, result.identities, schema.IDENTITIES, result.identities.num_rows, {}),
-        (out_dir, result.images, schema.IDENTITY_IMAGES, faces_total, result.drops),
+        (out_dir, result.images, schema.IDENTITY_IMAGES, candidates, result.drops),
     ):
         write_unit(
             directory, MERGED_UNIT, schema.conform(table, target), target, config_hash=config_hash,
@@ -234,4 +237,8 @@ IDENTITY_STAGE = Stage(
     resources=lambda config: Resources(concurrency=config.identity.partitions, num_cpus=1),
     finish=finish,
     description="one true identity per name (faiss), aliases merged, one face per image",
+    side_outputs=(
+        SideOutput(TABLE_DIR, "units", "the identities table (identities schema); manifest by finish"),
+        SideOutput(PARTITIONS_DIR, "units", "each partition's result, with identity.partitions > 1"),
+    ),
 )

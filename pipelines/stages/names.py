@@ -24,13 +24,14 @@ from laioncele.io import schema
 from laioncele.io.joins import aligned_columns
 from laioncele.io.shards import (
     UnitRecord,
+    atomic_write_bytes,
     atomic_write_json,
     load_manifest,
     read_shard,
     read_shards,
     write_shards,
 )
-from laioncele.io.storage import open_input, open_output
+from laioncele.io.storage import open_input
 from laioncele.names import index as name_index
 from laioncele.names.evidence import (
     ambiguous_initialled,
@@ -44,7 +45,7 @@ from laioncele.names.evidence import (
 from laioncele.names.extract import KnownNameMatcher, NameExtractor, name_key, within
 from pipelines.aggregate import group_apply, reduce_name_tallies
 from pipelines.runner import UnitTask, stage_dir
-from pipelines.stage import Resources, Stage, Unit, units_per_shard
+from pipelines.stage import Resources, SideOutput, Stage, Unit, units_per_shard
 
 KNOWN_NAMES_FILE = "known_names.json"
 NOT_PEOPLE_FILE = (
@@ -193,9 +194,10 @@ def _holds(key: str, pairs: dict[str, str]) -> bool:
     return key in pairs or any(" ".join(words[i : i + 2]) in pairs for i in range(len(words) - 1))
 
 
-def plan_second_pass(config: Config, upstream_dir: Path | None) -> list[Unit]:
-    """Units are the ingest shards again; first, the corpus-wide list of names NER found often enough, and of
-    gated names (see ``NameExtractor.extract``) NER tagged in at least ``names.gated_min_count`` samples."""
+def prepare_known_names(config: Config, out_dir: Path) -> dict[str, Any]:
+    """The names stage's prepare step: the corpus-wide list of names NER found often enough, and of gated names
+    (see ``NameExtractor.extract``) NER tagged in at least ``names.gated_min_count`` samples, less the pairs the
+    corpus shows as no person (``KNOWN_NAMES_FILE``, ``NOT_PEOPLE_FILE``)."""
     ner_dir = stage_dir(config, "ner")
     known: dict[str, dict[str, Any]] = {}
     for columns, explode, min_count, gated in (
@@ -227,11 +229,15 @@ def plan_second_pass(config: Config, upstream_dir: Path | None) -> list[Unit]:
         known.setdefault(
             key, {"name_key": key, "display": display, "n_samples": n, "gated": True, "corpus": True}
         )
-    out = stage_dir(config, "names")
-    out.mkdir(parents=True, exist_ok=True)
     # a name the corpus shows as no person is no known name, whoever found it
-    atomic_write_json(out / KNOWN_NAMES_FILE, [k for n, k in known.items() if not _holds(n, rejected)])
-    atomic_write_json(out / NOT_PEOPLE_FILE, rejected)
+    kept = [k for n, k in known.items() if not _holds(n, rejected)]
+    atomic_write_json(out_dir / KNOWN_NAMES_FILE, kept)
+    atomic_write_json(out_dir / NOT_PEOPLE_FILE, rejected)
+    return {"known_names": len(kept), "not_people": len(rejected)}
+
+
+def plan_second_pass(config: Config, upstream_dir: Path | None) -> list[Unit]:
+    """Units are the ingest shards again (the known names come from ``prepare_known_names``)."""
     return units_per_shard(upstream_dir)
 
 
@@ -312,10 +318,6 @@ class SecondPassTask(UnitTask):
                 forms_out.append(forms)
                 added_out.append(added)
         drops["no_name"] += rows.num_rows - len(keep)
-        if self.matcher.credited:
-            drops["second_pass_credit"] = self.matcher.credited
-        if self.matcher.trademarked:
-            drops["second_pass_trademark"] = self.matcher.trademarked
         taken = rows.take(pa.array(keep, pa.int64()))
         table = pa.table(
             {
@@ -343,6 +345,9 @@ class SecondPassTask(UnitTask):
                 "initialled_ambiguous",
             )
         }
+        # Known names the matcher passed over (inside photo credits, marked as trademarks): names, not rows.
+        stats["second_pass_credit"] = self.matcher.credited
+        stats["second_pass_trademark"] = self.matcher.trademarked
         return self.write(
             unit_id, table, schema.NAMES_FOUND, rows.num_rows, drops, [payload["shard"]["name"]], stats
         )
@@ -354,10 +359,15 @@ NAMES_STAGE = Stage(
     config_sections=("names",),
     upstream="ingest",
     inputs=("ner",),  # the first pass's names, merged per sample and counted corpus-wide
+    prepare=prepare_known_names,
     plan=plan_second_pass,
     task=SecondPassTask,
     resources=lambda config: Resources(concurrency=config.names.concurrency, num_cpus=1),
     description="corpus-wide second pass: known names in any case",
+    side_outputs=(
+        SideOutput(KNOWN_NAMES_FILE, "prepare", "the names every caption is matched against"),
+        SideOutput(NOT_PEOPLE_FILE, "prepare", "name-shaped pairs the corpus shows as no person, with why"),
+    ),
 )
 
 
@@ -374,9 +384,9 @@ def _kept_names(
     return name_index.with_kept_ids(names, kept)
 
 
-def plan_candidates(config: Config, upstream_dir: Path | None) -> list[Unit]:
-    """Aggregate names across the corpus (Ray Data groupby), write the names table, then filter per shard."""
-    assert upstream_dir is not None
+def prepare_names_table(config: Config, out_dir: Path) -> dict[str, Any]:
+    """The candidates stage's prepare step: aggregate names across the corpus (Ray Data groupby) into the names
+    table (``names_table/``) and the (name, sample) pairs kept (``KEPT_PAIRS_FILE``) its units filter by."""
     kept_names = partial(
         _kept_names,
         min_candidates=config.names.min_candidates,
@@ -386,17 +396,15 @@ def plan_candidates(config: Config, upstream_dir: Path | None) -> list[Unit]:
     )
     result = reduce_name_tallies(
         config,
-        upstream_dir,
+        stage_dir(config, "names"),
         ["sample_id", "similarity", "names", "surface_forms", "second_pass_names"],
         name_index.explode_mentions,
         kept_names,
     )
-    out = stage_dir(config, "candidates")
-    out.mkdir(parents=True, exist_ok=True)
     names_table = result.select([f.name for f in schema.NAMES_TABLE]) if result.num_rows else None
     write_shards(
         names_table if names_table is not None else schema.NAMES_TABLE.empty_table(),
-        out / "names_table",
+        out_dir / "names_table",
         schema=schema.NAMES_TABLE,
         stage="names_table",
         config_hash=config.section_hash("names"),
@@ -407,8 +415,16 @@ def plan_candidates(config: Config, upstream_dir: Path | None) -> list[Unit]:
         [k for k, group in zip(keys, ids, strict=True) for _ in group],
         [sid for group in ids for sid in group],
     )
-    with open_output(out / KEPT_PAIRS_FILE) as sink, pa.ipc.new_file(sink, pairs.schema) as writer:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, pairs.schema) as writer:
         writer.write_table(pairs)
+    atomic_write_bytes(out_dir / KEPT_PAIRS_FILE, sink.getvalue().to_pybytes())
+    return {}
+
+
+def plan_candidates(config: Config, upstream_dir: Path | None) -> list[Unit]:
+    """One unit per shard of ``names`` (the names kept come from ``prepare_names_table``)."""
+    assert upstream_dir is not None
     return units_per_shard(upstream_dir)
 
 
@@ -427,9 +443,11 @@ class CandidatesTask(UnitTask):
     def process(self, unit_id: str, payload: dict[str, Any]) -> UnitRecord:
         rows = read_shard(self.names_dir, payload["shard"])
         kept, drops = name_index.select_kept(rows, self.kept, self.opt_out)
+        # Opted-out names removed from the rows: names, not rows (a row left without a name is no_kept_name).
+        stats = {"opted_out_name": drops.pop("opted_out_name", 0)}
         table = schema.conform(kept, schema.NAMES_SAMPLES)
         return self.write(
-            unit_id, table, schema.NAMES_SAMPLES, rows.num_rows, drops, [payload["shard"]["name"]]
+            unit_id, table, schema.NAMES_SAMPLES, rows.num_rows, drops, [payload["shard"]["name"]], stats
         )
 
 
@@ -449,9 +467,14 @@ CANDIDATES_STAGE = Stage(
     schema=schema.NAMES_SAMPLES,
     config_sections=("names",),
     upstream="names",
+    prepare=prepare_names_table,
     plan=plan_candidates,
     task=CandidatesTask,
     resources=lambda config: Resources(concurrency=config.names.concurrency, num_cpus=1),
     finish=candidates_summary,
     description="per-name aggregation: rare names dropped, best rows per name kept",
+    side_outputs=(
+        SideOutput("names_table", "prepare", "one row per kept name (names_table schema)"),
+        SideOutput(KEPT_PAIRS_FILE, "prepare", "the (name, sample) pairs kept, which the units filter by"),
+    ),
 )

@@ -24,7 +24,7 @@ from laioncele.targets.encode import (
     targets_table,
 )
 from pipelines.runner import UnitTask, stage_dir
-from pipelines.stage import Resources, Stage, Unit, read_unit_rows, units_per_shard
+from pipelines.stage import Resources, SideOutput, Stage, Unit, read_unit_rows, units_per_shard
 
 MEAN_FILE = "mean_name_embedding.npy"
 ROWS_PER_UNIT = 4096
@@ -77,4 +77,5 @@ TARGETS_STAGE = Stage(
     ),
     after=write_mean,
     description="SDXL dual text-encoder name embeddings (8 tokens after BOS) + F_mean",
+    side_outputs=(SideOutput(MEAN_FILE, "after", "F_mean, the mean name embedding (paper eq. 4)"),),
 )
