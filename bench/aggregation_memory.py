@@ -96,7 +96,9 @@ def run_size(
     write_shards(
         names_batches(n_rows), stage, schema=schema.NAMES_FOUND, stage="names", rows_per_shard=ROWS_PER_SHARD
     )
-    config = load_config(None, ["ray.num_cpus=2", "ray.progress_bars=false"])
+    config = load_config(
+        None, ["ray.num_cpus=2", "ray.progress_bars=false", f"run.output_root={work / 'out'}"]
+    )
     floor, cap, share = config.names.min_candidates, config.names.max_rows_per_name, 0.1
     exact = config.names.exact_counts_up_to
     ensure_ray(config.ray)

@@ -1,4 +1,5 @@
-"""Corpus-wide aggregations over a finished stage's shards: Ray Data groupby on Ray, plain Arrow locally.
+"""Corpus-wide aggregations over a finished stage's shards: Ray Data groupby (``group_apply``) or a bucketed
+reduction in Ray tasks (``reduce_name_tallies``) on Ray, plain Arrow locally.
 
 Both paths call the same ``laioncele`` function on the rows of each group, so they give the same answer.
 The local path (``ray.executor=local``) concatenates every shard into one table before grouping: its memory
@@ -8,6 +9,8 @@ grows with the corpus, so it is for tests and small inputs only; volume runs go 
 from __future__ import annotations
 
 import math
+import shutil
+import uuid
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -19,6 +22,7 @@ import pyarrow.compute as pc
 from laioncele import name_index
 from laioncele.config import Config
 from laioncele.shards import iter_shards, load_manifest, read_shard
+from laioncele.storage import open_input, open_output
 from pipelines.runtime import ensure_ray
 
 
@@ -102,11 +106,13 @@ def reduce_name_tallies(
     samples, exact id sets only up to ``names.exact_counts_up_to``) merge one shard at a time, so no process
     holds a name's mentions. On Ray it is a bucketed two-level reduction (plain Ray tasks, no Ray Data
     shuffle): name keys hash into ``ceil(rows / names.aggregation_bucket_rows)`` buckets; one task per shard
-    counts its mention rows per key and splits the counts by bucket, one task per bucket sums its counts
-    piece by piece (``KeyCountFold``) and keeps the keys written at least ``names.min_candidates`` times; a
-    second task per shard tallies those names only and splits the tallies by bucket, and one task per bucket
+    counts its mention rows per key and writes the counts split by bucket (one Arrow file, a record batch a
+    bucket, under ``<output_root>/_scratch``, removed at the end), one task per bucket sums its counts piece
+    by piece (``KeyCountFold``) and keeps the keys written at least ``names.min_candidates`` times; a second
+    task per shard tallies those names only and writes the tallies split by bucket, and one task per bucket
     folds them in shard by shard (``TallyFold``) and runs ``finish``, so only the names it keeps reach the
     driver. A bucket's state follows the bucket size and the caps, not the corpus or the hottest name.
+    The local executor folds every shard's tallies in this process (tests and small inputs).
     """
     max_rows, exact_up_to = config.names.max_rows_per_name, config.names.exact_counts_up_to
     per_shard = partial(_shard_tallies, to_mentions=to_mentions, max_rows=max_rows, exact_up_to=exact_up_to)
@@ -143,88 +149,114 @@ def _bucketed_reduction(
     if not records:
         return None
     n_buckets = aggregation_buckets(config, manifest["rows"])
+    # The pieces go through files on the output's storage (every node reads it), not the object store: a
+    # shuffle's pieces are corpus-sized together, and object-store pages a worker wrote stay in its RSS.
+    # absolute: Ray workers do not share the driver's working directory
+    scratch = (config.output_root / "_scratch" / f"name-tallies-{uuid.uuid4().hex}").resolve()
+    scratch.mkdir(parents=True, exist_ok=True)
 
     def task(fn: Callable) -> Any:
         return ray.remote(num_cpus=1, max_retries=3)(fn)
 
-    # 1. mention rows per name key, per shard and bucket; summed per bucket -> the keys worth a tally
-    counts = _per_shard_pieces(task(_count_pieces), records, n_buckets, stage_dir, columns, to_mentions)
-    floor = config.names.min_candidates
-    reducer = task(_frequent_keys)
-    frequent = ray.get([reducer.remote([c[b] for c in counts], floor) for b in range(n_buckets)])
-    del counts
-    keep = ray.put(pa.concat_arrays([pa.array([], pa.string()), *frequent]))
-    # 2. tallies of those names, per shard and bucket; folded per bucket -> finish
-    tallies = _per_shard_pieces(task(_tally_pieces), records, n_buckets, stage_dir, columns, per_shard, keep)
-    max_rows, exact_up_to = config.names.max_rows_per_name, config.names.exact_counts_up_to
-    reducer = task(_finish_bucket)
-    parts = ray.get(
-        [reducer.remote([t[b] for t in tallies], finish, max_rows, exact_up_to) for b in range(n_buckets)]
-    )
+    try:
+        # 1. mention rows per name key, per shard and bucket; summed per bucket -> the keys worth a tally
+        count_map, tally_map = task(_count_pieces), task(_tally_pieces)
+        files = ray.get(
+            [
+                count_map.remote(
+                    stage_dir, r, columns, to_mentions, n_buckets, scratch / f"count-{i:06d}.arrow"
+                )
+                for i, r in enumerate(records)
+            ]
+        )
+        reducer = task(_frequent_keys)
+        frequent = ray.get([reducer.remote(files, b, config.names.min_candidates) for b in range(n_buckets)])
+        keep = ray.put(pa.concat_arrays([pa.array([], pa.string()), *frequent]))
+        _remove(files)
+        # 2. tallies of those names, per shard and bucket; folded per bucket -> finish
+        files = ray.get(
+            [
+                tally_map.remote(
+                    stage_dir, r, columns, per_shard, n_buckets, keep, scratch / f"tally-{i:06d}.arrow"
+                )
+                for i, r in enumerate(records)
+            ]
+        )
+        max_rows, exact_up_to = config.names.max_rows_per_name, config.names.exact_counts_up_to
+        reducer = task(_finish_bucket)
+        parts = ray.get([reducer.remote(files, b, finish, max_rows, exact_up_to) for b in range(n_buckets)])
+    finally:
+        _remove_tree(scratch)
     parts = [t for t in parts if t.num_rows]
     return pa.concat_tables(parts) if parts else None
 
 
-def _per_shard_pieces(
-    remote: Any,
-    records: list[dict],
-    n_buckets: int,
-    stage_dir: Path,
-    columns: list[str],
-    fn: Callable,
-    *extra: Any,
-) -> list[list[Any]]:
-    """One task per shard returning ``n_buckets`` pieces; waits until every shard is done, so the reducers
-    (which fetch the pieces one at a time) start only then and never wait on a CPU slot a map needs."""
-    import ray
+def _write_pieces(pieces: list[pa.Table], path: Path) -> Path:
+    """One Arrow file, record batch b holding bucket b's piece (empty or not), so a reducer reads its own."""
+    with open_output(path) as sink, pa.ipc.new_file(sink, pieces[0].schema) as writer:
+        for piece in pieces:
+            writer.write_batch(
+                pa.record_batch([c.combine_chunks() for c in piece.columns], schema=piece.schema)
+            )
+    return path
 
-    submit = remote.options(num_returns=n_buckets)
-    pieces = [submit.remote(stage_dir, record, columns, fn, n_buckets, *extra) for record in records]
-    pieces = [p if isinstance(p, list) else [p] for p in pieces]
-    firsts = [p[0] for p in pieces]
-    ray.wait(firsts, num_returns=len(firsts), fetch_local=False)
-    return pieces
+
+def _read_piece(path: Path, bucket: int) -> pa.Table:
+    with open_input(path) as source:
+        return pa.Table.from_batches([pa.ipc.open_file(source).get_batch(bucket)])
 
 
 def _count_pieces(
-    stage_dir: Path, record: dict, columns: list[str], to_mentions: Callable, n_buckets: int
-) -> Any:
+    stage_dir: Path, record: dict, columns: list[str], to_mentions: Callable, n_buckets: int, out: Path
+) -> Path:
     mentions = to_mentions(read_shard(stage_dir, record).select(columns))
-    return _pieces(name_index.split_by_bucket(name_index.mention_key_counts(mentions), n_buckets))
+    return _write_pieces(name_index.split_by_bucket(name_index.mention_key_counts(mentions), n_buckets), out)
 
 
 def _tally_pieces(
-    stage_dir: Path, record: dict, columns: list[str], per_shard: Callable, n_buckets: int, keep: pa.Array
-) -> Any:
+    stage_dir: Path,
+    record: dict,
+    columns: list[str],
+    per_shard: Callable,
+    n_buckets: int,
+    keep: pa.Array,
+    out: Path,
+) -> Path:
     tallies = per_shard(read_shard(stage_dir, record).select(columns), keep=keep)
-    return _pieces(name_index.split_by_bucket(tallies, n_buckets))
+    return _write_pieces(name_index.split_by_bucket(tallies, n_buckets), out)
 
 
-def _pieces(tables: list[pa.Table]) -> Any:
-    return tables[0] if len(tables) == 1 else tuple(tables)
-
-
-def _frequent_keys(pieces: list[Any], floor: int) -> pa.Array:
-    """The keys of one bucket written at least ``floor`` times: a name written fewer times has fewer
-    distinct samples. The pieces are fetched one at a time."""
-    import ray
-
+def _frequent_keys(files: list[Path], bucket: int, floor: int) -> pa.Array:
+    """The keys of one bucket written at least ``floor`` times (a name written fewer times has fewer
+    distinct samples), its pieces read one shard at a time."""
     fold = name_index.KeyCountFold()
-    for ref in pieces:
-        fold.add(ray.get(ref))
+    for path in files:
+        fold.add(_read_piece(path, bucket))
     return fold.at_least(floor)
 
 
-def _finish_bucket(pieces: list[Any], finish: Callable, max_rows: int, exact_up_to: int) -> pa.Table:
+def _finish_bucket(
+    files: list[Path], bucket: int, finish: Callable, max_rows: int, exact_up_to: int
+) -> pa.Table:
     """``finish`` of one bucket's tallies, folded in one shard's piece at a time."""
-    import ray
-
     fold = name_index.TallyFold(max_rows, exact_up_to)
-    for ref in pieces:
-        fold.add(ray.get(ref))
+    for path in files:
+        fold.add(_read_piece(path, bucket))
     if not fold.merged:
         return pa.table({})
     return finish(fold.table())
+
+
+def _remove(files: list[Path]) -> None:
+    for path in files:
+        path.unlink(missing_ok=True)
+
+
+def _remove_tree(directory: Path) -> None:
+    if isinstance(directory, Path):
+        shutil.rmtree(directory, ignore_errors=True)
+    else:  # an object-store prefix: its keys
+        _remove(directory.iterdir())
 
 
 def _shard_tallies(

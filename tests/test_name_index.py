@@ -279,6 +279,7 @@ def test_candidates_reduction_on_ray_matches_the_local_answer(ray_local, tmp_pat
                 "names.max_rows_per_name=20",
                 "ray.num_cpus=2",
                 "ray.progress_bars=false",
+                f"run.output_root={tmp_path / 'out'}",  # the reduction's scratch files
                 *overrides,
             ],
         )
@@ -290,3 +291,4 @@ def test_candidates_reduction_on_ray_matches_the_local_answer(ray_local, tmp_pat
     assert on_ray.equals(local)
     # the same answer in 5 buckets (3,000 input rows, 700 a bucket): each bucket reduced by its own task
     assert answer("ray", ["names.aggregation_bucket_rows=700"]).equals(local)
+    assert not any((tmp_path / "out" / "_scratch").iterdir())  # the scratch pieces are removed
