@@ -137,16 +137,18 @@ def run_size(
                 "driver_peak_rss_mb": round(sampler.driver / 2**20),
                 "names_kept": answers[name].num_rows,
                 "answer_sha256": _answer_sha256(answers[name]),
+                "load_average_1m": round(os.getloadavg()[0], 2),
+                "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
         out["buckets"] = aggregation_buckets(config, n_rows)
     finally:
         sampler.close()
         ray.shutdown()
+    out["same_answer"] = None  # this run measured one path: no comparison (each path's answer_sha256 stands)
+    out["same_answer_note"] = f"paths measured in this run: {', '.join(sorted(answers))}"
     if len(answers) == 2:  # counts differ only for names above names.exact_counts_up_to
         same = ["name_key", "display_name", "surface_forms", "kept_ids"]
-        out["same_names_and_samples"] = (
-            answers["group_by_name"].select(same).equals(answers["tallies"].select(same))
-        )
+        out["same_answer"] = answers["group_by_name"].select(same).equals(answers["tallies"].select(same))
     out["load_average_1m"] = round(os.getloadavg()[0], 2)
     return out
 
@@ -183,13 +185,14 @@ def main() -> int:
         help="reductions to run (both: same answer?)",
     )
     args = parser.parse_args()
-    by_rows = {}
     for n in args.rows:
         with tempfile.TemporaryDirectory(prefix="lc-agg-") as tmp:
-            by_rows[str(n)] = run_size(n, Path(tmp), tuple(args.paths))
-            by_rows[str(n)]["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        print(json.dumps(by_rows[str(n)]), flush=True)
-        merge_results(("scale", "candidates_aggregation", "by_rows", str(n)), by_rows[str(n)])
+            result = run_size(n, Path(tmp), tuple(args.paths))
+            result["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        print(json.dumps(result), flush=True)
+        # key by key: a path this run did not measure keeps its earlier figures (each with its own time and load)
+        for key, value in result.items():
+            merge_results(("scale", "candidates_aggregation", "by_rows", str(n), key), value)
     merge_results(("scale", "candidates_aggregation", "note"), __doc__.split("\n\n")[1].replace("\n", " "))
     return 0
 
