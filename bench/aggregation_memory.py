@@ -1,20 +1,26 @@
-"""The candidates aggregation at 1M and 10M name rows: peak worker memory of the per-name reduction.
+"""The candidates aggregation at 1M, 3M and 10M name rows: peak worker memory of the per-name reduction.
 
-A hot name (a celebrity in LAION, or one of the scale corpus's 10 subjects) is written in a share of the
-whole corpus, so any step that gathers one name's mentions in one process grows with the corpus. The
-scale bench saw it: candidates' largest worker went from 332 MB at 1M rows to 1,214 MB at 10M. This bench
-runs the two reductions on the same generated ``names`` shards (Zipf over 10 hot names plus a long tail,
-10% of samples listed twice as in LAION's duplicate URLs): the group-by (``group_apply``: every name's rows
-in one ``map_groups`` call) and the tallies (``reduce_name_tallies``: rows partitioned by sample, then
-capped per-name summaries merged pairwise). Same answer (checked here); memory and time recorded.
+A hot name (a celebrity in LAION, or one of the scale corpus's 10 subjects) is written in a share of the whole
+corpus, so any step that gathers one name's mentions in one process grows with the corpus. The scale bench saw
+it: candidates' largest worker went from 332 MB at 1M rows to 1,214 MB at 10M. This bench runs the reductions
+on the same generated ``names`` shards (Zipf over 10 hot names plus a long tail of n_rows/2 names, 10% of
+samples listed twice as in LAION's duplicate URLs): the group-by (``group_apply``: every name's rows in one
+``map_groups`` call) and the tallies (``reduce_name_tallies``: per-shard capped per-name summaries; since
+2026-12-04 a bucketed two-level reduction in plain Ray tasks, name keys hashed into ceil(rows /
+names.aggregation_bucket_rows) buckets, each bucket's counts and tallies folded in one shard at a time; before
+it, Ray Data's hash aggregation, whose map tasks coalesce up to 1 GiB of input,
+DataContext.shuffle_input_batch_bytes, so one task held the corpus's key column). Same answer (checked here
+where both run; the tallies' answer also hashed, ``answer_sha256``); memory (RSS, shared object-store pages
+included) and time recorded with the load average.
 
-Run: ``python -m bench.aggregation_memory [--rows 1000000 10000000]`` -> results.json
-``scale.candidates_aggregation``.
+Run: ``python -m bench.aggregation_memory [--rows 1000000 3000000 10000000]`` -> results.json
+``scale.candidates_aggregation`` (merged per size through ``bench.results_file.merge_results``).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import tempfile
@@ -27,7 +33,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from bench.scale_bench import RESULTS, PeakRss
+from bench.results_file import merge_results
+from bench.scale_bench import PeakRss
 
 ROWS_PER_SHARD = 100_000
 COLUMNS = ["sample_id", "similarity", "names", "surface_forms", "second_pass_names"]
@@ -81,7 +88,7 @@ def run_size(
     from laioncele.io import schema
     from laioncele.io.shards import write_shards
     from laioncele.names.index import explode_mentions
-    from pipelines.aggregate import group_apply, reduce_name_tallies
+    from pipelines.aggregate import aggregation_buckets, group_apply, reduce_name_tallies
     from pipelines.runtime import ensure_ray
     from pipelines.stages.names import _kept_names
 
@@ -89,7 +96,9 @@ def run_size(
     write_shards(
         names_batches(n_rows), stage, schema=schema.NAMES_FOUND, stage="names", rows_per_shard=ROWS_PER_SHARD
     )
-    config = load_config(None, ["ray.num_cpus=2", "ray.progress_bars=false"])
+    config = load_config(
+        None, ["ray.num_cpus=2", "ray.progress_bars=false", f"run.output_root={work / 'out'}"]
+    )
     floor, cap, share = config.names.min_candidates, config.names.max_rows_per_name, 0.1
     exact = config.names.exact_counts_up_to
     ensure_ray(config.ray)
@@ -127,17 +136,28 @@ def run_size(
                 "worker_peak_rss_mb": round(sampler.worker / 2**20),
                 "driver_peak_rss_mb": round(sampler.driver / 2**20),
                 "names_kept": answers[name].num_rows,
+                "answer_sha256": _answer_sha256(answers[name]),
+                "load_average_1m": round(os.getloadavg()[0], 2),
+                "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
+        out["buckets"] = aggregation_buckets(config, n_rows)
     finally:
         sampler.close()
         ray.shutdown()
+    out["same_answer"] = None  # this run measured one path: no comparison (each path's answer_sha256 stands)
+    out["same_answer_note"] = f"paths measured in this run: {', '.join(sorted(answers))}"
     if len(answers) == 2:  # counts differ only for names above names.exact_counts_up_to
         same = ["name_key", "display_name", "surface_forms", "kept_ids"]
-        out["same_names_and_samples"] = (
-            answers["group_by_name"].select(same).equals(answers["tallies"].select(same))
-        )
+        out["same_answer"] = answers["group_by_name"].select(same).equals(answers["tallies"].select(same))
     out["load_average_1m"] = round(os.getloadavg()[0], 2)
     return out
+
+
+def _answer_sha256(table: pa.Table) -> str:
+    """A digest of the names, forms and kept samples (not the counts, which are sums above
+    names.exact_counts_up_to): equal digests, the same answer."""
+    same = table.select(["name_key", "display_name", "surface_forms", "kept_ids"])
+    return hashlib.sha256(json.dumps(same.to_pylist(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _kept_names_from_mentions(
@@ -157,7 +177,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.aggregation_memory", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 3_000_000, 10_000_000])
     parser.add_argument(
         "--paths",
         nargs="+",
@@ -165,19 +185,15 @@ def main() -> int:
         help="reductions to run (both: same answer?)",
     )
     args = parser.parse_args()
-    by_rows = {}
     for n in args.rows:
         with tempfile.TemporaryDirectory(prefix="lc-agg-") as tmp:
-            by_rows[str(n)] = run_size(n, Path(tmp), tuple(args.paths))
-            by_rows[str(n)]["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        print(json.dumps(by_rows[str(n)]), flush=True)
-    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    previous = results.setdefault("scale", {}).get("candidates_aggregation", {}).get("by_rows", {})
-    results["scale"]["candidates_aggregation"] = {
-        "by_rows": {**previous, **by_rows},
-        "note": __doc__.split("\n\n")[1].replace("\n", " "),
-    }
-    RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+            result = run_size(n, Path(tmp), tuple(args.paths))
+            result["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        print(json.dumps(result), flush=True)
+        # key by key: a path this run did not measure keeps its earlier figures (each with its own time and load)
+        for key, value in result.items():
+            merge_results(("scale", "candidates_aggregation", "by_rows", str(n), key), value)
+    merge_results(("scale", "candidates_aggregation", "note"), __doc__.split("\n\n")[1].replace("\n", " "))
     return 0
 
 

@@ -28,6 +28,7 @@ RESOURCE_KEYS = frozenset(
         "batch_size",
         "recognition_batch_size",
         "thread_count",
+        "aggregation_bucket_rows",  # how the candidates reduction is partitioned, not what it finds
     }
 )
 
@@ -178,6 +179,10 @@ class NamesConfig(Section):
     # names listed in up to this many samples are counted exactly (distinct sample ids: a URL in two LAION
     # files counts once); above it the per-shard counts are summed, so no name's id set grows with the corpus
     exact_counts_up_to: int = Field(10_000, gt=0)
+    # The candidates reduction hash-partitions name keys into ceil(input rows / this) buckets, each reduced by
+    # one task that folds the shards' summaries in one at a time: a reducer's memory follows this figure and
+    # the caps above, not the corpus (bench/aggregation_memory.py).
+    aggregation_bucket_rows: int = Field(1_000_000, gt=0)
     allow_single_token: bool = False
     max_tokens: int = Field(4, ge=1)
     use_prefilter: bool = True  # skip captions without any known first name before spaCy

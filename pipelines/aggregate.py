@@ -1,4 +1,5 @@
-"""Corpus-wide aggregations over a finished stage's shards: Ray Data groupby on Ray, plain Arrow locally.
+"""Corpus-wide aggregations over a finished stage's shards: Ray Data groupby (``group_apply``) or a bucketed
+reduction in Ray tasks (``reduce_name_tallies``) on Ray, plain Arrow locally.
 
 Both paths call the same ``laioncele`` function on the rows of each group, so they give the same answer.
 The local path (``ray.executor=local``) concatenates every shard into one table before grouping: its memory
@@ -7,6 +8,9 @@ grows with the corpus, so it is for tests and small inputs only; volume runs go 
 
 from __future__ import annotations
 
+import math
+import shutil
+import uuid
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -17,6 +21,7 @@ import pyarrow.compute as pc
 
 from laioncele.config import Config
 from laioncele.io.shards import iter_shards, load_manifest, read_shard
+from laioncele.io.storage import open_input, open_output
 from laioncele.names import index as name_index
 from pipelines.runtime import ensure_ray
 
@@ -98,51 +103,160 @@ def reduce_name_tallies(
     ``stage_dir``, each shard's rows turned into mention rows by ``to_mentions``; sorted by name key.
 
     Each shard is summarised per name where it is read; the summaries (capped at ``names.max_rows_per_name``
-    samples, exact id sets only up to ``names.exact_counts_up_to``) merge pairwise: on Ray inside Ray Data's
-    hash aggregation, which compacts as it goes, so no process holds a name's mentions. ``finish`` runs per
-    batch of merged tallies, so only the names it keeps reach the driver.
+    samples, exact id sets only up to ``names.exact_counts_up_to``) merge one shard at a time, so no process
+    holds a name's mentions. On Ray it is a bucketed two-level reduction (plain Ray tasks, no Ray Data
+    shuffle): name keys hash into ``ceil(rows / names.aggregation_bucket_rows)`` buckets; one task per shard
+    counts its mention rows per key and writes the counts split by bucket (one Arrow file, a record batch a
+    bucket, under ``<output_root>/_scratch``, removed at the end), one task per bucket sums its counts piece
+    by piece (``KeyCountFold``) and keeps the keys written at least ``names.min_candidates`` times; a second
+    task per shard tallies those names only and writes the tallies split by bucket, and one task per bucket
+    folds them in shard by shard (``TallyFold``) and runs ``finish``, so only the names it keeps reach the
+    driver. A bucket's state follows the bucket size and the caps, not the corpus or the hottest name.
+    The local executor folds every shard's tallies in this process (tests and small inputs).
     """
     max_rows, exact_up_to = config.names.max_rows_per_name, config.names.exact_counts_up_to
     per_shard = partial(_shard_tallies, to_mentions=to_mentions, max_rows=max_rows, exact_up_to=exact_up_to)
     if config.ray.executor == "local":
-        merged: dict[str, dict] = {}
+        fold = name_index.TallyFold(max_rows, exact_up_to)
         for _, table in iter_shards(stage_dir, columns):
-            tallies = per_shard(table)
-            for key, tally in zip(
-                *(tallies.column(c).to_pylist() for c in ("name_key", "tally")), strict=True
-            ):
-                merged[key] = name_index.merge_tallies(
-                    [merged.get(key, name_index.empty_tally()), tally], max_rows, exact_up_to
-                )
-        if not merged:
-            return pa.table({})
-        result = finish(
-            pa.table({"name_key": list(merged), "tally": pa.array(list(merged.values()), name_index.TALLY)})
-        )
+            fold.add(per_shard(table))
+        result = finish(fold.table()) if fold.merged else None
     else:
-        # First the names written at least names.min_candidates times (Ray's Arrow-native count), so the
-        # tallies are built and merged for those only, not for the corpus's long tail of rare names.
-        keys = _shard_rows(config, stage_dir, columns, partial(_mention_keys, to_mentions=to_mentions))
-        if keys is None:
-            return pa.table({})
-        floor = config.names.min_candidates
-        frequent = (
-            keys.groupby("name_key")
-            .count()
-            .map_batches(partial(_at_least, floor=floor), batch_format="pyarrow", batch_size=None)
-        )
-        frequent_keys = pa.concat_arrays(
-            [b.column("name_key").combine_chunks() for b in _tables(frequent)] or [pa.array([], pa.string())]
-        )
-        per_shard = partial(per_shard, keep=frequent_keys)
-        tallies = _shard_rows(config, stage_dir, columns, per_shard)
-        merged_ds = tallies.groupby("name_key").aggregate(_merge_tallies(max_rows, exact_up_to))
-        kept = merged_ds.map_batches(finish, batch_format="pyarrow", batch_size=None)
-        tables = _tables(kept)
-        result = pa.concat_tables(tables) if tables else None
+        result = _bucketed_reduction(config, stage_dir, columns, to_mentions, per_shard, finish)
     if result is None or result.num_rows == 0:
         return pa.table({})
     return result.sort_by("name_key")
+
+
+def aggregation_buckets(config: Config, rows: int) -> int:
+    """How many buckets the candidates reduction splits ``rows`` input rows into."""
+    return max(1, math.ceil(rows / config.names.aggregation_bucket_rows))
+
+
+def _bucketed_reduction(
+    config: Config,
+    stage_dir: Path,
+    columns: list[str],
+    to_mentions: Callable[[pa.Table], pa.Table],
+    per_shard: Callable[..., pa.Table],
+    finish: Callable[[pa.Table], pa.Table],
+) -> pa.Table | None:
+    import ray
+
+    ensure_ray(config.ray)
+    manifest = load_manifest(stage_dir)
+    records = manifest["shards"]
+    if not records:
+        return None
+    n_buckets = aggregation_buckets(config, manifest["rows"])
+    # The pieces go through files on the output's storage (every node reads it), not the object store: a
+    # shuffle's pieces are corpus-sized together, and object-store pages a worker wrote stay in its RSS.
+    # absolute: Ray workers do not share the driver's working directory
+    scratch = (config.output_root / "_scratch" / f"name-tallies-{uuid.uuid4().hex}").resolve()
+    scratch.mkdir(parents=True, exist_ok=True)
+
+    def task(fn: Callable) -> Any:
+        return ray.remote(num_cpus=1, max_retries=3)(fn)
+
+    try:
+        # 1. mention rows per name key, per shard and bucket; summed per bucket -> the keys worth a tally
+        count_map, tally_map = task(_count_pieces), task(_tally_pieces)
+        files = ray.get(
+            [
+                count_map.remote(
+                    stage_dir, r, columns, to_mentions, n_buckets, scratch / f"count-{i:06d}.arrow"
+                )
+                for i, r in enumerate(records)
+            ]
+        )
+        reducer = task(_frequent_keys)
+        frequent = ray.get([reducer.remote(files, b, config.names.min_candidates) for b in range(n_buckets)])
+        keep = ray.put(pa.concat_arrays([pa.array([], pa.string()), *frequent]))
+        _remove(files)
+        # 2. tallies of those names, per shard and bucket; folded per bucket -> finish
+        files = ray.get(
+            [
+                tally_map.remote(
+                    stage_dir, r, columns, per_shard, n_buckets, keep, scratch / f"tally-{i:06d}.arrow"
+                )
+                for i, r in enumerate(records)
+            ]
+        )
+        max_rows, exact_up_to = config.names.max_rows_per_name, config.names.exact_counts_up_to
+        reducer = task(_finish_bucket)
+        parts = ray.get([reducer.remote(files, b, finish, max_rows, exact_up_to) for b in range(n_buckets)])
+    finally:
+        _remove_tree(scratch)
+    parts = [t for t in parts if t.num_rows]
+    return pa.concat_tables(parts) if parts else None
+
+
+def _write_pieces(pieces: list[pa.Table], path: Path) -> Path:
+    """One Arrow file, record batch b holding bucket b's piece (empty or not), so a reducer reads its own."""
+    with open_output(path) as sink, pa.ipc.new_file(sink, pieces[0].schema) as writer:
+        for piece in pieces:
+            writer.write_batch(
+                pa.record_batch([c.combine_chunks() for c in piece.columns], schema=piece.schema)
+            )
+    return path
+
+
+def _read_piece(path: Path, bucket: int) -> pa.Table:
+    with open_input(path) as source:
+        return pa.Table.from_batches([pa.ipc.open_file(source).get_batch(bucket)])
+
+
+def _count_pieces(
+    stage_dir: Path, record: dict, columns: list[str], to_mentions: Callable, n_buckets: int, out: Path
+) -> Path:
+    mentions = to_mentions(read_shard(stage_dir, record).select(columns))
+    return _write_pieces(name_index.split_by_bucket(name_index.mention_key_counts(mentions), n_buckets), out)
+
+
+def _tally_pieces(
+    stage_dir: Path,
+    record: dict,
+    columns: list[str],
+    per_shard: Callable,
+    n_buckets: int,
+    keep: pa.Array,
+    out: Path,
+) -> Path:
+    tallies = per_shard(read_shard(stage_dir, record).select(columns), keep=keep)
+    return _write_pieces(name_index.split_by_bucket(tallies, n_buckets), out)
+
+
+def _frequent_keys(files: list[Path], bucket: int, floor: int) -> pa.Array:
+    """The keys of one bucket written at least ``floor`` times (a name written fewer times has fewer
+    distinct samples), its pieces read one shard at a time."""
+    fold = name_index.KeyCountFold()
+    for path in files:
+        fold.add(_read_piece(path, bucket))
+    return fold.at_least(floor)
+
+
+def _finish_bucket(
+    files: list[Path], bucket: int, finish: Callable, max_rows: int, exact_up_to: int
+) -> pa.Table:
+    """``finish`` of one bucket's tallies, folded in one shard's piece at a time."""
+    fold = name_index.TallyFold(max_rows, exact_up_to)
+    for path in files:
+        fold.add(_read_piece(path, bucket))
+    if not fold.merged:
+        return pa.table({})
+    return finish(fold.table())
+
+
+def _remove(files: list[Path]) -> None:
+    for path in files:
+        path.unlink(missing_ok=True)
+
+
+def _remove_tree(directory: Path) -> None:
+    if isinstance(directory, Path):
+        shutil.rmtree(directory, ignore_errors=True)
+    else:  # an object-store prefix: its keys
+        _remove(directory.iterdir())
 
 
 def _shard_tallies(
@@ -156,47 +270,6 @@ def _shard_tallies(
     if keep is not None:
         mentions = mentions.filter(pc.is_in(mentions.column("name_key"), value_set=keep))
     return name_index.name_tallies(mentions, max_rows, exact_up_to)
-
-
-def _mention_keys(table: pa.Table, to_mentions: Callable[[pa.Table], pa.Table]) -> pa.Table:
-    return to_mentions(table).select(["name_key"])
-
-
-def _at_least(counts: pa.Table, floor: int) -> pa.Table:
-    """Keys whose row count reaches ``floor``: a name written fewer times has fewer distinct samples."""
-    return counts.filter(pc.greater_equal(counts.column("count()"), floor)).select(["name_key"])
-
-
-def _tables(dataset: Any) -> list[pa.Table]:
-    """A Ray dataset's non-empty blocks as Arrow tables."""
-    tables = [
-        pa.Table.from_batches([b]) if isinstance(b, pa.RecordBatch) else b
-        for b in dataset.iter_batches(batch_format="pyarrow", batch_size=None)
-    ]
-    return [t for t in tables if t.num_rows]
-
-
-def _merge_tallies(max_rows: int, exact_up_to: int) -> Any:
-    """A Ray Data aggregation of name tallies (``name_index.merge_tallies``); built here so that the local
-    executor never imports Ray."""
-    from ray.data.aggregate import AggregateFnV2
-    from ray.data.block import BlockAccessor
-
-    class MergeTallies(AggregateFnV2):
-        def __init__(self) -> None:
-            super().__init__("tally", zero_factory=name_index.empty_tally, on="tally", ignore_nulls=True)
-
-        def aggregate_block(self, block: Any) -> dict:
-            column = BlockAccessor.for_block(block).to_arrow().column("tally")
-            return name_index.merge_tallies(column.to_pylist(), max_rows, exact_up_to)
-
-        def combine(self, current_accumulator: dict, new: dict) -> dict:
-            return name_index.merge_tallies([current_accumulator, new], max_rows, exact_up_to)
-
-        def output_field(self, input_schema: Any) -> pa.Field:
-            return pa.field(self.name, name_index.TALLY)
-
-    return MergeTallies()
 
 
 def as_dict(table: pa.Table, key: str, value: str) -> dict[str, Any]:

@@ -7,20 +7,25 @@ from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from laioncele.io import schema
 from laioncele.names.index import (
     TALLIES,
     TALLY,
+    KeyCountFold,
+    TallyFold,
     aggregate_names,
     count_names,
     empty_tally,
     explode_mentions,
+    mention_key_counts,
     merge_tallies,
     name_tallies,
     names_from_tallies,
     select_kept,
+    split_by_bucket,
 )
 
 
@@ -180,6 +185,79 @@ def test_merged_tallies_of_any_split_give_the_one_table_answer() -> None:
     assert approximate[0][1].equals(whole[1])
 
 
+def _hot_name_shards(n_shards: int, rows_per_shard: int) -> list[pa.Table]:
+    """Shards in which every row names one hot person (plus, in a row in ten, one of a few others):
+    the corpus-wide pattern of a celebrity, whose mentions grow with the corpus."""
+    rng = random.Random(11)
+    shards = []
+    for s in range(n_shards):
+        rows = []
+        for i in range(rows_per_shard):
+            sid = f"s{s:03d}-{i:04d}" if rng.random() > 0.05 else f"s000-{rng.randrange(rows_per_shard):04d}"
+            names = ["hot person"] + ([f"other {rng.randrange(5)}"] if i % 10 == 0 else [])
+            rows.append((sid, names, round(rng.random(), 3)))
+        shards.append(samples(rows, {r[0]: ["hot person"] for r in rows if rng.random() < 0.2}))
+    return shards
+
+
+def test_tally_fold_state_stays_bounded_for_a_hot_name() -> None:
+    # The candidates reducers fold one shard's tallies at a time. A name in every row of every shard (12,000
+    # mentions) must hold no more than a capped tally: ids up to exact_up_to, max_rows best samples twice,
+    # its forms. A reduction that gathered the name's mentions in one call would hold all 12,000.
+    max_rows, exact_up_to = 20, 100
+    shards = _hot_name_shards(40, 300)
+    mentions = [explode_mentions(t) for t in shards]
+    fold = TallyFold(max_rows, exact_up_to)
+    for shard in mentions:
+        fold.add(name_tallies(shard, max_rows, exact_up_to))
+    hot_mentions = sum(int(pc.sum(pc.equal(m.column("name_key"), "hot person")).as_py()) for m in mentions)
+    assert hot_mentions == 12_000
+    per_name_bound = 2 * exact_up_to + 2 * max_rows + 2  # ids, ner ids, best and best NER, forms
+    assert fold.max_held <= 6 * per_name_bound  # the hot name and the 5 others
+    # the folded answer: the one-table answer's kept samples and names (counts above exact_up_to are sums)
+    folded = names_from_tallies(fold.table(), 5, max_rows, 0.1, exact_up_to)
+    whole = aggregate_names(pa.concat_tables(mentions), 5, max_rows, 0.1)
+    assert folded[1].equals(whole[1])
+    assert folded[0].column("name_key").equals(whole[0].column("name_key"))
+    # twice the corpus, the same bound: the state follows the caps, not the mentions
+    more = TallyFold(max_rows, exact_up_to)
+    for shard in _hot_name_shards(80, 300):
+        more.add(name_tallies(explode_mentions(shard), max_rows, exact_up_to))
+    assert more.max_held <= 6 * per_name_bound
+
+
+def test_key_count_fold_sums_pieces_within_bounded_state() -> None:
+    rng = random.Random(2)
+    pieces = []
+    for _ in range(300):
+        keys = [f"k{rng.randrange(200)}" for _ in range(100)]
+        pieces.append(mention_key_counts(pa.table({"name_key": pa.array(keys, pa.string())})))
+    fold = KeyCountFold()
+    for piece in pieces:
+        fold.add(piece)
+    expected: dict[str, int] = {}
+    for piece in pieces:
+        for k, c in zip(*piece.to_pydict().values(), strict=True):
+            expected[k] = expected.get(k, 0) + c
+    assert sorted(fold.at_least(160).to_pylist()) == sorted(k for k, c in expected.items() if c >= 160)
+    assert 0 < len(fold.at_least(160)) < len(expected)
+    assert sum(p.num_rows for p in pieces) > 20_000
+    assert fold.max_rows_held <= 2 * 1024 + 2 * max(p.num_rows for p in pieces)
+
+
+def test_split_by_bucket_puts_each_name_in_one_bucket() -> None:
+    mentions = explode_mentions(_random_names_samples(500, seed=4))
+    first, second = mentions.slice(0, 300), mentions.slice(300)
+    pieces = [split_by_bucket(part, 4) for part in (first, second)]
+    assert sum(t.num_rows for parts in pieces for t in parts) == mentions.num_rows
+    bucket_of: dict[str, int] = {}
+    for parts in pieces:
+        for b, table in enumerate(parts):
+            for key in table.column("name_key").to_pylist():
+                assert bucket_of.setdefault(key, b) == b  # the same bucket in every shard
+    assert len(set(bucket_of.values())) > 1
+
+
 @pytest.mark.ray
 def test_candidates_reduction_on_ray_matches_the_local_answer(ray_local, tmp_path: Path) -> None:
     # Shards that list some samples twice across files; Ray's partitioned reduction must count them once.
@@ -193,7 +271,7 @@ def test_candidates_reduction_on_ray_matches_the_local_answer(ray_local, tmp_pat
     write_shards(table, stage, schema=schema.NAMES_FOUND, stage="names", config_hash="x", rows_per_shard=400)
     columns = ["sample_id", "similarity", "names", "surface_forms", "second_pass_names"]
 
-    def answer(executor: str) -> pa.Table:
+    def answer(executor: str, overrides: list[str] = ()) -> pa.Table:
         config = load_config(
             None,
             [
@@ -201,6 +279,8 @@ def test_candidates_reduction_on_ray_matches_the_local_answer(ray_local, tmp_pat
                 "names.max_rows_per_name=20",
                 "ray.num_cpus=2",
                 "ray.progress_bars=false",
+                f"run.output_root={tmp_path / 'out'}",  # the reduction's scratch files
+                *overrides,
             ],
         )
         finish = partial(_kept_names, min_candidates=5, max_rows=20, min_ner_share=0.3, exact_up_to=10_000)
@@ -209,3 +289,6 @@ def test_candidates_reduction_on_ray_matches_the_local_answer(ray_local, tmp_pat
     local, on_ray = answer("local"), answer("ray")
     assert local.num_rows >= 5
     assert on_ray.equals(local)
+    # the same answer in 5 buckets (3,000 input rows, 700 a bucket): each bucket reduced by its own task
+    assert answer("ray", ["names.aggregation_bucket_rows=700"]).equals(local)
+    assert not any((tmp_path / "out" / "_scratch").iterdir())  # the scratch pieces are removed

@@ -207,6 +207,110 @@ def name_tallies(mentions: pa.Table, max_rows: int, exact_up_to: int) -> pa.Tabl
     return pa.table({"name_key": out_keys, "tally": pa.array(tallies, TALLY)}, schema=TALLIES)
 
 
+def name_buckets(keys: pa.Array | pa.ChunkedArray, n_buckets: int) -> np.ndarray:
+    """The bucket (0 .. n_buckets-1) of each name key: a seeded hash, the same in every process of a run."""
+    if n_buckets == 1 or len(keys) == 0:
+        return np.zeros(len(keys), dtype=np.int64)
+    import polars as pl
+
+    hashes = pl.Series(keys if isinstance(keys, pa.Array) else keys.combine_chunks()).hash(seed=0)
+    return (hashes % n_buckets).to_numpy().astype(np.int64)
+
+
+def split_by_bucket(table: pa.Table, n_buckets: int, key: str = "name_key") -> list[pa.Table]:
+    """``table``'s rows in ``n_buckets`` tables by ``name_buckets`` of ``key``, each compact (its own buffers)."""
+    buckets = name_buckets(table.column(key), n_buckets)
+    order = np.argsort(buckets, kind="stable")
+    ends = np.cumsum(np.bincount(buckets, minlength=n_buckets))
+    starts = np.r_[0, ends[:-1]]
+    return [table.take(pa.array(order[a:b])) for a, b in zip(starts, ends, strict=True)]
+
+
+def mention_key_counts(mentions: pa.Table) -> pa.Table:
+    """Mention rows per name key (``name_key``, ``count``): what decides which names are worth a tally."""
+    counts = mentions.select(["name_key"]).group_by("name_key").aggregate([("name_key", "count")])
+    return counts.rename_columns(["name_key", "count"])
+
+
+class KeyCountFold:
+    """Sums ``mention_key_counts`` tables folded in one at a time (one shard's share of a bucket each).
+
+    The pieces wait in a list until they hold as many rows as the running sum, then merge into it, so the
+    state stays within ~2x the distinct keys seen plus one piece, however many pieces come.
+    ``max_rows_held`` records the most rows it held at once.
+    """
+
+    def __init__(self) -> None:
+        self._sum: pa.Table | None = None
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self.max_rows_held = 0
+
+    def add(self, counts: pa.Table) -> None:
+        self._pending.append(counts.select(["name_key", "count"]))
+        self._pending_rows += counts.num_rows
+        held = self._pending_rows + (self._sum.num_rows if self._sum is not None else 0)
+        self.max_rows_held = max(self.max_rows_held, held)
+        if self._pending_rows >= max(self._sum.num_rows if self._sum is not None else 0, 1024):
+            self._compact()
+
+    def _compact(self) -> None:
+        parts = ([self._sum] if self._sum is not None else []) + self._pending
+        self._pending, self._pending_rows = [], 0
+        if parts:
+            merged = pa.concat_tables(parts).group_by("name_key").aggregate([("count", "sum")])
+            self._sum = merged.rename_columns(["name_key", "count"])
+
+    def at_least(self, floor: int) -> pa.Array:
+        """The keys whose summed count reaches ``floor``."""
+        self._compact()
+        if self._sum is None:
+            return pa.array([], pa.string())
+        kept = self._sum.filter(pc.greater_equal(self._sum.column("count"), floor))
+        return kept.column("name_key").combine_chunks()
+
+
+def _tally_size(tally: dict) -> int:
+    return sum(len(tally[f]) for f in ("ids", "ner_ids", "forms", "best_ids", "best_ner_ids"))
+
+
+class TallyFold:
+    """``merge_tallies`` of tally tables (``TALLIES``) folded in one at a time, one tally per name held.
+
+    Each name's running tally is capped (``max_rows`` best samples, ids only up to ``exact_up_to``
+    listings), so the state is bounded by the names folded, not by their mentions: a name written in every
+    shard of the corpus holds what a name written in one shard holds. ``max_held`` records the most list
+    entries (ids, forms, best samples) held at once.
+    """
+
+    def __init__(self, max_rows: int, exact_up_to: int) -> None:
+        self.max_rows, self.exact_up_to = max_rows, exact_up_to
+        self.merged: dict[str, dict] = {}
+        self.held = self.max_held = 0
+
+    def add(self, tallies: pa.Table) -> None:
+        if tallies.num_rows == 0:
+            return
+        keys = tallies.column("name_key").to_pylist()
+        for key, tally in zip(keys, tallies.column("tally").to_pylist(), strict=True):
+            previous = self.merged.get(key)
+            if previous is None:
+                merged = tally
+            else:
+                merged = merge_tallies([previous, tally], self.max_rows, self.exact_up_to)
+                self.held -= _tally_size(previous)
+            self.merged[key] = merged
+            self.held += _tally_size(merged)
+        self.max_held = max(self.max_held, self.held)
+
+    def table(self) -> pa.Table:
+        """One tally per name folded so far (``TALLIES``)."""
+        return pa.table(
+            {"name_key": list(self.merged), "tally": pa.array(list(self.merged.values()), TALLY)},
+            schema=TALLIES,
+        )
+
+
 def names_from_tallies(
     tallies: pa.Table,
     min_candidates: int,
