@@ -43,3 +43,14 @@ def ray_local():
     ensure_ray(RayConfig(num_cpus=2, progress_bars=False))
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def sample_reference(ray_local, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One clean local build of the embedded sample (``tests/sample_build.py``), shared by every test module
+    that compares against it (the fault tests, the object-store build): built at most once per session."""
+    from sample_build import build
+
+    out = tmp_path_factory.mktemp("reference") / "sample"
+    build(out)
+    return out

@@ -19,35 +19,14 @@ import time
 from pathlib import Path
 
 import pytest
+from sample_build import DIRS, REPO, build, cli_args, fingerprint, run_cli
 
 from laioncele.config import load_config
 from laioncele.shards import UNITS_DIR, load_manifest
-from pipelines.cli import main as cli_main
 from pipelines.runner import stage_dir
 from pipelines.stages import ORDER
 
-REPO = Path(__file__).resolve().parents[1]
-# Smaller units than the sample default, so a fault can land between units of the faces stage.
-SETS = [
-    "ray.progress_bars=false",
-    "download.rows_per_unit=20",
-    "faces.rows_per_unit=8",
-    "faces.concurrency=1",
-]
-DIRS = [*ORDER[:-1], "dataset/images", "dataset/identities"]
-
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
-
-def cli_args(out: Path, *extra: str) -> list[str]:
-    args = ["run", "all", "--config", str(REPO / "configs" / "sample.yaml")]
-    for item in [*SETS, f"run.output_root={out}", *extra]:
-        args += ["--set", item]
-    return args
-
-
-def fingerprint(out: Path) -> dict[str, list[tuple[str, int, str]]]:
-    return {d: [(s["name"], s["rows"], s["sha256"]) for s in load_manifest(out / d)["shards"]] for d in DIRS}
 
 
 def copy_stages(src: Path, dst: Path, stages: list[str]) -> None:
@@ -55,22 +34,10 @@ def copy_stages(src: Path, dst: Path, stages: list[str]) -> None:
         shutil.copytree(src / name, dst / name)
 
 
-def build(out: Path) -> None:
-    """The sample build in-process, from the repo root: its config's relative paths are relative to the repo,
-    as for `make build-dataset`."""
-    old = os.getcwd()
-    os.chdir(REPO)
-    try:
-        assert cli_main(cli_args(out)) == 0
-    finally:
-        os.chdir(old)
-
-
 @pytest.fixture(scope="module")
-def reference(ray_local, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("reference") / "sample"
-    build(out)
-    return out
+def reference(sample_reference: Path) -> Path:
+    """The clean sample build (built once per session, ``tests/conftest.py``)."""
+    return sample_reference
 
 
 def test_sample_build_holds_the_true_identities(reference: Path) -> None:
@@ -192,14 +159,9 @@ def test_identity_partitions_on_ray_keep_the_single_task_result(reference: Path,
     own faces, give the same identities and images as the single-task run."""
     out = tmp_path / "sample"
     copy_stages(reference, out, ORDER[: ORDER.index("identities")])
-    old = os.getcwd()
-    os.chdir(REPO)
-    try:
-        args = cli_args(out, "identity.partitions=3")
-        args[1] = "identities"
-        assert cli_main(args) == 0
-    finally:
-        os.chdir(old)
+    args = cli_args(out, "identity.partitions=3")
+    args[1] = "identities"
+    assert run_cli(args) == 0
     from laioncele.shards import read_shards  # noqa: PLC0415
 
     def kept(directory: Path) -> set[tuple[str, int, str]]:

@@ -39,7 +39,7 @@ from laioncele.shards import (
     read_shards,
     write_shards,
 )
-from laioncele.storage import open_input, open_output
+from laioncele.storage import atomic_output, open_input
 from pipelines.aggregate import group_apply, reduce_name_tallies
 from pipelines.runner import UnitTask, stage_dir
 from pipelines.stage import Resources, Stage, Unit, units_per_shard
@@ -420,7 +420,7 @@ def plan_candidates(config: Config, upstream_dir: Path | None) -> list[Unit]:
         [k for k, group in zip(keys, ids, strict=True) for _ in group],
         [sid for group in ids for sid in group],
     )
-    with open_output(out / KEPT_PAIRS_FILE) as sink, pa.ipc.new_file(sink, pairs.schema) as writer:
+    with atomic_output(out / KEPT_PAIRS_FILE) as sink, pa.ipc.new_file(sink, pairs.schema) as writer:
         writer.write_table(pairs)
     return units_per_shard(upstream_dir)
 
