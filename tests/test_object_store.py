@@ -22,7 +22,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 import pytest
-from sample_build import DIRS, SIDE_DIRS, cli_args, fingerprint, run_cli
+from sample_build import DIRS, SIDE_DIRS, cli_args, fingerprint
 from test_shards import ingest_rows  # the same rows as the local shard tests
 
 from laioncele import schema, storage
@@ -39,12 +39,23 @@ from laioncele.shards import (
     write_shards,
     write_unit,
 )
+from pipelines.cli import main as cli_main
 from pipelines.stages import ORDER
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "laioncele-test"
 S3_CONFIG = "sample-s3.yaml"
 S3_ROOT = "s3://laioncele-sample/output/sample"  # the config's own output_root
+
+
+def s3_args(endpoint: str, command: str = "run") -> list[str]:
+    """The CLI's arguments for the S3 sample with the reference's overrides; the sample server's paths made
+    absolute, so the build runs from a scratch directory (Ray's log of an S3 build goes to ./logs/<run>/)."""
+    sample = REPO / "sample"
+    extra = [f"storage.endpoint_url={endpoint}", f"sample_server.serve_dir={sample}"]
+    extra.append(f"sample_server.truth={sample / 'truth.json'}")
+    args = cli_args(S3_ROOT, *extra, config=S3_CONFIG)
+    return args if command == "run" else [command, *args[2:]]
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +169,9 @@ def _keys(prefix: str) -> dict[str, tuple[int, object]]:
 
 
 @pytest.fixture(scope="module")
-def s3_build(s3_endpoint: str, sample_reference: Path) -> dict[str, Any]:
+def s3_build(
+    s3_endpoint: str, sample_reference: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
     """The sample built with configs/sample-s3.yaml (input parquet read from s3://, every stage written to
     s3://) by ``python -m pipelines`` in a subprocess with its own Ray: workers get the store's keys from the
     environment, as on a cluster. Same overrides as the local reference, so the shards must be the same."""
@@ -166,21 +179,17 @@ def s3_build(s3_endpoint: str, sample_reference: Path) -> dict[str, Any]:
 
     seed_sample(s3_endpoint)  # the config's bucket and input key
     started = time.monotonic()
+    scratch = tmp_path_factory.mktemp("s3-build")
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipelines",
-            *cli_args(S3_ROOT, f"storage.endpoint_url={s3_endpoint}", config=S3_CONFIG),
-        ],
-        cwd=REPO,
-        env={**os.environ, "RAY_ADDRESS": ""},
+        [sys.executable, "-m", "pipelines", *s3_args(s3_endpoint)],
+        cwd=scratch,
+        env={**os.environ, "RAY_ADDRESS": "", "PYTHONPATH": str(REPO)},
         capture_output=True,
         text=True,
         timeout=1500,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return {"root": storage.as_path(S3_ROOT), "seconds": time.monotonic() - started, "stdout": proc.stdout}
+    return {"root": storage.as_path(S3_ROOT), "seconds": time.monotonic() - started, "scratch": scratch}
 
 
 @pytest.mark.ray
@@ -209,14 +218,17 @@ def test_whole_sample_on_s3_has_the_shards_of_the_local_build(s3_build: dict, sa
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_rerun_of_the_s3_build_is_a_no_op(s3_build: dict, s3_endpoint: str) -> None:
+def test_rerun_of_the_s3_build_is_a_no_op(
+    s3_build: dict, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every stage is found complete from its S3 manifest: nothing is rewritten (same keys, sizes and
     last-modified times of every shard, commit record and manifest), no key added or removed."""
     before = _keys(S3_ROOT)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         # In this process (its Ray's workers hold no S3 keys): nothing may need a worker.
-        code = run_cli(cli_args(S3_ROOT, f"storage.endpoint_url={s3_endpoint}", config=S3_CONFIG))
+        monkeypatch.chdir(s3_build["scratch"])
+        code = cli_main(s3_args(s3_endpoint))
     assert code == 0, out.getvalue()
     skipped = re.findall(r"^\[(\w+)\] already complete", out.getvalue(), flags=re.M)
     assert skipped == list(ORDER), out.getvalue()
@@ -274,7 +286,11 @@ def test_report_stats_and_card_of_the_s3_build_give_the_local_figures(
 @pytest.mark.ray
 @pytest.mark.slow
 def test_export_of_the_s3_build_to_s3_has_the_local_files(
-    s3_build: dict, s3_endpoint: str, sample_reference: Path, tmp_path: Path
+    s3_build: dict,
+    s3_endpoint: str,
+    sample_reference: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`python -m pipelines export` reads the dataset on S3 and writes its files to S3: the same files, rows
     and sha256s as the export of the local build; export.json last, no temp key."""
@@ -283,10 +299,8 @@ def test_export_of_the_s3_build_to_s3_has_the_local_files(
     local_dataset = tmp_path / "dataset"
     shutil.copytree(sample_reference / "dataset", local_dataset)  # the export registers itself there
     export("webdataset", local_dataset, tmp_path / "export")
-    args = ["export", "--format", "webdataset", "--config", str(REPO / "configs" / S3_CONFIG)]
-    for item in [f"run.output_root={S3_ROOT}", f"storage.endpoint_url={s3_endpoint}"]:
-        args += ["--set", item]
-    assert run_cli(args) == 0
+    monkeypatch.chdir(s3_build["scratch"])
+    assert cli_main([*s3_args(s3_endpoint, "export"), "--format", "webdataset"]) == 0
     remote = load_export_manifest(s3_build["root"] / "export" / "webdataset")
     local = load_export_manifest(tmp_path / "export")
 
