@@ -46,6 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 BUCKET = "laioncele-test"
 S3_CONFIG = "sample-s3.yaml"
 S3_ROOT = "s3://laioncele-sample/output/sample"  # the config's own output_root
+EXPORT_SHARD_BYTES = 1_000_000  # small, so the export writes several files
 
 
 def s3_args(endpoint: str, command: str = "run") -> list[str]:
@@ -157,9 +158,8 @@ def test_identity_partition_results_round_trip_on_s3_with_the_local_bytes(
 # ---------------------------------------------------------------------------------------------- whole build
 
 
-def _keys(prefix: str) -> dict[str, tuple[int, object]]:
-    """Every key under ``prefix``: (size, last-modified)."""
-    root = storage.as_path(prefix)
+def _keys(root: storage.ObjectPath) -> dict[str, tuple[int, object]]:
+    """Every key under ``root``: (size, last-modified)."""
     selector = pafs.FileSelector(root.key, recursive=True)
     return {
         info.path.removeprefix(root.key + "/"): (info.size, info.mtime)
@@ -175,8 +175,11 @@ def s3_build(
     """The sample built with configs/sample-s3.yaml (input parquet read from s3://, every stage written to
     s3://) by ``python -m pipelines`` in a subprocess with its own Ray: workers get the store's keys from the
     environment, as on a cluster. Same overrides as the local reference, so the shards must be the same."""
-    from infra.local_s3 import seed_sample
+    from infra.local_s3 import MOTO_ENV, seed_sample
 
+    # The local reference's build configured the process for its own config (no endpoint): set this one back.
+    settings = StorageConfig(endpoint_url=s3_endpoint, region=MOTO_ENV["AWS_DEFAULT_REGION"])
+    storage.configure(settings)
     seed_sample(s3_endpoint)  # the config's bucket and input key
     started = time.monotonic()
     scratch = tmp_path_factory.mktemp("s3-build")
@@ -189,7 +192,8 @@ def s3_build(
         timeout=1500,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return {"root": storage.as_path(S3_ROOT), "seconds": time.monotonic() - started, "scratch": scratch}
+    root = storage.as_path(S3_ROOT, settings)
+    return {"root": root, "seconds": time.monotonic() - started, "scratch": scratch}
 
 
 @pytest.mark.ray
@@ -213,7 +217,7 @@ def test_whole_sample_on_s3_has_the_shards_of_the_local_build(s3_build: dict, sa
     assert remote_truth["precision"] >= 0.95
     top, ref = (json.loads((d / "dataset" / MANIFEST_NAME).read_text()) for d in (root, sample_reference))
     assert {k: v["rows"] for k, v in top["parts"].items()} == {k: v["rows"] for k, v in ref["parts"].items()}
-    assert not [k for k in _keys(S3_ROOT) if Path(k).name.startswith(TMP_PREFIX)]
+    assert not [k for k in _keys(root) if Path(k).name.startswith(TMP_PREFIX)]
 
 
 @pytest.mark.ray
@@ -223,7 +227,7 @@ def test_rerun_of_the_s3_build_is_a_no_op(
 ) -> None:
     """Every stage is found complete from its S3 manifest: nothing is rewritten (same keys, sizes and
     last-modified times of every shard, commit record and manifest), no key added or removed."""
-    before = _keys(S3_ROOT)
+    before = _keys(s3_build["root"])
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         # In this process (its Ray's workers hold no S3 keys): nothing may need a worker.
@@ -232,7 +236,7 @@ def test_rerun_of_the_s3_build_is_a_no_op(
     assert code == 0, out.getvalue()
     skipped = re.findall(r"^\[(\w+)\] already complete", out.getvalue(), flags=re.M)
     assert skipped == list(ORDER), out.getvalue()
-    after = _keys(S3_ROOT)
+    after = _keys(s3_build["root"])
     assert set(after) == set(before)
     # Shards, commit records and stage manifests untouched; the dataset's top manifest and card, the mean
     # embedding copies, the truth check and the report are rewritten by the post-build steps, to the same size.
@@ -251,7 +255,7 @@ def test_report_stats_and_card_of_the_s3_build_give_the_local_figures(
 ) -> None:
     """laioncele.stats over s3:// (Polars' object-store reader at the configured endpoint) gives the frames
     of the local build; the build's QA report on S3 holds the local report's figures and crops; the dataset
-    card on S3 is the local card."""
+    card on S3 is the local card but for the config hash (its input section names another path)."""
     from laioncele import stats
 
     root = s3_build["root"]
@@ -279,8 +283,12 @@ def test_report_stats_and_card_of_the_s3_build_give_the_local_figures(
         ).read_bytes()
     plots = sorted(p.name for p in (sample_reference / "report" / "plots").glob("*.png"))
     assert [p.name for p in (root / "report" / "plots").glob("*.png")] == plots
+    # The card's config hash covers the input section, and the S3 build reads another path: that line differs.
+    config_hash = re.compile(r"(Config hash \(sections [^)]*\): )`[0-9a-f]+`")
     remote_card, local_card = ((d / "dataset" / "README.md").read_text() for d in (root, sample_reference))
-    assert remote_card == local_card
+    assert len(config_hash.findall(remote_card)) == 1
+    assert config_hash.sub(r"\1", remote_card) == config_hash.sub(r"\1", local_card)
+    assert f"**{json.loads((root / 'truth_check.json').read_text())['kept_images']}** images" in remote_card
 
 
 @pytest.mark.ray
@@ -298,14 +306,15 @@ def test_export_of_the_s3_build_to_s3_has_the_local_files(
 
     local_dataset = tmp_path / "dataset"
     shutil.copytree(sample_reference / "dataset", local_dataset)  # the export registers itself there
-    export("webdataset", local_dataset, tmp_path / "export")
+    export("webdataset", local_dataset, tmp_path / "export", shard_bytes=EXPORT_SHARD_BYTES)
     monkeypatch.chdir(s3_build["scratch"])
-    assert cli_main([*s3_args(s3_endpoint, "export"), "--format", "webdataset"]) == 0
+    args = [*s3_args(s3_endpoint, "export"), "--set", f"export.shard_bytes={EXPORT_SHARD_BYTES}"]
+    assert cli_main([*args, "--format", "webdataset"]) == 0
     remote = load_export_manifest(s3_build["root"] / "export" / "webdataset")
     local = load_export_manifest(tmp_path / "export")
 
     def files(manifest: dict) -> list[tuple[str, int, str]]:
         return [(f["name"], f["rows"], f["sha256"]) for f in manifest["files"]]
 
-    assert files(remote) and files(remote) == files(local)
-    assert not [k for k in _keys(f"{S3_ROOT}/export") if Path(k).name.startswith(TMP_PREFIX)]
+    assert len(files(remote)) > 1 and files(remote) == files(local)
+    assert not [k for k in _keys(s3_build["root"] / "export") if Path(k).name.startswith(TMP_PREFIX)]
