@@ -22,6 +22,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 import pytest
+from polars.testing import assert_frame_equal
 from sample_build import DIRS, SIDE_DIRS, cli_args, fingerprint
 from test_shards import ingest_rows  # the same rows as the local shard tests
 
@@ -271,7 +272,8 @@ def test_report_stats_and_card_of_the_s3_build_give_the_local_figures(
     ):
         remote, local = question(root), question(sample_reference)
         assert remote.height > 0, question.__name__
-        assert remote.equals(local), question.__name__
+        # Row order of a group-by is not defined (nor the last bits of a float mean over threads).
+        assert_frame_equal(remote, local, check_row_order=False), question.__name__
     stamp = re.compile(r"generated [^<]*UTC")
     remote_page, local_page = ((d / "report" / "index.html").read_text() for d in (root, sample_reference))
     assert stamp.sub("", remote_page) == stamp.sub("", local_page)
