@@ -15,7 +15,7 @@ from laioncele.config import Config, config_from_dict, dump_config, load_config
 from laioncele.export import FORMATS
 from laioncele.export import export as export_dataset
 from laioncele.io.shards import ShardError, atomic_write_json, read_shards
-from laioncele.io.storage import as_path, configure, is_object_uri
+from laioncele.io.storage import as_path, configure
 from laioncele.removal import read_names, remove_names
 from laioncele.report.html import write_report
 from laioncele.report.truth_check import load_truth, truth_check
@@ -179,6 +179,7 @@ def _main(argv: list[str] | None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    configure(config.storage)  # every s3:// path this command resolves uses the configured endpoint
     if args.command == "show-config":
         print(dump_config(config), end="")
         return 0
@@ -232,12 +233,7 @@ def _main(argv: list[str] | None) -> int:
             if config.sample_server.truth:
                 report_truth(config)
             print(f"dataset: {config.output_root / 'dataset'} (manifest.json, identities/, images/)")
-            if is_object_uri(config.output_root):  # the HTML report writes local files (crops, plots)
-                print(
-                    "QA report: not written for an object-store output_root (laioncele.report is local-only)"
-                )
-            else:
-                print(f"QA report: {write_report(config.output_root, config=config.report)}")
+            print(f"QA report: {write_report(config.output_root, config=config.report)}")
     except (ShardError, StageFailed, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

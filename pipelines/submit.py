@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from laioncele.config import Config, load_config
+from laioncele.io.storage import is_object_uri
 from pipelines.runtime import WORKER_ENV
 from pipelines.stages import ORDER
 
@@ -59,7 +60,8 @@ def runtime_env(working_dir: Path, config: Config, extra_excludes: list[str] | N
     output_root = Path(config.run.output_root)
     if not output_root.is_absolute():
         output_root = working_dir / output_root
-    if output_root.resolve().is_relative_to(working_dir.resolve()):  # outside: nothing to exclude
+    inside = output_root.resolve().is_relative_to(working_dir.resolve())
+    if inside and not is_object_uri(config.run.output_root):  # outside, or a bucket: nothing to exclude
         excludes.append(output_root.resolve().relative_to(working_dir.resolve()).as_posix())
     excludes += extra_excludes or []
     return {"env_vars": dict(JOB_ENV), "excludes": sorted(set(excludes))}
@@ -126,7 +128,7 @@ def submit(
     working_dir = (working_dir or Path.cwd()).resolve()
     config = load_config(config_path, overrides)  # fail on a typo here, not minutes later on the cluster
     job_config_path = check_config_location(config_path, working_dir)
-    if not Path(config.run.output_root).is_absolute():
+    if not is_object_uri(config.run.output_root) and not Path(config.run.output_root).is_absolute():
         print(
             f"warning: run.output_root={config.run.output_root!r} is relative: outputs land in the job's "
             "temporary working directory on the cluster. Use a shared absolute path or a bucket.",

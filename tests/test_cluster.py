@@ -34,7 +34,8 @@ from infra.local_cluster import (
 )
 from laioncele.io.shards import UNITS_DIR, load_manifest
 from pipelines.stages import ORDER
-from tests.test_e2e_sample import SETS, copy_stages, fingerprint
+from tests.sample_build import SETS, fingerprint
+from tests.test_e2e_sample import copy_stages
 
 REPO = Path(__file__).resolve().parents[1]
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}

@@ -19,21 +19,14 @@ import time
 from pathlib import Path
 
 import pytest
-from sample_build import REPO, SETS, build, cli_args  # noqa: F401  (SETS: read by other tests' imports)
+from sample_build import DIRS, REPO, build, cli_args, fingerprint, run_cli
 
 from laioncele.config import load_config
 from laioncele.io.shards import UNITS_DIR, load_manifest
-from pipelines.cli import main as cli_main
 from pipelines.runner import stage_dir
 from pipelines.stages import ORDER
 
-DIRS = [*ORDER[:-1], "dataset/images", "dataset/identities"]
-
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
-
-def fingerprint(out: Path) -> dict[str, list[tuple[str, int, str]]]:
-    return {d: [(s["name"], s["rows"], s["sha256"]) for s in load_manifest(out / d)["shards"]] for d in DIRS}
 
 
 def copy_stages(src: Path, dst: Path, stages: list[str]) -> None:
@@ -166,14 +159,9 @@ def test_identity_partitions_on_ray_keep_the_single_task_result(reference: Path,
     own faces, give the same identities and images as the single-task run."""
     out = tmp_path / "sample"
     copy_stages(reference, out, ORDER[: ORDER.index("identities")])
-    old = os.getcwd()
-    os.chdir(REPO)
-    try:
-        args = cli_args(out, "identity.partitions=3")
-        args[1] = "identities"
-        assert cli_main(args) == 0
-    finally:
-        os.chdir(old)
+    args = cli_args(out, "identity.partitions=3")
+    args[1] = "identities"
+    assert run_cli(args) == 0
     from laioncele.io.shards import read_shards  # noqa: PLC0415
 
     def kept(directory: Path) -> set[tuple[str, int, str]]:

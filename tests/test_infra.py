@@ -190,6 +190,8 @@ def test_submit_runtime_env_excludes_outputs_and_checks_config(tmp_path: Path) -
     env = runtime_env(REPO, config)
     assert {".venv", ".git", "output", "output/custom"} <= set(env["excludes"])
     assert env["env_vars"]["HF_HUB_OFFLINE"] == "1"
+    bucket = runtime_env(REPO, load_config(REPO / "configs" / "sample-s3.yaml"))  # s3:// is no checkout path
+    assert not [e for e in bucket["excludes"] if "s3:" in e or "laioncele-sample" in e], bucket["excludes"]
     assert check_config_location(str(REPO / "configs" / "sample.yaml"), REPO) == "configs/sample.yaml"
     outside = tmp_path / "mine.yaml"
     outside.write_text("run: {name: x}\n")

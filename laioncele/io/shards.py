@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -32,12 +31,11 @@ from typing import Any
 import pyarrow as pa
 
 from laioncele.io.schema import SCHEMAS, schema_id
-from laioncele.io.storage import ObjectPath, as_path, temp_key_write
+from laioncele.io.storage import TMP_PREFIX, ObjectPath, as_path, atomic_output, temp_key_write, temp_name
 
 MANIFEST_NAME = "manifest.json"
 UNITS_DIR = "_units"
 SHARD_SUFFIX = ".arrow"
-TMP_PREFIX = ".tmp-"
 FORMAT_VERSION = 1
 
 
@@ -91,18 +89,14 @@ class UnitRecord:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file + fsync + rename, so readers see all of it or nothing."""
+    """Write ``data`` to ``path`` via a temp file + fsync + rename (object store: temp key + copy), so readers
+    see all of it or nothing."""
     path = as_path(path)
     if isinstance(path, ObjectPath):
-        temp_key_write(path, data, f"{TMP_PREFIX}{path.name}.{os.getpid()}")
+        temp_key_write(path, data, temp_name(path))
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    with atomic_output(path) as sink:
+        sink.write(data)
 
 
 def atomic_write_json(path: str | Path, data: Any) -> None:
@@ -187,27 +181,21 @@ class ShardWriter:
     def _flush(self) -> None:
         name = f"{self.prefix}-{len(self.records):05d}{SHARD_SUFFIX}"
         final = self.out_dir / name
-        tmp_name = f"{TMP_PREFIX}{name}.{os.getpid()}"
+        tmp_name = temp_name(final)
         table = pa.Table.from_batches(self._pending, schema=self.schema).replace_schema_metadata(
             self.schema.metadata
         )
         if isinstance(final, ObjectPath):
             size, sha256 = self._write_object(final, tmp_name, table)
         else:
-            self._write_local(final, self.out_dir / tmp_name, table)
+            self._write_local(final, table)
             size, sha256 = final.stat().st_size, file_sha256(final)
         self.records.append(ShardRecord(name, table.num_rows, size, sha256, self.inputs))
         self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
 
-    def _write_local(self, final: Path, tmp: Path, table: pa.Table) -> None:
-        with (
-            pa.OSFile(str(tmp), "wb") as sink,
-            pa.ipc.new_file(sink, self.schema, options=self.options) as writer,
-        ):
+    def _write_local(self, final: Path, table: pa.Table) -> None:
+        with atomic_output(final) as sink, pa.ipc.new_file(sink, self.schema, options=self.options) as writer:
             writer.write_table(table)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, final)
 
     def _write_object(self, final: ObjectPath, tmp_name: str, table: pa.Table) -> tuple[int, str]:
         """The same bytes as a local shard, serialised in memory (size and sha256 from them, no re-read),

@@ -17,10 +17,12 @@ a config file.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
@@ -29,6 +31,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 OBJECT_SCHEMES = ("s3://",)
+TMP_PREFIX = ".tmp-"  # the names writes go to before they are promoted: never output, never listed
 
 
 @dataclass(frozen=True)
@@ -56,22 +59,45 @@ def configure(storage: S3Settings | None) -> None:
         _default_options = S3Options(storage.endpoint_url, storage.region)
 
 
+def _endpoint_and_region(options: S3Options) -> tuple[str | None, str | None]:
+    """The endpoint URL and region ``options`` select, falling back to the standard AWS variables."""
+    endpoint = (
+        options.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    )
+    region = options.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    return endpoint, region
+
+
 @functools.lru_cache(maxsize=8)
 def s3_filesystem(options: S3Options) -> pafs.S3FileSystem:
     """One S3 filesystem per endpoint; keys come from the AWS credential chain."""
     kwargs: dict[str, Any] = {}
-    endpoint = (
-        options.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    )
+    endpoint, region = _endpoint_and_region(options)
     if endpoint:
         scheme, _, host = endpoint.rpartition("://")
         kwargs["endpoint_override"] = host or endpoint
         if scheme:
             kwargs["scheme"] = scheme
-    region = options.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if region:
         kwargs["region"] = region
     return pafs.S3FileSystem(**kwargs)
+
+
+def polars_storage_options(path: Path | ObjectPath) -> dict[str, str] | None:
+    """``storage_options`` for Polars' own object-store reader (``pl.scan_ipc``) at ``path``'s endpoint: the
+    same endpoint and region as the pyarrow filesystem; keys from the AWS environment. ``None`` for local paths.
+    """
+    if not isinstance(path, ObjectPath):
+        return None
+    endpoint, region = _endpoint_and_region(path.options)
+    options: dict[str, str] = {}
+    if endpoint:
+        options["aws_endpoint_url"] = endpoint
+        if endpoint.startswith("http://"):
+            options["aws_allow_http"] = "true"
+    if region:
+        options["aws_region"] = region
+    return options
 
 
 def is_object_uri(path: Any) -> bool:
@@ -86,7 +112,7 @@ def as_path(
         return path
     if isinstance(path, str) and path.startswith(OBJECT_SCHEMES):
         options = S3Options(storage.endpoint_url, storage.region) if storage is not None else _default_options
-        return ObjectPath(s3_filesystem(options), path.removeprefix("s3://").strip("/"))
+        return ObjectPath(s3_filesystem(options), path.removeprefix("s3://").strip("/"), options)
     return Path(path)
 
 
@@ -111,12 +137,16 @@ class ObjectPath:
     Picklable (the pyarrow filesystem pickles with its endpoint), so it can travel to Ray workers.
     """
 
-    def __init__(self, fs: pafs.FileSystem, key: str) -> None:
+    def __init__(self, fs: pafs.FileSystem, key: str, options: S3Options | None = None) -> None:
         self.fs = fs
         self.key = key.strip("/")
+        self.options = options or S3Options()  # what selected ``fs`` (for readers other than pyarrow)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (ObjectPath, (self.fs, self.key))
+        return (ObjectPath, (self.fs, self.key, self.options))
+
+    def _at(self, key: str) -> ObjectPath:
+        return ObjectPath(self.fs, key, self.options)
 
     def __str__(self) -> str:
         return f"s3://{self.key}"
@@ -134,7 +164,7 @@ class ObjectPath:
         return self.key < other.key
 
     def __truediv__(self, part: str | os.PathLike[str]) -> ObjectPath:
-        return ObjectPath(self.fs, f"{self.key}/{os.fspath(part).strip('/')}")
+        return self._at(f"{self.key}/{os.fspath(part).strip('/')}")
 
     @property
     def name(self) -> str:
@@ -142,7 +172,7 @@ class ObjectPath:
 
     @property
     def parent(self) -> ObjectPath:
-        return ObjectPath(self.fs, str(PurePosixPath(self.key).parent))
+        return self._at(str(PurePosixPath(self.key).parent))
 
     def with_name(self, name: str) -> ObjectPath:
         return self.parent / name
@@ -179,7 +209,7 @@ class ObjectPath:
 
     def iterdir(self) -> list[ObjectPath]:
         selector = pafs.FileSelector(self.key, recursive=False, allow_not_found=True)
-        return [ObjectPath(self.fs, info.path) for info in self.fs.get_file_info(selector)]
+        return [self._at(info.path) for info in self.fs.get_file_info(selector)]
 
     def glob(self, pattern: str) -> list[ObjectPath]:
         """Direct children whose name matches ``pattern`` (no ``**``, no ``/``: all the pipeline needs)."""
@@ -215,12 +245,47 @@ class ObjectPath:
             stream.write(data)
 
 
+def temp_name(final: Path | ObjectPath) -> str:
+    """The name, beside ``final``, that a write goes to before it is promoted; readers never list it."""
+    return f"{TMP_PREFIX}{final.name}.{os.getpid()}"
+
+
+def promote(tmp: Path | ObjectPath, final: Path | ObjectPath) -> None:
+    """Make a fully written ``tmp`` visible as ``final`` at once: a rename locally; on an object store (no
+    rename) a server-side copy (the final key appears whole or not at all), then the temp key is deleted."""
+    if isinstance(tmp, ObjectPath) and isinstance(final, ObjectPath):
+        final.fs.copy_file(tmp.key, final.key)
+        tmp.unlink(missing_ok=True)
+    else:
+        os.replace(tmp, final)
+
+
 def temp_key_write(final: ObjectPath, data: bytes, tmp_name: str) -> None:
     """All-or-nothing on an object store: upload under ``tmp_name`` beside ``final``, copy, delete the temp."""
     tmp = final.with_name(tmp_name)
     tmp.write_bytes(data)
-    final.fs.copy_file(tmp.key, final.key)
-    tmp.unlink(missing_ok=True)
+    promote(tmp, final)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path | ObjectPath) -> Iterator[pa.NativeFile]:
+    """A pyarrow output stream whose bytes appear at ``path`` all at once when the block ends: written under
+    a temp name beside it (fsynced locally), then promoted (``promote``). An error, or a kill, leaves only the
+    temp name, which nothing lists as output; an error also removes it."""
+    final = as_path(path)
+    tmp = final.with_name(temp_name(final))
+    if isinstance(final, Path):
+        final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open_output(tmp) as sink:
+            yield sink
+        if isinstance(tmp, Path):
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+        promote(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def open_output(path: Path | ObjectPath) -> pa.NativeFile:
@@ -238,10 +303,14 @@ def open_input(path: Path | ObjectPath) -> pa.NativeFile:
 
 
 def copy_file(src: Path | ObjectPath, dst: Path | ObjectPath) -> None:
-    """Copy one file; same store: ``shutil.copyfile`` or a server-side copy, else through memory."""
-    if isinstance(src, Path) and isinstance(dst, Path):
-        shutil.copyfile(src, dst)
-    elif isinstance(src, ObjectPath) and isinstance(dst, ObjectPath) and src.fs is dst.fs:
+    """Copy one file all-or-nothing: within one object store a server-side copy; otherwise through a temp name
+    (``atomic_output``), local files in 1 MiB blocks, object keys through memory (small side files)."""
+    if isinstance(src, ObjectPath) and isinstance(dst, ObjectPath) and src.fs is dst.fs:
         src.fs.copy_file(src.key, dst.key)
-    else:
-        dst.write_bytes(src.read_bytes())
+        return
+    with atomic_output(dst) as sink:
+        if isinstance(src, ObjectPath):
+            sink.write(src.read_bytes())
+        else:
+            with open(src, "rb") as handle:
+                shutil.copyfileobj(handle, sink, 1 << 20)

@@ -11,7 +11,7 @@ import hashlib
 import html
 import io
 import math
-import os
+import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +24,8 @@ from PIL import Image, UnidentifiedImageError
 
 from laioncele.config import ReportConfig
 from laioncele.io.schema import DATASET_IMAGES
+from laioncele.io.shards import atomic_write_bytes
+from laioncele.io.storage import ObjectPath, as_path, copy_file
 from laioncele.report import stats
 
 REPORT_DIRNAME = "report"
@@ -76,7 +78,9 @@ def _crop_filename(identity_id: str, sample_id: str) -> str:
     return f"{CROPS_DIRNAME}/{digest}.jpg"
 
 
-def select_gallery(path: Path, config: ReportConfig, n_identities: int) -> tuple[list[str], set[str]]:
+def select_gallery(
+    path: Path | ObjectPath, config: ReportConfig, n_identities: int
+) -> tuple[list[str], set[str]]:
     """Identity ids for the gallery: the least pure first, then a seeded random sample of the rest; and the
     shown ids that crossed a QA flag threshold (red in the gallery, the same flags as the table)."""
     summary = stats.least_pure_identities(path, n=None, config=config)
@@ -95,7 +99,7 @@ def select_gallery(path: Path, config: ReportConfig, n_identities: int) -> tuple
 
 
 def write_crops(
-    path: Path, identity_ids: list[str], out_dir: Path, config: ReportConfig
+    path: Path | ObjectPath, identity_ids: list[str], out_dir: Path, config: ReportConfig
 ) -> tuple[dict[str, list[Crop]], Counter[str]]:
     """Thumbnails of each identity's lowest-similarity faces (where mislabels show), written under crops/.
 
@@ -105,11 +109,11 @@ def write_crops(
     crops: dict[str, list[Crop]] = {i: [] for i in identity_ids}
     if not identity_ids:
         return crops, problems
-    shards = [str(p) for p in stats.shard_paths(stats.dataset_dir(path) / "images", DATASET_IMAGES)]
+    shards = {str(p): p for p in stats.shard_paths(stats.dataset_dir(path) / "images", DATASET_IMAGES)}
     if not shards:
         return crops, problems
     picked = (
-        pl.scan_ipc(shards, include_file_paths="_shard")
+        stats.scan_shard_files(list(shards.values()), include_file_paths="_shard")
         .select("sample_id", "identity_id", "similarity", "_shard")
         .filter(pl.col("identity_id").is_in(identity_ids))
         .sort(["identity_id", "similarity", "sample_id"])
@@ -121,7 +125,7 @@ def write_crops(
     made: list[Crop] = []
     for (shard,), keys in picked.group_by("_shard", maintain_order=True):
         rows = (
-            pl.scan_ipc(shard)
+            stats.scan_shard_files([shards[shard]])
             .select("sample_id", "identity_id", "similarity", "caption", "url", "image", "bbox")
             .join(keys.select("sample_id", "identity_id").lazy(), on=["sample_id", "identity_id"], how="semi")
             .collect()
@@ -162,7 +166,7 @@ def _save(fig: Any, out_dir: Path, name: str) -> str:
     return rel
 
 
-def write_plots(path: Path, out_dir: Path) -> dict[str, str]:
+def write_plots(path: Path | ObjectPath, out_dir: Path) -> dict[str, str]:
     """The report's PNG plots; returns {plot key: path relative to the report folder}."""
     import matplotlib
 
@@ -301,7 +305,7 @@ figure img,.missing{width:112px;height:112px;object-fit:contain;background:#f3f3
 
 
 def render_html(
-    path: Path,
+    path: Path | ObjectPath,
     plots: dict[str, str],
     gallery_html: str,
     crop_problems: Counter[str],
@@ -360,7 +364,7 @@ def _flagged_count(least_pure: pl.DataFrame) -> str:
     return f"{flagged} of the {least_pure.height} shown flagged" if flagged else "none flagged"
 
 
-def _clear(folder: Path, pattern: str) -> None:
+def _clear(folder: Path | ObjectPath, pattern: str) -> None:
     """Remove files this report wrote last time, so stale crops never linger beside the new ones."""
     if folder.is_dir():
         for file in folder.glob(pattern):
@@ -368,33 +372,44 @@ def _clear(folder: Path, pattern: str) -> None:
 
 
 def write_report(
-    run_dir: Path,
-    out_dir: Path | None = None,
+    run_dir: str | Path | ObjectPath,
+    out_dir: str | Path | ObjectPath | None = None,
     n_identities: int | None = None,
     config: ReportConfig | None = None,
-) -> Path:
+) -> Path | ObjectPath:
     """Write the QA report of the dataset under ``run_dir`` (a run or its dataset dir) and return index.html.
 
     ``out_dir`` defaults to ``<run>/report``; ``n_identities`` (default: ``config.n_identities``, 24) is the
-    size of the crop gallery."""
+    size of the crop gallery. On an object store (``s3://``) the report is rendered into a local temporary
+    folder and uploaded file by file (each all-or-nothing), ``index.html`` last."""
     config = config or ReportConfig()
-    run_dir = Path(run_dir)
+    run_dir = as_path(run_dir)
     run, _ = stats.resolve_dirs(run_dir)
     stats.dataset_dir(run_dir)  # fail early, with a clear message, when no dataset was built
-    out_dir = Path(out_dir) if out_dir is not None else run / REPORT_DIRNAME
+    target = as_path(out_dir) if out_dir is not None else run / REPORT_DIRNAME
+    n = config.n_identities if n_identities is None else n_identities
+    if isinstance(target, Path):
+        return _write_report_files(run_dir, target, n, config)
+    with tempfile.TemporaryDirectory(prefix="laioncele-report-") as local:
+        index = _write_report_files(run_dir, Path(local), n, config)
+        _clear(target / CROPS_DIRNAME, "*.jpg")
+        _clear(target / PLOTS_DIRNAME, "*.png")
+        for file in sorted(p for p in Path(local).rglob("*") if p.is_file() and p != index):
+            copy_file(file, target / file.relative_to(local).as_posix())
+        copy_file(index, target / index.name)
+    return target / index.name
+
+
+def _write_report_files(run_dir: Path | ObjectPath, out_dir: Path, n: int, config: ReportConfig) -> Path:
+    """The report's files in the local folder ``out_dir``; index.html written last, all-or-nothing."""
     out_dir.mkdir(parents=True, exist_ok=True)
     _clear(out_dir / CROPS_DIRNAME, "*.jpg")
     _clear(out_dir / PLOTS_DIRNAME, "*.png")
-
-    n = config.n_identities if n_identities is None else n_identities
     plots = write_plots(run_dir, out_dir)
     identity_ids, flagged = select_gallery(run_dir, config, n)
     crops, problems = write_crops(run_dir, identity_ids, out_dir, config)
     summary = stats.least_pure_identities(run_dir, n=None, config=config)
     page = render_html(run_dir, plots, _gallery(identity_ids, flagged, crops, summary), problems, config)
-
     index = out_dir / "index.html"
-    tmp = out_dir / f".index.html.{os.getpid()}"
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, index)
+    atomic_write_bytes(index, page.encode("utf-8"))
     return index

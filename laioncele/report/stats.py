@@ -4,7 +4,8 @@ Every table is scanned lazily (``pl.scan_ipc`` over the shards a manifest lists)
 the columns it needs, so the image bytes of ``dataset/images`` are never read for a statistic. Stage
 manifests answer the funnel questions (rows in and out, drop reasons) without touching any shard.
 
-Functions take a run directory (``output/<run>``) or its ``dataset/`` directory. Shard sizes and the manifest's
+Functions take a run directory (``output/<run>``) or its ``dataset/`` directory, local or an ``s3://`` prefix
+(read with Polars' own object-store reader at the configured endpoint: ``laioncele.io.storage``). Shard sizes and the manifest's
 schema version are checked before scanning; sha256 checksums are not (``laioncele.io.shards.read_shards`` does
 that when reading for real work).
 """
@@ -20,6 +21,7 @@ import polars as pl
 from laioncele.config import ReportConfig
 from laioncele.io.schema import DATASET_IDENTITIES, DATASET_IMAGES, SCHEMAS, schema_id
 from laioncele.io.shards import MANIFEST_NAME, ShardError, load_manifest
+from laioncele.io.storage import ObjectPath, as_path, polars_storage_options
 
 # Pipeline stages in run order; the funnel lists those present in this order, then the dataset's tables.
 STAGES = ("ingest", "ner", "names", "candidates", "download", "faces", "identities", "targets")
@@ -44,9 +46,9 @@ FUNNEL_SCHEMA = {
 # ---------------------------------------------------------------------------------------------- locating
 
 
-def resolve_dirs(path: str | Path) -> tuple[Path, Path | None]:
+def resolve_dirs(path: str | Path | ObjectPath) -> tuple[Path | ObjectPath, Path | ObjectPath | None]:
     """(run dir, dataset dir or None) for a run directory or a dataset directory."""
-    path = Path(path)
+    path = as_path(path)
     if (path / DATASET_DIRNAME).is_dir():
         return path, path / DATASET_DIRNAME
     if (path / "images" / MANIFEST_NAME).is_file() and path.name == DATASET_DIRNAME:
@@ -54,16 +56,18 @@ def resolve_dirs(path: str | Path) -> tuple[Path, Path | None]:
     return path, None
 
 
-def dataset_dir(path: str | Path) -> Path:
+def dataset_dir(path: str | Path | ObjectPath) -> Path | ObjectPath:
     _, dataset = resolve_dirs(path)
     if dataset is None:
-        raise ShardError(f"{path} holds no built dataset (expected {Path(path) / DATASET_DIRNAME}/images/)")
+        raise ShardError(
+            f"{path} holds no built dataset (expected {as_path(path) / DATASET_DIRNAME}/images/)"
+        )
     return dataset
 
 
-def shard_paths(stage_dir: str | Path, expected: Any | None = None) -> list[Path]:
+def shard_paths(stage_dir: str | Path | ObjectPath, expected: Any | None = None) -> list[Path | ObjectPath]:
     """Paths of a finished stage's shards, after checking the manifest's schema and each shard's size."""
-    stage_dir = Path(stage_dir)
+    stage_dir = as_path(stage_dir)
     manifest = load_manifest(stage_dir)
     found = (manifest["schema"]["name"], manifest["schema"]["version"])
     wanted = schema_id(expected) if expected is not None else None
@@ -82,11 +86,16 @@ def scan_stage(stage_dir: str | Path, expected: Any | None = None) -> pl.LazyFra
     """A lazy frame over every shard of a finished stage (an empty frame of the schema when it has none)."""
     paths = shard_paths(stage_dir, expected)
     if paths:
-        return pl.scan_ipc([str(p) for p in paths])
+        return scan_shard_files(paths)
     schema = expected if expected is not None else SCHEMAS.get(load_manifest(stage_dir)["schema"]["name"])
     if schema is None:
         raise ShardError(f"{stage_dir} has no shards and an unknown schema")
     return pl.from_arrow(schema.empty_table()).lazy()
+
+
+def scan_shard_files(paths: list[Path | ObjectPath], **kwargs: Any) -> pl.LazyFrame:
+    """``pl.scan_ipc`` over shard files of one store (local, or an object store at its endpoint)."""
+    return pl.scan_ipc([str(p) for p in paths], storage_options=polars_storage_options(paths[0]), **kwargs)
 
 
 def scan_images(path: str | Path) -> pl.LazyFrame:
@@ -108,7 +117,7 @@ def dataset_manifest(path: str | Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- funnel
 
 
-def _stage_row(name: str, stage_dir: Path, top: int) -> dict[str, Any]:
+def _stage_row(name: str, stage_dir: Path | ObjectPath, top: int) -> dict[str, Any]:
     if not (stage_dir / MANIFEST_NAME).is_file():
         return {"stage": name, "status": "incomplete"}
     try:
@@ -132,7 +141,7 @@ def _stage_row(name: str, stage_dir: Path, top: int) -> dict[str, Any]:
     }
 
 
-def _stage_dirs(path: str | Path) -> list[tuple[str, Path]]:
+def _stage_dirs(path: str | Path) -> list[tuple[str, Path | ObjectPath]]:
     run, dataset = resolve_dirs(path)
     found = [(name, run / name) for name in STAGES if (run / name).is_dir()]
     if dataset is not None:
