@@ -89,11 +89,80 @@ def sample_ids(urls: pa.Array | pa.ChunkedArray) -> pa.Array:
     """Stable id of a sample: the first 16 hex chars of sha256(url). Same URL -> same id on every run.
 
     Arrow has no sha256 kernel, so this is the one per-row Python loop of ingest: over raw ``bytes`` (no
-    str -> bytes encode per row), which keeps it at about a third of a microsecond per URL.
+    str -> bytes encode per row), keeping each row's first 8 digest bytes; the hex encoding is one call over
+    all of them, and the string column is built from that buffer (fixed 16-char rows) with no Python ``str``
+    per row. A null URL has a null id.
     """
     raw = pc.cast(urls, pa.binary()) if not pa.types.is_binary(urls.type) else urls
     sha256 = hashlib.sha256
-    return pa.array([None if u is None else sha256(u).hexdigest()[:16] for u in raw.to_pylist()], pa.string())
+    values = raw.to_pylist()
+    valid = np.fromiter((u is not None for u in values), dtype=bool, count=len(values))
+    digests = b"".join([sha256(u).digest()[:8] for u in values if u is not None])
+    offsets = np.zeros(len(values) + 1, dtype=np.int32)
+    np.cumsum(valid * np.int32(16), out=offsets[1:])
+    validity = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.Array.from_buffers(
+        pa.string(),
+        len(values),
+        [validity, pa.py_buffer(offsets), pa.py_buffer(digests.hex().encode())],
+        null_count=int(len(values) - valid.sum()),
+    )
+
+
+# Arrow <-> numpy for masks, lengths and indices through their buffers. ``pa.array(...)``, ``pa.scalar(...)``,
+# ``Array.to_numpy()`` and a compute call given a Python value (``pc.equal(x, 0)``) import pandas on first use
+# (pyarrow's pandas shim): 0.4-1.4 s, paid by every fresh Ray worker on its first unit, for a library ingest
+# does not use. Ingest's conversions below never touch the shim.
+
+
+def _bool_mask(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A boolean Arrow array as a numpy mask; a null counts as False."""
+    chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+    parts = []
+    for chunk in chunks:
+        n, offset = len(chunk), chunk.offset
+        validity, data = chunk.buffers()
+        mask = _unpack_bits(data, offset, n)
+        if chunk.null_count:
+            mask &= _unpack_bits(validity, offset, n)
+        parts.append(mask)
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
+
+
+def _unpack_bits(bitmap: pa.Buffer | None, offset: int, n: int) -> np.ndarray:
+    if bitmap is None or n == 0:
+        return np.zeros(n, dtype=bool)
+    bits = np.unpackbits(np.frombuffer(bitmap, np.uint8), count=offset + n, bitorder="little")
+    return bits[offset:].astype(bool)
+
+
+def _numbers(values: pa.Array | pa.ChunkedArray, dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed-width numeric column (Arrow type matching ``dtype``) as numpy values and a validity mask; a null
+    row's value is 0."""
+    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    if values.type.bit_width != np.dtype(dtype).itemsize * 8:
+        raise TypeError(f"a {values.type} column read as {np.dtype(dtype)}")
+    n = len(values)
+    if n == 0:
+        return np.zeros(0, dtype=dtype), np.zeros(0, dtype=bool)
+    validity, data = values.buffers()
+    out = np.frombuffer(data, dtype, n, values.offset * np.dtype(dtype).itemsize)
+    if not values.null_count:
+        return out, np.ones(n, dtype=bool)
+    valid = _unpack_bits(validity, values.offset, n)
+    return np.where(valid, out, 0), valid
+
+
+def _arrow_mask(mask: np.ndarray) -> pa.BooleanArray:
+    """A numpy mask as a boolean Arrow array (no nulls)."""
+    bits = np.packbits(np.asarray(mask, dtype=bool), bitorder="little")
+    return pa.Array.from_buffers(pa.bool_(), len(mask), [None, pa.py_buffer(bits)])
+
+
+def _arrow_indices(indices: np.ndarray) -> pa.Array:
+    """Row positions (numpy) as an int64 Arrow array for ``take``."""
+    data = np.ascontiguousarray(indices, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(data), [None, pa.py_buffer(data)])
 
 
 def _decode_text(column: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
@@ -110,7 +179,7 @@ def _decode_text(column: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
     except pa.ArrowInvalid:
         pass  # some row is not UTF-8: find which, then null them
     bad = invalid_utf8_rows(binary)
-    text = pc.if_else(pa.array(bad), pa.scalar(None, binary.type), binary)
+    text = pc.if_else(_arrow_mask(bad), pa.nulls(len(binary), binary.type), binary)
     return text.cast(pa.string()), bad
 
 
@@ -145,7 +214,7 @@ def invalid_utf8_rows(binary: pa.Array) -> np.ndarray:
     suspect |= continuation
     suspect[:-1] |= continuation[1:]
     if binary.null_count:
-        suspect &= binary.is_valid().to_numpy(zero_copy_only=False)
+        suspect &= _bool_mask(binary.is_valid())
     bad = np.zeros(n, dtype=bool)
     for i in np.flatnonzero(suspect).tolist():
         try:
@@ -187,11 +256,11 @@ def clean_batch(raw: pa.Table, config: IngestConfig | None = None) -> IngestResu
     caption, undecodable = _decode_text(raw.column(columns["caption"]))
     caption = pc.utf8_trim_whitespace(caption)
 
-    no_url = pc.fill_null(pc.equal(pc.utf8_length(url), 0), True).to_numpy(zero_copy_only=False)
-    empty_caption = pc.fill_null(pc.equal(pc.utf8_length(caption), 0), True).to_numpy(zero_copy_only=False)
-    too_long = pc.fill_null(pc.greater(pc.utf8_length(caption), config.max_caption_chars), False).to_numpy(
-        zero_copy_only=False
-    )
+    url_chars, has_url = _numbers(pc.utf8_length(url), np.int32)
+    caption_chars, has_caption = _numbers(pc.utf8_length(caption), np.int32)
+    no_url = ~has_url | (url_chars == 0)
+    empty_caption = ~has_caption | (caption_chars == 0)
+    too_long = has_caption & (caption_chars > config.max_caption_chars)
 
     def size_column(name: str) -> pa.Array:
         if name not in columns:
@@ -201,9 +270,11 @@ def clean_batch(raw: pa.Table, config: IngestConfig | None = None) -> IngestResu
     width, height = size_column("width"), size_column("height")
     too_small = np.zeros(n, dtype=bool)
     if config.min_width and "width" in columns:
-        too_small |= pc.fill_null(pc.less(width, config.min_width), False).to_numpy(zero_copy_only=False)
+        values, valid = _numbers(width, np.float64)
+        too_small |= valid & (values < config.min_width)
     if config.min_height and "height" in columns:
-        too_small |= pc.fill_null(pc.less(height, config.min_height), False).to_numpy(zero_copy_only=False)
+        values, valid = _numbers(height, np.float64)
+        too_small |= valid & (values < config.min_height)
 
     # Count each dropped row once, under the first reason that applies, in this order.
     keep = np.ones(n, dtype=bool)
@@ -228,7 +299,7 @@ def clean_batch(raw: pa.Table, config: IngestConfig | None = None) -> IngestResu
     }
     for name in ("similarity", "punsafe", "pwatermark", "language", "license"):
         out[name] = raw.column(columns[name]) if name in columns else None
-    table = pa.table({k: v for k, v in out.items() if v is not None}).filter(pa.array(keep))
+    table = pa.table({k: v for k, v in out.items() if v is not None}).filter(_arrow_mask(keep))
     table = table.append_column("sample_id", sample_ids(table.column("url")))
 
     # The same URL can appear several times in LAION; one sample per URL (first occurrence wins).
@@ -244,8 +315,8 @@ def drop_duplicate_ids(table: pa.Table, column: str = "sample_id") -> tuple[pa.T
     distinct = pc.unique(ids)
     if len(distinct) == len(ids):
         return table, 0
-    first = np.sort(pc.index_in(distinct, value_set=ids).to_numpy())  # each id's first occurrence
-    return table.take(pa.array(first)), len(ids) - len(distinct)
+    first, _ = _numbers(pc.index_in(distinct, value_set=ids), np.int32)  # each id's first occurrence
+    return table.take(_arrow_indices(np.sort(first))), len(ids) - len(distinct)
 
 
 # ---------------------------------------------------------------------------------------------- input units

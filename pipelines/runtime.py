@@ -35,14 +35,15 @@ def ensure_ray(config: RayConfig) -> None:
         return
     previous_sigterm = signal.getsignal(signal.SIGTERM)  # ray.init replaces it
     address = config.address or os.environ.get("RAY_ADDRESS")
-    kwargs: dict = {
-        "runtime_env": {"env_vars": WORKER_ENV},
-        "logging_level": logging.WARNING,
-        "log_to_driver": _worker_output_to_console,
-    }
+    kwargs: dict = {"logging_level": logging.WARNING, "log_to_driver": _worker_output_to_console}
     if address:
-        ray.init(address=address, **kwargs)
+        ray.init(address=address, runtime_env={"env_vars": WORKER_ENV}, **kwargs)
     else:
+        # No job runtime_env here: this process starts the local raylet, whose workers inherit this process's
+        # environment, which holds WORKER_ENV's keys (apply_offline_defaults above; a value the user exported
+        # wins, as for the driver). A job-level runtime_env would make Ray start new workers for the job's first
+        # tasks and discard the ones it prestarts during ray.init: the first stage would wait for fresh
+        # workers to start (ingest at 1M rows spent most of its Ray overhead there).
         ray.init(
             address="local",
             num_cpus=config.num_cpus,

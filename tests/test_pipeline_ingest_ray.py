@@ -13,6 +13,7 @@ import pytest
 
 from laioncele.config import load_config
 from laioncele.io.shards import UNITS_DIR, iter_shards, load_manifest, read_shards
+from laioncele.offline_env import OFFLINE_ENV
 from laioncele.synth.laion import write_laion_parquet
 from pipelines.cli import main as cli_main
 from pipelines.runner import run_stage
@@ -126,3 +127,19 @@ def test_ingest_runs_as_tasks_on_the_started_workers_with_the_local_bytes(
         if actor_id not in before
     ]
     assert not [name for name in started if "IngestTask" in name], started
+
+
+@pytest.mark.ray
+def test_local_ray_has_no_job_runtime_env_and_workers_inherit_the_offline_env(ray_local) -> None:
+    """A local instance gets no job-level runtime_env (with one, Ray discards the workers it prestarted during
+    ``ray.init`` and starts new ones for the first tasks): its workers get the offline defaults by inheriting
+    the driver's environment, through the raylet this process started."""
+    if os.environ.get("RAY_ADDRESS"):
+        pytest.skip("connected to an existing cluster: the runtime_env carries the variables there")
+    assert not ray_local.get_runtime_context().runtime_env
+
+    @ray_local.remote(num_cpus=1)
+    def worker_env() -> dict[str, str | None]:
+        return {key: os.environ.get(key) for key in OFFLINE_ENV}
+
+    assert ray_local.get(worker_env.remote()) == {key: os.environ[key] for key in OFFLINE_ENV}
