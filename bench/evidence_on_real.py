@@ -109,29 +109,16 @@ def generator_person_context(rows: int = 20_000, seed: int = 0) -> dict[str, Any
 
     import pyarrow.parquet as pq  # noqa: PLC0415
 
-    from laioncele.laion_synth_corpus import write_corpus  # noqa: PLC0415
+    from laioncele.laion_synth_corpus import mention_context_share, write_corpus  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory(prefix="evidence_gen_") as tmp:
         truth = write_corpus(tmp, rows, seed)
         shards = sorted(Path(tmp).glob("*.parquet"))
         texts = [t for f in shards for t in pq.read_table(f, columns=["TEXT"]).column("TEXT").to_pylist()]
-    mention_rows, mention_pairs = [], []
-    for p in truth["identities"]:
-        pairs = _name_pairs(p["name"])
-        mention_rows += p["rows"]
-        mention_pairs += [pairs] * len(p["rows"])
-    occ = _occurrences([texts[r] for r in mention_rows])
-    in_context: dict[int, bool] = {}
-    for o in occ:
-        i = int(o["sample_id"])
-        if o["name_key"] in mention_pairs[i]:
-            in_context[i] = in_context.get(i, False) or o["person_context"]
     return {
         "rows": rows,
-        "mentions": len(mention_rows),
-        "mentions_the_rule_can_pair": len(in_context),
-        "in_person_context": sum(in_context.values()),
-        "in_person_context_share": _share(sum(in_context.values()), len(in_context)),
+        "person_context_share_configured": truth["person_context_share"],
+        **mention_context_share(texts, truth["identities"]),
     }
 
 
@@ -140,7 +127,7 @@ def evidence_on_real() -> dict[str, Any]:
     import pyarrow.parquet as pq  # noqa: PLC0415
 
     from laioncele.config import load_config  # noqa: PLC0415
-    from laioncele.names_evidence import frequent_pairs  # noqa: PLC0415
+    from laioncele.names_evidence import evidence_settings, frequent_pairs  # noqa: PLC0415
 
     names_cfg = load_config(None).names
     labelled: list[dict[str, Any]] = []
@@ -246,6 +233,7 @@ def evidence_on_real() -> dict[str, Any]:
             floor,
             names_cfg.corpus_pair_min_person_share,
             names_cfg.corpus_pair_min_capitalised_share,
+            **evidence_settings(names_cfg)[0],
         ).to_pylist()
         pairs = sorted(admitted, key=lambda a: (-a["n_samples"], a["name_key"]))
         listed = [
@@ -289,6 +277,7 @@ def evidence_on_real() -> dict[str, Any]:
             "min_samples": names_cfg.corpus_pair_min_samples,
             "min_person_share": names_cfg.corpus_pair_min_person_share,
             "min_capitalised_share": names_cfg.corpus_pair_min_capitalised_share,
+            **evidence_settings(names_cfg)[0],
         },
     }
 

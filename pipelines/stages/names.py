@@ -24,6 +24,7 @@ from laioncele.config import Config
 from laioncele.names import KnownNameMatcher, NameExtractor, name_key, within
 from laioncele.names_evidence import (
     ambiguous_initialled,
+    evidence_settings,
     initialled_aliases,
     middle_initial_aliases,
     names_by_evidence,
@@ -161,6 +162,18 @@ def _corpus_pairs(
     )
     if not stats.num_rows:
         return [], {}
+    admit, reject = evidence_settings(names)
+    rejected = (
+        not_people(
+            stats,
+            names.not_person_min_samples,
+            names.not_person_max_person_share,
+            names.not_person_min_quoted_share,
+            **reject,
+        )
+        if names.not_person_min_samples
+        else {}
+    )
     found: list[tuple[str, str, int]] = []
     if names.corpus_pair_min_samples:
         table = names_by_evidence(
@@ -168,20 +181,12 @@ def _corpus_pairs(
             names.corpus_pair_min_samples,
             names.corpus_pair_min_person_share,
             names.corpus_pair_min_capitalised_share,
+            **admit,
+            rejected=rejected,
         )
         found = list(
             zip(*(table.column(c).to_pylist() for c in ("name_key", "display", "n_samples")), strict=True)
         )
-    rejected = (
-        not_people(
-            stats,
-            names.not_person_min_samples,
-            names.not_person_max_person_share,
-            names.not_person_min_quoted_share,
-        )
-        if names.not_person_min_samples
-        else {}
-    )
     return found, rejected
 
 
