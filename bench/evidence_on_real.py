@@ -55,6 +55,7 @@ HAND_LABELS = {
         "not_a_person",
     ),
 }
+NER_EXAMPLES = 3  # captions per nominated pair NER reads, when names.corpus_pair_ner_examples is 0 (off)
 REPEATS = 5  # the fixture repeated this many times: how the bench's generated corpus reuses it
 
 
@@ -127,7 +128,13 @@ def evidence_on_real() -> dict[str, Any]:
     import pyarrow.parquet as pq  # noqa: PLC0415
 
     from laioncele.config import load_config  # noqa: PLC0415
-    from laioncele.names_evidence import evidence_settings, frequent_pairs  # noqa: PLC0415
+    from laioncele.names import ner_confirmed  # noqa: PLC0415
+    from laioncele.names_evidence import (  # noqa: PLC0415
+        evidence_settings,
+        frequent_pairs,
+        nominated,
+        pair_stats,
+    )
 
     names_cfg = load_config(None).names
     labelled: list[dict[str, Any]] = []
@@ -223,6 +230,7 @@ def evidence_on_real() -> dict[str, Any]:
         for k in range(REPEATS)
     )
     admitted_sets = {}
+    ner_examples = names_cfg.corpus_pair_ner_examples or NER_EXAMPLES
     for label_, table, floor in (
         ("fixture", fixture_occ, names_cfg.corpus_pair_min_samples),
         ("fixture_floor_2", fixture_occ, 2),
@@ -250,6 +258,29 @@ def evidence_on_real() -> dict[str, Any]:
             "admitted": len(listed),
             "labels": dict(Counter(a["label"] for a in listed)),
             "pairs": listed,
+        }
+        # NER confirmation (names.ner_confirmed) of the other frequent, consistently capitalised pairs
+        stats = pair_stats(table, floor, examples=ner_examples)
+        asked = nominated(
+            stats, floor, names_cfg.corpus_pair_min_capitalised_share, {a["name_key"] for a in admitted}
+        )
+        first = {k: int(ids[0].split("#")[0]) for k, (_, ids) in asked.items()}
+        confirmed = ner_confirmed(
+            {k: (d, [fixture[int(i.split("#")[0])] for i in ids]) for k, (d, ids) in asked.items()},
+            names_cfg,
+            names_cfg.corpus_pair_ner_min_share,
+        )
+        for k in confirmed:
+            example.setdefault(k, first[k])
+        labelled_confirmed = [
+            {"pair": asked[k][0], "label": label(k), "example": fixture[first[k]][:120]} for k in confirmed
+        ]
+        admitted_sets[label_]["ner_confirmation"] = {
+            "examples_per_pair": ner_examples,
+            "nominated": len(asked),
+            "confirmed": len(confirmed),
+            "labels": dict(Counter(c["label"] for c in labelled_confirmed)),
+            "pairs": labelled_confirmed,
         }
     return {
         "labelled_captions": len(labelled),

@@ -154,6 +154,13 @@ class NamesConfig(Section):
     corpus_pair_background_rate: float = Field(0.006, gt=0, lt=1)
     corpus_pair_min_llr: float = 0.0
     corpus_pair_min_capitalised_share: float = Field(0.8, ge=0, le=1)
+    # NER confirmation (names.ner_confirmed): a pair in corpus_pair_min_samples samples or more, capitalised as
+    # above, that the count test does not admit and that is no known name nor no person, is read by spaCy NER in
+    # corpus_pair_ner_examples of its capitalised, mixed-case captions (0: off); NER tagging it as (part of) a
+    # PERSON in corpus_pair_ner_min_share of them admits it. At real person-context rates most people with 5-19
+    # mentions are never in a person context at all; NER reads their names in context whatever the lists know.
+    corpus_pair_ner_examples: int = Field(0, ge=0)
+    corpus_pair_ner_min_share: float = Field(0.6, ge=0, le=1)
     # The other forms that count as a pair's occurrences (names_evidence.PAIR_FORMS): "Muller, Anna",
     # "Anna K. Muller", "#AnnaMuller". A person written 5 times in 5 forms is still a 5-sample pair.
     corpus_pair_forms: list[str] = Field(default_factory=lambda: ["inverted", "middle_initial", "hashtag"])

@@ -453,6 +453,32 @@ def middle_initial_span(text: str, span: tuple[int, int]) -> tuple[int, int]:
     return before.start(1), end
 
 
+def ner_confirmed(
+    pairs: dict[str, tuple[str, list[str]]], config: NamesConfig, min_share: float, nlp: Any = None
+) -> list[str]:
+    """The pairs (key -> (display, example captions)) that spaCy NER tags as a person, inside a PERSON span, in
+    ``min_share`` of their example captions or more (and in one at least): the corpus nominates frequent,
+    consistently capitalised pairs whatever the given-name lists say, and NER, reading them in context, judges
+    whether they are people ("Norenbe Ginoso in Paris": yes; "Mount Fuji at dawn", "Razer Ornata keyboard": no).
+    The lists play no part."""
+    if not pairs:
+        return []
+    nlp = nlp if nlp is not None else load_ner(config.spacy_model, config.ner_matmul)
+    owners, texts = [], []
+    for key, (display, captions) in pairs.items():
+        for caption in captions:
+            owners.append((key, fold(display).split()))
+            texts.append(recased(clean_caption(caption)))
+    hits: Counter[str] = Counter()
+    seen: Counter[str] = Counter()
+    with nlp.memory_zone(), blas_threads(config.ner_blas_threads):
+        for (key, words), doc in zip(owners, nlp.pipe(texts, batch_size=config.batch_size), strict=True):
+            seen[key] += 1
+            if any(e.label_ == "PERSON" and all(w in fold(e.text).split() for w in words) for e in doc.ents):
+                hits[key] += 1
+    return sorted(k for k, n in seen.items() if hits[k] >= max(1.0, min_share * n))
+
+
 def recased(text: str) -> str:
     """A cleaned caption as the name rules read it: all-capitals title-cased, all-lower names capitalised."""
     return recase_lower(recase_upper(text))

@@ -213,13 +213,18 @@ PAIR_STATS = pa.schema(
         ("n_cased", pa.int64()),  # samples whose caption mixes cases
         ("n_capitalised", pa.int64()),  # of those, the ones that capitalise it
         ("n_quoted", pa.int64()),
+        (
+            "examples",
+            pa.list_(pa.string()),
+        ),  # sample ids of up to ``examples`` capitalised, mixed-case writings
     ]
 )
 
 
-def pair_stats(occurrences: pa.Table, min_samples: int) -> pa.Table:
+def pair_stats(occurrences: pa.Table, min_samples: int, examples: int = 0) -> pa.Table:
     """Per ``name_key`` (one group or several) in ``min_samples`` samples or more: how often the corpus writes
-    it in a person context, capitalised, quoted (``PAIR_STATS``)."""
+    it in a person context, capitalised, quoted, and the smallest ``examples`` sample ids that write it
+    capitalised in a mixed-case caption (``PAIR_STATS``; for ``ner_confirmed``)."""
     out: dict[str, list] = {name: [] for name in PAIR_STATS.names}
     columns = {name: occurrences.column(name).to_pylist() for name in OCCURRENCES.names}
     groups: dict[str, list[int]] = {}
@@ -240,6 +245,8 @@ def pair_stats(occurrences: pa.Table, min_samples: int) -> pa.Table:
         out["n_cased"].append(len(cased))
         out["n_capitalised"].append(sum(columns["capitalised"][i] for i in cased))
         out["n_quoted"].append(sum(columns["quoted"][i] for i in rows))
+        capitalised = sorted({columns["sample_id"][i] for i in cased if columns["capitalised"][i]})
+        out["examples"].append(capitalised[:examples])
     return pa.table(out, schema=PAIR_STATS)
 
 
@@ -297,6 +304,27 @@ def names_by_evidence(
             "n_samples": pa.array([r["n_samples"] for r in rows], pa.int64()),
         }
     )
+
+
+def nominated(
+    stats: pa.Table,
+    min_samples: int,
+    min_capitalised_share: float,
+    skip: Iterable[str] = (),
+) -> dict[str, tuple[str, list[str]]]:
+    """Pairs frequent and consistently capitalised enough to ask NER about (``ner_confirmed``): in
+    ``min_samples`` samples or more, capitalised in ``min_capitalised_share`` of the mixed-case captions that
+    write them, none of ``skip`` (known already, admitted, or no person): key -> (display, example sample ids)."""
+    skip = frozenset(skip)
+    return {
+        r["name_key"]: (r["display"], list(r["examples"]))
+        for r in stats.to_pylist()
+        if r["n_samples"] >= min_samples
+        and r["n_cased"]
+        and r["n_capitalised"] >= min_capitalised_share * r["n_cased"]
+        and r["examples"]
+        and r["name_key"] not in skip
+    }
 
 
 def frequent_pairs(

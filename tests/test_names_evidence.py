@@ -3,6 +3,7 @@ whether or not a list knows its given name."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -10,13 +11,14 @@ import pytest
 from names_fixture import names_table_of
 
 from laioncele.config import load_config
-from laioncele.names import NameExtractor, middle_initial_span
+from laioncele.names import NameExtractor, middle_initial_span, ner_confirmed
 from laioncele.names_evidence import (
     context_llr,
     evidence_settings,
     frequent_pairs,
     initialled_aliases,
     names_by_evidence,
+    nominated,
     not_people,
     pair_occurrences,
     pair_stats,
@@ -143,3 +145,45 @@ def test_a_middle_initial_is_no_given_name() -> None:
     assert gated[0] == ["Norenbe M. Ginoso"]
     assert middle_initial_span("Actress J. Doe poses", (8, 14)) == (8, 14)  # a title word stays out
     assert middle_initial_span("Temba K. Muller", (6, 15)) == (0, 15)
+
+
+PLAIN = [  # an unlisted person written 5 times with no person word next to the name, as real LAION mostly does
+    "Kazuvi Renbeley in Lagos, 2011",
+    "Kazuvi Renbeley T-Shirt Men's",
+    "Kazuvi Renbeley Photo Mug",
+    "Kazuvi Renbeley at the Met Gala in Paris",
+    "Kazuvi Renbeley - Cannes Film Festival 2014",
+]
+PLACE = ["Mount Fuji at dawn, Japan", "Sunset over Mount Fuji", "Mount Fuji Poster Print A4"] * 2
+
+
+def test_ner_confirms_frequent_capitalised_pairs_that_are_people() -> None:
+    assert "kazuvi" not in given_names()
+    stats = pair_stats(pair_occurrences(_table(PLAIN + PLACE)), 3, examples=3)
+    asked = nominated(stats, 3, 0.8)
+    assert asked == {
+        "kazuvi renbeley": ("Kazuvi Renbeley", ["s0", "s1", "s2"]),
+        "mount fuji": ("Mount Fuji", ["s10", "s5", "s6"]),  # the smallest ids as strings
+    }
+    assert nominated(stats, 3, 0.8, skip={"mount fuji"}).keys() == {"kazuvi renbeley"}
+    captions = PLAIN + PLACE
+    pairs = {k: (d, [captions[int(i[1:])] for i in ids]) for k, (d, ids) in asked.items()}
+    # NER reads "Kazuvi Renbeley" as a PERSON in its captions, "Mount Fuji" as a place
+    assert ner_confirmed(pairs, load_config(None).names, 0.6) == ["kazuvi renbeley"]
+
+
+def test_second_pass_admits_the_unlisted_person_ner_confirms(tmp_path: Path) -> None:
+    captions = PLAIN + PLACE + ["A quiet street in Lagos"] * 3
+    tables = {
+        n: names_table_of(captions, tmp_path / f"out{n}", f"names.corpus_pair_ner_examples={n}")
+        for n in (0, 3)
+    }
+    assert "kazuvi renbeley" not in tables[0]  # never in a person context: the count test cannot admit it
+    assert tables[3]["kazuvi renbeley"]["n_candidates"] == 5
+    assert "mount fuji" not in tables[3]
+    counts = json.loads((tmp_path / "out3" / "run" / "names" / "corpus_evidence.json").read_text())
+    assert counts["admitted_by_ner"] == 1 and counts["asked_ner"] >= 2  # "Mount Fuji" was asked, and refused
+    assert (
+        json.loads((tmp_path / "out0" / "run" / "names" / "corpus_evidence.json").read_text())["asked_ner"]
+        == 0
+    )
