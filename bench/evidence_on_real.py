@@ -30,6 +30,9 @@ LABELLED = ("labelled", "training", "holdout")
 # that fired: only one is a person.
 HAND_LABELS = {
     "jahlil okafor": "real_person",  # "Jahlil Okafor poses with Commissioner Adam Silver" (NBA player)
+    "rahm emanuel": "real_person",  # NER-confirmed (2026-12-04): "Mayor Rahm Emanuel said ..."
+    "batman arkham": "not_a_person",  # NER-confirmed: "Batman Arkham 2019 Reveal TEASED!" (a game)
+    "burj khalifa": "not_a_person",  # NER-confirmed: "Burj Khalifa (Ticket only) Photos" (a building)
     **dict.fromkeys(
         [
             "cascade pacific",  # "Image of Cascade Pacific Chunky 34 Pewter" (yarn)
@@ -56,6 +59,7 @@ HAND_LABELS = {
     ),
 }
 NER_EXAMPLES = 3  # captions per nominated pair NER reads, when names.corpus_pair_ner_examples is 0 (off)
+LISTED = 100  # pairs listed per set (the labels count them all)
 REPEATS = 5  # the fixture repeated this many times: how the bench's generated corpus reuses it
 
 
@@ -130,6 +134,7 @@ def evidence_on_real() -> dict[str, Any]:
     from laioncele.config import load_config  # noqa: PLC0415
     from laioncele.names import ner_confirmed  # noqa: PLC0415
     from laioncele.names_evidence import (  # noqa: PLC0415
+        NER_EXAMPLE_POOL,
         evidence_settings,
         frequent_pairs,
         nominated,
@@ -257,10 +262,10 @@ def evidence_on_real() -> dict[str, Any]:
         admitted_sets[label_] = {
             "admitted": len(listed),
             "labels": dict(Counter(a["label"] for a in listed)),
-            "pairs": listed,
+            "pairs": listed[:LISTED],
         }
         # NER confirmation (names.ner_confirmed) of the other frequent, consistently capitalised pairs
-        stats = pair_stats(table, floor, examples=ner_examples)
+        stats = pair_stats(table, floor, examples=NER_EXAMPLE_POOL * ner_examples)
         asked = nominated(
             stats, floor, names_cfg.corpus_pair_min_capitalised_share, {a["name_key"] for a in admitted}
         )
@@ -269,6 +274,7 @@ def evidence_on_real() -> dict[str, Any]:
             {k: (d, [fixture[int(i.split("#")[0])] for i in ids]) for k, (d, ids) in asked.items()},
             names_cfg,
             names_cfg.corpus_pair_ner_min_share,
+            examples=ner_examples,
         )
         for k in confirmed:
             example.setdefault(k, first[k])
@@ -280,7 +286,7 @@ def evidence_on_real() -> dict[str, Any]:
             "nominated": len(asked),
             "confirmed": len(confirmed),
             "labels": dict(Counter(c["label"] for c in labelled_confirmed)),
-            "pairs": labelled_confirmed,
+            "pairs": labelled_confirmed[:LISTED],
         }
     return {
         "labelled_captions": len(labelled),

@@ -453,30 +453,50 @@ def middle_initial_span(text: str, span: tuple[int, int]) -> tuple[int, int]:
     return before.start(1), end
 
 
+NER_MIN_HITS = 2  # distinct captions NER must tag a nominated pair in: one caption, however often repeated,
+# is one reading ("Zorvina Quellab Women's Leather Handbag" written 8 times is a brand NER took for a person once)
+
+
 def ner_confirmed(
-    pairs: dict[str, tuple[str, list[str]]], config: NamesConfig, min_share: float, nlp: Any = None
+    pairs: dict[str, tuple[str, list[str]]],
+    config: NamesConfig,
+    min_share: float,
+    nlp: Any = None,
+    examples: int | None = None,
 ) -> list[str]:
-    """The pairs (key -> (display, example captions)) that spaCy NER tags as a person, inside a PERSON span, in
-    ``min_share`` of their example captions or more (and in one at least): the corpus nominates frequent,
-    consistently capitalised pairs whatever the given-name lists say, and NER, reading them in context, judges
-    whether they are people ("Norenbe Ginoso in Paris": yes; "Mount Fuji at dawn", "Razer Ornata keyboard": no).
-    The lists play no part."""
+    """The pairs (key -> (display, example captions)) that spaCy NER tags as a person - a PERSON span that opens
+    on the pair - in ``min_share`` of their first ``examples`` (``names.corpus_pair_ner_examples``) distinct
+    example captions and in ``NER_MIN_HITS`` at least: the corpus nominates frequent, consistently capitalised
+    pairs whatever the given-name lists say, and NER, reading them in context, judges whether they are people
+    ("Kazuvi Renbeley in Lagos": yes; "Mount Fuji at dawn", "Razer Ornata keyboard": no). The lists play no
+    part."""
     if not pairs:
         return []
+    limit = config.corpus_pair_ner_examples if examples is None else examples
     nlp = nlp if nlp is not None else load_ner(config.spacy_model, config.ner_matmul)
     owners, texts = [], []
     for key, (display, captions) in pairs.items():
-        for caption in captions:
-            owners.append((key, fold(display).split()))
-            texts.append(recased(clean_caption(caption)))
+        distinct = list(dict.fromkeys(recased(clean_caption(c)) for c in captions))[:limit]
+        owners += [(key, fold(display).split())] * len(distinct)
+        texts += distinct
     hits: Counter[str] = Counter()
     seen: Counter[str] = Counter()
     with nlp.memory_zone(), blas_threads(config.ner_blas_threads):
         for (key, words), doc in zip(owners, nlp.pipe(texts, batch_size=config.batch_size), strict=True):
             seen[key] += 1
-            if any(e.label_ == "PERSON" and all(w in fold(e.text).split() for w in words) for e in doc.ents):
+            if any(e.label_ == "PERSON" and _opens(fold(e.text).split(), words) for e in doc.ents):
                 hits[key] += 1
-    return sorted(k for k, n in seen.items() if hits[k] >= max(1.0, min_share * n))
+    return sorted(k for k, n in seen.items() if hits[k] >= max(NER_MIN_HITS, min_share * n))
+
+
+def _opens(span_words: list[str], pair: list[str]) -> bool:
+    """Whether a PERSON span's words open on the pair ("kazuvi renbeley - cannes film"), a middle initial
+    between its words allowed ("kazuvi t renbeley"); a pair inside a longer span ("lauren nguyen eau": "nguyen
+    eau") is no person's name."""
+    words = [w.strip(".,") for w in span_words]
+    if len(words) > 2 and len(words[1]) == 1:
+        words = [words[0], *words[2:]]
+    return words[: len(pair)] == pair
 
 
 def recased(text: str) -> str:

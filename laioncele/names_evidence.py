@@ -253,10 +253,10 @@ def pair_stats(occurrences: pa.Table, min_samples: int, examples: int = 0) -> pa
 def context_llr(n_person: int, n_samples: int, person_rate: float, background_rate: float) -> float:
     """How much better a person's rate of person contexts explains a pair than the rate of other pairs: the
     log likelihood ratio of ``n_person`` person-context samples out of ``n_samples`` under a binomial with
-    ``person_rate`` (real people's mentions: 0.06 on real labelled LAION captions, bench/evidence_on_real.py)
-    against one with ``background_rate`` (other name-shaped pairs: 0.0085). Each person-context sample adds
-    ln(0.06 / 0.0085) = 1.95, each other sample takes ln(0.94 / 0.9915) = -0.053 off, so one context in up to
-    37 samples, two in up to 74, ... is positive."""
+    ``person_rate`` (real people's mentions: 0.047-0.058 on real labelled LAION captions,
+    bench/evidence_on_real.py) against one with ``background_rate`` (other name-shaped pairs: 0.0061). With
+    0.05 and 0.006 each person-context sample adds ln(0.05 / 0.006) = 2.12, each other sample takes
+    ln(0.95 / 0.994) = -0.045 off, so one context in up to 46 samples, two in up to 93, ... is positive."""
     if not (0 < background_rate < 1 and 0 < person_rate < 1):
         raise ValueError(f"rates must lie in (0, 1), got person {person_rate}, background {background_rate}")
     return n_person * math.log(person_rate / background_rate) + (n_samples - n_person) * math.log(
@@ -304,6 +304,11 @@ def names_by_evidence(
             "n_samples": pa.array([r["n_samples"] for r in rows], pa.int64()),
         }
     )
+
+
+NER_EXAMPLE_POOL = (
+    3  # sample ids ``pair_stats`` keeps per NER example wanted: repeated captions are read once
+)
 
 
 def nominated(
@@ -368,8 +373,8 @@ def not_people(
     person context in under ``max_person_share`` of them ("Lauren Nguyen Women's Leather Handbag", "John
     Armchair in Grey Velvet": a brand or a product written hundreds of times, never "attends" or "portrait
     of"), or with ``context_llr`` <= ``max_llr`` (the rates given: so few person contexts in so many samples
-    that the rate of other pairs explains them ``exp(-max_llr)`` times better than a person's: with 0.06
-    against 0.0085 and -7, none in 132 samples or more, one in 169 or more), or quoted in ``min_quoted_share``
+    that the rate of other pairs explains them ``exp(-max_llr)`` times better than a person's: with 0.05
+    against 0.006 and -4, none in 89 samples or more, one in 136 or more), or quoted in ``min_quoted_share``
     of them ("Rose 'Yvonne Young'": a cultivar)."""
     by_llr = person_rate is not None and background_rate is not None and max_llr is not None
     out = {}

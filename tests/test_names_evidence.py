@@ -105,7 +105,7 @@ def test_person_context_count_test_hand_computed() -> None:
     # and every other sample ln(0.95/0.994) = -0.045274
     assert context_llr(1, 40, 0.05, 0.006) == pytest.approx(2.1203 - 39 * 0.045274, abs=1e-3)  # 0.355
     assert context_llr(1, 48, 0.05, 0.006) == pytest.approx(0.0, abs=0.02)  # -0.008: just under
-    assert context_llr(0, 155, 0.05, 0.006) == pytest.approx(-7.018, abs=1e-3)
+    assert context_llr(0, 89, 0.05, 0.006) == pytest.approx(-4.029, abs=1e-3)
     with pytest.raises(ValueError, match="rates"):
         context_llr(1, 4, 0.05, 0.0)
     captions = (
@@ -113,9 +113,9 @@ def test_person_context_count_test_hand_computed() -> None:
         + _counted("Derrik Anbesso", 50, 1)  # 1 in 50: -0.10, not
         + _counted("Tamsu Okorafor", 100, 3)  # 3 in 100: 6.361 - 4.392 = +1.97, admitted
         + _counted("Ilvane Grospic", 3, 0)  # never in a context: not
-        + _counted("Rennal Copdorf", 160, 0)  # 160 samples, no context: -7.24, no person
-        + _counted("Ostrid Malvane", 150, 0)  # 150: -6.79, not yet
-        + _counted("Sevrin Holtaker", 200, 1)  # 200, one context: 2.12 - 9.01 = -6.89: not yet
+        + _counted("Rennal Copdorf", 90, 0)  # 90 samples, no context: -4.07 <= -4, no person
+        + _counted("Ostrid Malvane", 85, 0)  # 85: -3.85, not yet
+        + _counted("Sevrin Holtaker", 130, 1)  # 130, one context: 2.12 - 5.84 = -3.72: not yet
     )
     names = load_config(None).names
     admit, reject = evidence_settings(names)

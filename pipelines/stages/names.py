@@ -24,6 +24,7 @@ from laioncele import name_index, schema
 from laioncele.config import Config
 from laioncele.names import KnownNameMatcher, NameExtractor, name_key, ner_confirmed, within
 from laioncele.names_evidence import (
+    NER_EXAMPLE_POOL,
     ambiguous_initialled,
     evidence_settings,
     initialled_aliases,
@@ -164,7 +165,9 @@ def _corpus_pairs(
         ["sample_id", "caption"],
         occurrences,
         "name_key",
-        partial(pair_stats, min_samples=min(floors), examples=names.corpus_pair_ner_examples),
+        partial(
+            pair_stats, min_samples=min(floors), examples=NER_EXAMPLE_POOL * names.corpus_pair_ner_examples
+        ),
     )
     if not stats.num_rows:
         return [], {}, 0
