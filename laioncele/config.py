@@ -133,21 +133,19 @@ class NamesConfig(Section):
     # across LAION; the identity stage drops a phrase that is no person (its images share no face).
     gated_min_count: int = Field(50, ge=0)
     # Corpus evidence (names_evidence.py): a two-word, name-shaped pair in at least this many samples (0: off),
-    # in a person context in corpus_pair_min_person_share of them, capitalised in corpus_pair_min_capitalised_share
-    # of the mixed-case captions that write it, joins the known names whatever the given-name lists say. On the
-    # known-truth bench (bench/names_identity_bench.py, docs/names_identity.md) it lifts identity recall for people
-    # no list knows from 0 to 0.56 (5-19 mentions) and 1.0 (20+) at 100k rows, with no added false name.
-    # 3, not 5: the candidates' floor (min_candidates, after the second pass has found every form) decides; the
-    # evidence only has to make the name known. 5 -> 3 lifts unlisted recall (5-19 mentions) 0.84 -> 0.91 at 100k
-    # rows, with one more background candidate and no false one (docs/names_identity.md).
+    # capitalised in corpus_pair_min_capitalised_share of the mixed-case captions that write it, shown as a person
+    # by the person-context count test or by NER confirmation (below), joins the known names whatever the
+    # given-name lists say (docs/names_identity.md, "Realistic person contexts"). 3, not 5: the candidates' floor
+    # (min_candidates, after the second pass has found every form) decides; the evidence only makes a name known.
     corpus_pair_min_samples: int = Field(3, ge=0)
     # The person-context test (names_evidence.context_llr; docs/names_identity.md): real people are written in a
     # person context in ~5% of their LAION mentions (corpus_pair_person_rate; 4.7%, 5.8% leaving out "by X"),
     # other name-shaped pairs in 0.6% (corpus_pair_background_rate; both measured on blind-labelled real
     # captions, bench/evidence_on_real.py). A pair is admitted when it is in a person context
     # corpus_pair_min_person times or more and the log likelihood ratio of its count under the two rates is
-    # >= corpus_pair_min_llr (0: one context in up to 46 samples, two in up to 93). corpus_pair_min_person_share: the former share floor (0.2 when the bench's corpus wrote
-    # people in a person context 62% of the time; 0: off), kept as an option.
+    # >= corpus_pair_min_llr (0: one context in up to 46 samples, two in up to 93). corpus_pair_min_person_share:
+    # the former share floor (0.2 when the bench's corpus wrote people in a person context 62% of the time; 0:
+    # off), kept as an option.
     corpus_pair_min_person_share: float = Field(0.0, ge=0, le=1)
     corpus_pair_min_person: int = Field(1, ge=0)
     corpus_pair_person_rate: float = Field(0.05, gt=0, lt=1)
