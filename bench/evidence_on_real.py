@@ -30,6 +30,9 @@ LABELLED = ("labelled", "training", "holdout")
 # that fired: only one is a person.
 HAND_LABELS = {
     "jahlil okafor": "real_person",  # "Jahlil Okafor poses with Commissioner Adam Silver" (NBA player)
+    "rahm emanuel": "real_person",  # NER-confirmed (2026-12-04): "Mayor Rahm Emanuel said ..."
+    "batman arkham": "not_a_person",  # NER-confirmed: "Batman Arkham 2019 Reveal TEASED!" (a game)
+    "burj khalifa": "not_a_person",  # NER-confirmed: "Burj Khalifa (Ticket only) Photos" (a building)
     **dict.fromkeys(
         [
             "cascade pacific",  # "Image of Cascade Pacific Chunky 34 Pewter" (yarn)
@@ -55,6 +58,8 @@ HAND_LABELS = {
         "not_a_person",
     ),
 }
+NER_EXAMPLES = 3  # captions per nominated pair NER reads, when names.corpus_pair_ner_examples is 0 (off)
+LISTED = 100  # pairs listed per set (the labels count them all)
 REPEATS = 5  # the fixture repeated this many times: how the bench's generated corpus reuses it
 
 
@@ -109,29 +114,16 @@ def generator_person_context(rows: int = 20_000, seed: int = 0) -> dict[str, Any
 
     import pyarrow.parquet as pq  # noqa: PLC0415
 
-    from laioncele.synth.corpus import write_corpus  # noqa: PLC0415
+    from laioncele.synth.corpus import mention_context_share, write_corpus  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory(prefix="evidence_gen_") as tmp:
         truth = write_corpus(tmp, rows, seed)
         shards = sorted(Path(tmp).glob("*.parquet"))
         texts = [t for f in shards for t in pq.read_table(f, columns=["TEXT"]).column("TEXT").to_pylist()]
-    mention_rows, mention_pairs = [], []
-    for p in truth["identities"]:
-        pairs = _name_pairs(p["name"])
-        mention_rows += p["rows"]
-        mention_pairs += [pairs] * len(p["rows"])
-    occ = _occurrences([texts[r] for r in mention_rows])
-    in_context: dict[int, bool] = {}
-    for o in occ:
-        i = int(o["sample_id"])
-        if o["name_key"] in mention_pairs[i]:
-            in_context[i] = in_context.get(i, False) or o["person_context"]
     return {
         "rows": rows,
-        "mentions": len(mention_rows),
-        "mentions_the_rule_can_pair": len(in_context),
-        "in_person_context": sum(in_context.values()),
-        "in_person_context_share": _share(sum(in_context.values()), len(in_context)),
+        "person_context_share_configured": truth["person_context_share"],
+        **mention_context_share(texts, truth["identities"]),
     }
 
 
@@ -140,7 +132,14 @@ def evidence_on_real() -> dict[str, Any]:
     import pyarrow.parquet as pq  # noqa: PLC0415
 
     from laioncele.config import load_config  # noqa: PLC0415
-    from laioncele.names.evidence import frequent_pairs  # noqa: PLC0415
+    from laioncele.names.evidence import (  # noqa: PLC0415
+        NER_EXAMPLE_POOL,
+        evidence_settings,
+        frequent_pairs,
+        nominated,
+        pair_stats,
+    )
+    from laioncele.names.extract import ner_confirmed  # noqa: PLC0415
 
     names_cfg = load_config(None).names
     labelled: list[dict[str, Any]] = []
@@ -236,6 +235,7 @@ def evidence_on_real() -> dict[str, Any]:
         for k in range(REPEATS)
     )
     admitted_sets = {}
+    ner_examples = names_cfg.corpus_pair_ner_examples or NER_EXAMPLES
     for label_, table, floor in (
         ("fixture", fixture_occ, names_cfg.corpus_pair_min_samples),
         ("fixture_floor_2", fixture_occ, 2),
@@ -246,6 +246,7 @@ def evidence_on_real() -> dict[str, Any]:
             floor,
             names_cfg.corpus_pair_min_person_share,
             names_cfg.corpus_pair_min_capitalised_share,
+            **evidence_settings(names_cfg)[0],
         ).to_pylist()
         pairs = sorted(admitted, key=lambda a: (-a["n_samples"], a["name_key"]))
         listed = [
@@ -261,7 +262,31 @@ def evidence_on_real() -> dict[str, Any]:
         admitted_sets[label_] = {
             "admitted": len(listed),
             "labels": dict(Counter(a["label"] for a in listed)),
-            "pairs": listed,
+            "pairs": listed[:LISTED],
+        }
+        # NER confirmation (names.ner_confirmed) of the other frequent, consistently capitalised pairs
+        stats = pair_stats(table, floor, examples=NER_EXAMPLE_POOL * ner_examples)
+        asked = nominated(
+            stats, floor, names_cfg.corpus_pair_min_capitalised_share, {a["name_key"] for a in admitted}
+        )
+        first = {k: int(ids[0].split("#")[0]) for k, (_, ids) in asked.items()}
+        confirmed = ner_confirmed(
+            {k: (d, [fixture[int(i.split("#")[0])] for i in ids]) for k, (d, ids) in asked.items()},
+            names_cfg,
+            names_cfg.corpus_pair_ner_min_share,
+            examples=ner_examples,
+        )
+        for k in confirmed:
+            example.setdefault(k, first[k])
+        labelled_confirmed = [
+            {"pair": asked[k][0], "label": label(k), "example": fixture[first[k]][:120]} for k in confirmed
+        ]
+        admitted_sets[label_]["ner_confirmation"] = {
+            "examples_per_pair": ner_examples,
+            "nominated": len(asked),
+            "confirmed": len(confirmed),
+            "labels": dict(Counter(c["label"] for c in labelled_confirmed)),
+            "pairs": labelled_confirmed[:LISTED],
         }
     return {
         "labelled_captions": len(labelled),
@@ -289,6 +314,7 @@ def evidence_on_real() -> dict[str, Any]:
             "min_samples": names_cfg.corpus_pair_min_samples,
             "min_person_share": names_cfg.corpus_pair_min_person_share,
             "min_capitalised_share": names_cfg.corpus_pair_min_capitalised_share,
+            **evidence_settings(names_cfg)[0],
         },
     }
 

@@ -158,12 +158,12 @@ def run_size(
 
 
 def merge(result: dict[str, Any]) -> None:
-    """Write ``result`` under results.json's ``names_identity`` key, one entry per corpus size."""
-    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    entry = results.get(KEY, {})
-    entry.update(result)
-    results[KEY] = entry
-    RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    """Write ``result`` under results.json's ``names_identity`` key, one entry per corpus size, the rest of the
+    file as it is now (``bench.results_file.merge_results``)."""
+    from bench.results_file import merge_results  # noqa: PLC0415
+
+    for size, figures in result.items():
+        merge_results((KEY, size), figures)
 
 
 def run(sizes: tuple[int, ...] = (100_000,)) -> dict[str, Any]:

@@ -134,16 +134,32 @@ class NamesConfig(Section):
     # across LAION; the identity stage drops a phrase that is no person (its images share no face).
     gated_min_count: int = Field(50, ge=0)
     # Corpus evidence (names_evidence.py): a two-word, name-shaped pair in at least this many samples (0: off),
-    # in a person context in corpus_pair_min_person_share of them, capitalised in corpus_pair_min_capitalised_share
-    # of the mixed-case captions that write it, joins the known names whatever the given-name lists say. On the
-    # known-truth bench (bench/names_identity_bench.py, docs/names_identity.md) it lifts identity recall for people
-    # no list knows from 0 to 0.56 (5-19 mentions) and 1.0 (20+) at 100k rows, with no added false name.
-    # 3, not 5: the candidates' floor (min_candidates, after the second pass has found every form) decides; the
-    # evidence only has to make the name known. 5 -> 3 lifts unlisted recall (5-19 mentions) 0.84 -> 0.91 at 100k
-    # rows, with one more background candidate and no false one (docs/names_identity.md).
+    # capitalised in corpus_pair_min_capitalised_share of the mixed-case captions that write it, shown as a person
+    # by the person-context count test or by NER confirmation (below), joins the known names whatever the
+    # given-name lists say (docs/names_identity.md, "Realistic person contexts"). 3, not 5: the candidates' floor
+    # (min_candidates, after the second pass has found every form) decides; the evidence only makes a name known.
     corpus_pair_min_samples: int = Field(3, ge=0)
-    corpus_pair_min_person_share: float = Field(0.2, ge=0, le=1)
+    # The person-context test (names_evidence.context_llr; docs/names_identity.md): real people are written in a
+    # person context in ~5% of their LAION mentions (corpus_pair_person_rate; 4.7%, 5.8% leaving out "by X"),
+    # other name-shaped pairs in 0.6% (corpus_pair_background_rate; both measured on blind-labelled real
+    # captions, bench/evidence_on_real.py). A pair is admitted when it is in a person context
+    # corpus_pair_min_person times or more and the log likelihood ratio of its count under the two rates is
+    # >= corpus_pair_min_llr (0: one context in up to 46 samples, two in up to 93). corpus_pair_min_person_share:
+    # the former share floor (0.2 when the bench's corpus wrote people in a person context 62% of the time; 0:
+    # off), kept as an option.
+    corpus_pair_min_person_share: float = Field(0.0, ge=0, le=1)
+    corpus_pair_min_person: int = Field(1, ge=0)
+    corpus_pair_person_rate: float = Field(0.05, gt=0, lt=1)
+    corpus_pair_background_rate: float = Field(0.006, gt=0, lt=1)
+    corpus_pair_min_llr: float = 0.0
     corpus_pair_min_capitalised_share: float = Field(0.8, ge=0, le=1)
+    # NER confirmation (names.ner_confirmed): a pair in corpus_pair_min_samples samples or more, capitalised as
+    # above, that the count test does not admit and that is no known name nor no person, is read by spaCy NER in
+    # corpus_pair_ner_examples of its capitalised, mixed-case captions (0: off); NER tagging a PERSON that opens on
+    # the pair in corpus_pair_ner_min_share of them admits it. At real person-context rates most people with 5-19
+    # mentions are never in a person context at all; NER reads their names in context whatever the lists know.
+    corpus_pair_ner_examples: int = Field(3, ge=0)
+    corpus_pair_ner_min_share: float = Field(0.6, ge=0, le=1)
     # The other forms that count as a pair's occurrences (names_evidence.PAIR_FORMS): "Muller, Anna",
     # "Anna K. Muller", "#AnnaMuller". A person written 5 times in 5 forms is still a 5-sample pair.
     corpus_pair_forms: list[str] = Field(default_factory=lambda: ["inverted", "middle_initial", "hashtag"])
@@ -154,8 +170,14 @@ class NamesConfig(Section):
     # under not_person_max_person_share of them, or quoted in not_person_min_quoted_share of them, is no person
     # (names_evidence.not_people): a brand, a product, a cultivar. It is dropped wherever NER or the second pass
     # finds it, in any longer name too ("Ian Morris Eau de Parfum").
+    # With the rates above, also no person: a count of person contexts the other pairs' rate explains
+    # exp(-not_person_max_llr) times better than a person's (-4: none in 89 samples or more, one in 136 or more,
+    # two in 182; a person at the 5% rate is dropped with chance <= 0.01 at those counts). -7 (none in 155) let
+    # brand fragments written ~100 times ("Nguyen Wristwatch") through at 100k rows. The share floor
+    # not_person_max_person_share (0.02 before; 0: off) drops 11% of the people written 60-75 times.
     not_person_min_samples: int = Field(50, ge=0)
-    not_person_max_person_share: float = Field(0.02, ge=0, le=1)
+    not_person_max_person_share: float = Field(0.0, ge=0, le=1)
+    not_person_max_llr: float | None = -4.0
     not_person_min_quoted_share: float = Field(0.5, ge=0, le=1)
     # The second pass reads an initialled name ("A. Muller") as the one known full name it abbreviates
     # ("Anna Muller"), instead of a name of its own (names_evidence.initialled_aliases).

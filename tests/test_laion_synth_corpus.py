@@ -10,7 +10,16 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from laioncele.synth.corpus import FORMS, PROJECT_SAMPLE, SHARED_SAMPLE, fold_text, row_of_url
+from laioncele.synth.corpus import (
+    FORMS,
+    PERSON_CONTEXT_SHARE,
+    PROJECT_SAMPLE,
+    SHARED_SAMPLE,
+    context_rate,
+    fold_text,
+    mention_context_share,
+    row_of_url,
+)
 from laioncele.synth.laion import main as synth_main
 
 ROWS = 20_000
@@ -110,3 +119,23 @@ def test_same_seed_same_corpus(tmp_path: Path, corpus: tuple[list[str], dict]) -
     texts, _ = corpus
     synth_main(["--rows", str(ROWS), "--seed", "3", "--out", str(tmp_path), "--rows-per-shard", "7000"])
     assert pq.read_table(sorted(tmp_path.glob("part-*.parquet"))).column("TEXT").to_pylist() == texts
+
+
+def test_person_context_share_of_mentions_is_the_configured_one(
+    corpus: tuple[list[str], dict], tmp_path: Path
+) -> None:
+    # counted as bench/evidence_on_real.py counts real labelled names: 6% by default (real LAION's ~5-7%)
+    texts, truth = corpus
+    assert truth["person_context_share"] == PERSON_CONTEXT_SHARE == 0.06
+    measured = mention_context_share(texts, truth["identities"])
+    assert measured["mentions_the_rule_can_pair"] > 800
+    assert abs(measured["in_person_context_share"] - 0.06) < 0.02
+    # the share is a setting: a corpus written as red-carpet captions has its people in a context 40% of the time
+    synth_main(["--rows", "5000", "--seed", "1", "--out", str(tmp_path), "--person-context-share", "0.4"])
+    other = json.loads((tmp_path / "truth.json").read_text())
+    other_texts = pq.read_table(sorted(tmp_path.glob("part-*.parquet"))).column("TEXT").to_pylist()
+    share = mention_context_share(other_texts, other["identities"])["in_person_context_share"]
+    assert abs(share - 0.4) < 0.06
+    assert context_rate(1.0) == 1.0 and context_rate(0.0) == 0.0
+    with pytest.raises(ValueError, match="person_context_share"):
+        context_rate(1.5)

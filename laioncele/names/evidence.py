@@ -11,9 +11,11 @@ apply downstream.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import pyarrow as pa
 
@@ -58,12 +60,9 @@ PERSON_AFTER = frozenset(
         "during",
         "hairstyle",
         "haircut",
-        "hair",
-        "makeup",
         "signed",
         "autographed",
         "autograph",
-        "wallpaper",
         "photographed",
         "interview",
     ]
@@ -72,7 +71,9 @@ PERSON_AFTER = frozenset(
 PERSON_BEFORE = frozenset(
     ["actress", "actor", "singer", "model", "rapper", "musician", "footballer", "player", "star", "portrait"]
 )
-_OF_PERSON = frozenset(["portrait", "photo", "picture", "photos", "pictures", "image", "images"])
+# "Portrait of X" only: "Image of X" / "Photo of X" name products and places as often as people on real LAION
+# (shop captions: "Image of Razer Ornata ..."), as do "X makeup", "X hair", "X wallpaper" (bench/evidence_on_real.py).
+_OF_PERSON = frozenset(["portrait"])
 _CREDIT_BEFORE = frozenset(["by", "via", "credit", "courtesy"])  # "photo by X": X is no one pictured
 EVERYDAY_ZIPF = 5.0  # a word this frequent in English ("men", "central") is no name unless a census surname
 _TOKEN = re.compile(r"[^\W\d_]+(?:[-'’][^\W\d_]+)*|\S")
@@ -212,13 +213,18 @@ PAIR_STATS = pa.schema(
         ("n_cased", pa.int64()),  # samples whose caption mixes cases
         ("n_capitalised", pa.int64()),  # of those, the ones that capitalise it
         ("n_quoted", pa.int64()),
+        (
+            "examples",
+            pa.list_(pa.string()),
+        ),  # sample ids of up to ``examples`` capitalised, mixed-case writings
     ]
 )
 
 
-def pair_stats(occurrences: pa.Table, min_samples: int) -> pa.Table:
+def pair_stats(occurrences: pa.Table, min_samples: int, examples: int = 0) -> pa.Table:
     """Per ``name_key`` (one group or several) in ``min_samples`` samples or more: how often the corpus writes
-    it in a person context, capitalised, quoted (``PAIR_STATS``)."""
+    it in a person context, capitalised, quoted, and the smallest ``examples`` sample ids that write it
+    capitalised in a mixed-case caption (``PAIR_STATS``; for ``ner_confirmed``)."""
     out: dict[str, list] = {name: [] for name in PAIR_STATS.names}
     columns = {name: occurrences.column(name).to_pylist() for name in OCCURRENCES.names}
     groups: dict[str, list[int]] = {}
@@ -239,22 +245,57 @@ def pair_stats(occurrences: pa.Table, min_samples: int) -> pa.Table:
         out["n_cased"].append(len(cased))
         out["n_capitalised"].append(sum(columns["capitalised"][i] for i in cased))
         out["n_quoted"].append(sum(columns["quoted"][i] for i in rows))
+        capitalised = sorted({columns["sample_id"][i] for i in cased if columns["capitalised"][i]})
+        out["examples"].append(capitalised[:examples])
     return pa.table(out, schema=PAIR_STATS)
 
 
+def context_llr(n_person: int, n_samples: int, person_rate: float, background_rate: float) -> float:
+    """How much better a person's rate of person contexts explains a pair than the rate of other pairs: the
+    log likelihood ratio of ``n_person`` person-context samples out of ``n_samples`` under a binomial with
+    ``person_rate`` (real people's mentions: 0.047-0.058 on real labelled LAION captions,
+    bench/evidence_on_real.py) against one with ``background_rate`` (other name-shaped pairs: 0.0061). With
+    0.05 and 0.006 each person-context sample adds ln(0.05 / 0.006) = 2.12, each other sample takes
+    ln(0.95 / 0.994) = -0.045 off, so one context in up to 46 samples, two in up to 93, ... is positive."""
+    if not (0 < background_rate < 1 and 0 < person_rate < 1):
+        raise ValueError(f"rates must lie in (0, 1), got person {person_rate}, background {background_rate}")
+    return n_person * math.log(person_rate / background_rate) + (n_samples - n_person) * math.log(
+        (1 - person_rate) / (1 - background_rate)
+    )
+
+
 def names_by_evidence(
-    stats: pa.Table, min_samples: int, min_person_share: float, min_capitalised_share: float
+    stats: pa.Table,
+    min_samples: int,
+    min_person_share: float,
+    min_capitalised_share: float,
+    *,
+    min_person: int = 2,
+    person_rate: float | None = None,
+    background_rate: float | None = None,
+    min_llr: float = 0.0,
+    rejected: Iterable[str] = (),
 ) -> pa.Table:
     """The pairs of ``pair_stats`` the corpus shows as a name: in ``min_samples`` samples or more, in a person
-    context in ``min_person_share`` of them (and at least twice), capitalised in ``min_capitalised_share`` of
-    the mixed-case captions that write them. Returns name_key, display, n_samples."""
+    context in ``min_person_share`` of them and at least ``min_person`` times, capitalised in
+    ``min_capitalised_share`` of the mixed-case captions that write them; with ``person_rate`` and
+    ``background_rate``, also with ``context_llr`` >= ``min_llr`` (the count test that real person-context
+    rates call for: a real name is in one in ~6% of its mentions, so a share floor either admits noise or
+    misses people); none of ``rejected`` (``not_people``). Returns name_key, display, n_samples."""
+    rejected = frozenset(rejected)
     rows = [
         r
         for r in stats.to_pylist()
         if r["n_samples"] >= min_samples
-        and r["n_person"] >= max(2, min_person_share * r["n_samples"])
+        and r["n_person"] >= max(min_person, min_person_share * r["n_samples"])
         and r["n_cased"]
         and r["n_capitalised"] >= min_capitalised_share * r["n_cased"]
+        and (
+            person_rate is None
+            or background_rate is None
+            or context_llr(r["n_person"], r["n_samples"], person_rate, background_rate) >= min_llr
+        )
+        and r["name_key"] not in rejected
     ]
     return pa.table(
         {
@@ -265,29 +306,86 @@ def names_by_evidence(
     )
 
 
+NER_EXAMPLE_POOL = (
+    3  # sample ids ``pair_stats`` keeps per NER example wanted: repeated captions are read once
+)
+
+
+def nominated(
+    stats: pa.Table,
+    min_samples: int,
+    min_capitalised_share: float,
+    skip: Iterable[str] = (),
+) -> dict[str, tuple[str, list[str]]]:
+    """Pairs frequent and consistently capitalised enough to ask NER about (``ner_confirmed``): in
+    ``min_samples`` samples or more, capitalised in ``min_capitalised_share`` of the mixed-case captions that
+    write them, none of ``skip`` (known already, admitted, or no person): key -> (display, example sample ids)."""
+    skip = frozenset(skip)
+    return {
+        r["name_key"]: (r["display"], list(r["examples"]))
+        for r in stats.to_pylist()
+        if r["n_samples"] >= min_samples
+        and r["n_cased"]
+        and r["n_capitalised"] >= min_capitalised_share * r["n_cased"]
+        and r["examples"]
+        and r["name_key"] not in skip
+    }
+
+
 def frequent_pairs(
-    occurrences: pa.Table, min_samples: int, min_person_share: float, min_capitalised_share: float
+    occurrences: pa.Table,
+    min_samples: int,
+    min_person_share: float,
+    min_capitalised_share: float,
+    **test: Any,
 ) -> pa.Table:
-    """``names_by_evidence`` straight from occurrences (one group or several)."""
+    """``names_by_evidence`` straight from occurrences (one group or several); ``test``: its keyword settings
+    (``evidence_settings``)."""
     return names_by_evidence(
-        pair_stats(occurrences, min_samples), min_samples, min_person_share, min_capitalised_share
+        pair_stats(occurrences, min_samples), min_samples, min_person_share, min_capitalised_share, **test
+    )
+
+
+def evidence_settings(names: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The keyword settings of ``names_by_evidence`` and ``not_people`` from a ``NamesConfig`` (the pipeline
+    and the benches read the rule the same way)."""
+    rates = {
+        "person_rate": names.corpus_pair_person_rate,
+        "background_rate": names.corpus_pair_background_rate,
+    }
+    return (
+        {**rates, "min_person": names.corpus_pair_min_person, "min_llr": names.corpus_pair_min_llr},
+        {**rates, "max_llr": names.not_person_max_llr},
     )
 
 
 def not_people(
-    stats: pa.Table, min_samples: int, max_person_share: float, min_quoted_share: float
+    stats: pa.Table,
+    min_samples: int,
+    max_person_share: float,
+    min_quoted_share: float,
+    *,
+    person_rate: float | None = None,
+    background_rate: float | None = None,
+    max_llr: float | None = None,
 ) -> dict[str, str]:
     """Pairs the corpus shows often and never as a person -> why: in ``min_samples`` samples or more and in a
     person context in under ``max_person_share`` of them ("Lauren Nguyen Women's Leather Handbag", "John
     Armchair in Grey Velvet": a brand or a product written hundreds of times, never "attends" or "portrait
-    of"), or quoted in ``min_quoted_share`` of them ("Rose 'Yvonne Young'": a cultivar)."""
+    of"), or with ``context_llr`` <= ``max_llr`` (the rates given: so few person contexts in so many samples
+    that the rate of other pairs explains them ``exp(-max_llr)`` times better than a person's: with 0.05
+    against 0.006 and -4, none in 89 samples or more, one in 136 or more), or quoted in ``min_quoted_share``
+    of them ("Rose 'Yvonne Young'": a cultivar)."""
+    by_llr = person_rate is not None and background_rate is not None and max_llr is not None
     out = {}
     for r in stats.to_pylist():
         if r["n_samples"] < min_samples:
             continue
         if r["n_quoted"] >= min_quoted_share * r["n_samples"]:
             out[r["name_key"]] = "quoted"
-        elif r["n_person"] < max_person_share * r["n_samples"]:
+        elif r["n_person"] < max_person_share * r["n_samples"] or (
+            by_llr and context_llr(r["n_person"], r["n_samples"], person_rate, background_rate) <= max_llr
+        ):
             out[r["name_key"]] = "no_person_context"
     return out
 

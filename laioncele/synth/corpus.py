@@ -51,10 +51,10 @@ LOCALES = {
 }
 # How a person's mention is written, and how often (pairs, "A and B", are drawn separately: PAIR_SHARE).
 FORMS = {
-    "title": 0.40,
+    "title": 0.44,
     "lower": 0.12,
     "upper": 0.06,
-    "possessive": 0.06,
+    "possessive": 0.02,
     "middle_initial": 0.05,
     "inverted": 0.05,
     "initial": 0.04,
@@ -62,6 +62,16 @@ FORMS = {
     "product": 0.18,
 }
 PAIR_SHARE = 0.08  # of mention slots, written as "A and B" with another person
+# Share of a person's mentions written in a person context by the corpus-evidence rule's definition (a person
+# word next to the name: "X attends", "Actress X", "X's"; names_evidence.pair_occurrences), counted over the
+# mentions that rule pairs. Measured on blind-labelled real LAION captions (bench/evidence_on_real.py,
+# names_identity.evidence_on_real): 5.5% (6.9% leaving out "by X" credits); the possessive ("X's") alone is
+# 2% of them, hence its FORMS share. The other forms that can carry a context (title, lower, upper, product,
+# middle initial, initialled, inverted, "A and B") take the rest of this share (``context_rate``).
+PERSON_CONTEXT_SHARE = 0.06
+# Forms whose mentions the rule pairs as the bare "First Last" (what evidence_on_real counts); possessive is
+# always in a person context, hashtags never.
+_PAIRED_FORMS = ("title", "lower", "upper", "possessive", "product")
 CREDIT_ON_PERSON_ROW = 0.04  # of person rows that also credit a photographer
 ZIPF_A = 2.0
 
@@ -89,42 +99,44 @@ _CITIES = [
     "Mumbai",
     "Sydney",
 ]
-_TITLE_TEMPLATES = [
+# Each form's templates in a person context (the rule's person words next to the name) and plain ones.
+_TITLE_CONTEXT = [
     "{n} attends the {e}",
     "{n} arrives at the {e} in {c}",
-    "{n} at the {c} premiere",
     "{n} performs on stage in {c}",
     "Portrait of {n}",
-    "{n} on the red carpet at the {e}",
     "{n} during the {e}",
     "Actress {n} poses at the {e}",
     "{n} speaks at a press conference in {c}",
     "{n} photographed in {c}, {y}",
 ]
-_LOWER_TEMPLATES = [
-    "{n} red carpet",
-    "{n} hot photos",
-    "{n} hairstyle {y}",
+_TITLE_PLAIN = [
+    "{n} at the {c} premiere",
+    "{n} on the red carpet at the {e}",
+    "{n} at the {e} in {c}",
+    "{n} in {c}, {y}",
+    "{n} - {e} {y}",
+    "{e} {y}: {n}",
     "{n} at the {e}",
-    "{n} wallpaper",
+    "{n} and guests in {c}",
+    "{c}, {y} - {n} on stage",
+    "{n} | {e}",
 ]
+_LOWER_CONTEXT = ["{n} hairstyle {y}", "{n} haircut", "{n} signed photo"]
+_LOWER_PLAIN = ["{n} red carpet", "{n} hot photos", "{n} at the {e}", "{n} net worth {y}", "{n} in {c}"]
 _POSSESSIVE_TEMPLATES = [
     "{n}'s wedding dress",
     "{n}'s new haircut",
     "{n}'s house in {c}",
     "{n}'s look at the {e}",
 ]
-_INVERTED_TEMPLATES = ["{n} - Portrait", "{n} ({y}) - photograph", "Portrait: {n}"]
-_PRODUCT_TEMPLATES = [
-    "{n} Signed Poster 8x10",
-    "{n} Autographed Photo",
-    "{n} T-Shirt Men's",
-    "{n} Poster Print A4",
-    "{n} Photo Mug",
-    "{n} Signed Photo with COA",
-]
+_INVERTED_CONTEXT = ["Portrait of {n}"]
+_INVERTED_PLAIN = ["{n} - Portrait", "{n} ({y}) - photograph", "Portrait: {n}"]
+_PRODUCT_CONTEXT = ["{n} Signed Poster 8x10", "{n} Autographed Photo", "{n} Signed Photo with COA"]
+_PRODUCT_PLAIN = ["{n} T-Shirt Men's", "{n} Poster Print A4", "{n} Photo Mug", "{n} Canvas Print {y}"]
 _HASHTAG_TEMPLATES = ["{cap} #{n} #redcarpet", "#{n} #fashion #style", "{cap} #{n}"]
-_PAIR_TEMPLATES = ["{a} and {b} at the {e}", "{a} and {b} in {c}", "{a} & {b} attend the {e}"]
+_PAIR_CONTEXT = ["Actress {a} and {b} attend the {e}"]
+_PAIR_PLAIN = ["{a} and {b} at the {e}", "{a} and {b} in {c}", "{a} & {b} at the {e}"]
 _CREDIT_TEMPLATES = ["{cap}, photo by {n}", "{cap} - Photo by {n}", "{cap} (photo by {n})"]
 _DISTRACTOR_KINDS = ("brand", "product", "place", "cultivar")
 _PRODUCT_NOUNS = ["Sofa", "Armchair", "Dining Table", "Pendant Light", "Wrap Dress", "Bed Frame", "Desk Lamp"]
@@ -281,13 +293,26 @@ def _distractors(n: int, seed: int, rng: np.random.Generator) -> list[dict[str, 
     return out
 
 
+def context_rate(person_context_share: float) -> float:
+    """The chance that a mention in a form other than the possessive (always in a person context) or the
+    hashtag (never) is written in a person context, so that ``person_context_share`` of the mentions the rule
+    pairs as "First Last" (``_PAIRED_FORMS`` and "A and B") are: (share * paired - possessive) / (paired -
+    possessive), clipped to [0, 1]."""
+    if not 0 <= person_context_share <= 1:
+        raise ValueError(f"person_context_share must lie in [0, 1], got {person_context_share}")
+    total = sum(FORMS.values())
+    paired = (1 - PAIR_SHARE) * sum(FORMS[f] for f in _PAIRED_FORMS) / total + PAIR_SHARE
+    possessive = (1 - PAIR_SHARE) * FORMS["possessive"] / total
+    return min(1.0, max(0.0, (person_context_share * paired - possessive) / (paired - possessive)))
+
+
 class _Plan:
     """What every row holds, drawn up front as arrays (kind, people, forms), so shards are written one by one."""
 
     # row kinds
     BACKGROUND, PERSON, PAIR, DISTRACTOR, CREDIT = range(5)
 
-    def __init__(self, rows: int, seed: int) -> None:
+    def __init__(self, rows: int, seed: int, person_context_share: float = PERSON_CONTEXT_SHARE) -> None:
         rng = np.random.default_rng(seed)
         self.rng = rng
         self.pool = background_captions()
@@ -353,6 +378,7 @@ class _Plan:
         self.mod = rng.random((rows, 4))
         self.template = rng.integers(0, 1 << 30, rows)
         self.year = rng.integers(1995, 2024, rows)
+        self.context = rng.random(rows) < context_rate(person_context_share)  # this row's mention in one
 
     @staticmethod
     def _even(items: list[Any]) -> np.ndarray:
@@ -393,27 +419,29 @@ class _Plan:
         p = self.people[self.a[i]]
         form = self.form_names[self.form[i]]
         short_bg = " ".join(self.background(i).split()[:6])
+        ctx = bool(self.context[i])
+        title = _TITLE_CONTEXT if ctx else _TITLE_PLAIN
         if form == "title":
-            text = self._pick(_TITLE_TEMPLATES, i, n=p.display)
+            text = self._pick(title, i, n=p.display)
         elif form == "lower":
-            text = self._pick(_LOWER_TEMPLATES, i, n=p.display).lower()
+            text = self._pick(_LOWER_CONTEXT if ctx else _LOWER_PLAIN, i, n=p.display).lower()
         elif form == "upper":
-            text = self._pick(_TITLE_TEMPLATES, i, n=p.display).upper()
+            text = self._pick(title, i, n=p.display).upper()
         elif form == "possessive":
             text = self._pick(_POSSESSIVE_TEMPLATES, i, n=p.display)
         elif form == "middle_initial":
-            text = self._pick(_TITLE_TEMPLATES, i, n=f"{p.first} {p.middle}. {p.last}")
+            text = self._pick(title, i, n=f"{p.first} {p.middle}. {p.last}")
         elif form == "inverted":
-            text = self._pick(_INVERTED_TEMPLATES, i, n=f"{p.last}, {p.first}")
+            text = self._pick(_INVERTED_CONTEXT if ctx else _INVERTED_PLAIN, i, n=f"{p.last}, {p.first}")
         elif form == "initial":
-            text = self._pick(_TITLE_TEMPLATES, i, n=f"{p.first[0]}. {p.last}")
+            text = self._pick(title, i, n=f"{p.first[0]}. {p.last}")
         elif form == "hashtag":
             tag = f"{p.first}{p.last}".replace("-", "")
             text = self._pick(
                 _HASHTAG_TEMPLATES, i, n=tag.lower() if self.case[i, 0] < 5 else tag, cap=short_bg
             )
         else:
-            text = self._pick(_PRODUCT_TEMPLATES, i, n=p.display)
+            text = self._pick(_PRODUCT_CONTEXT if ctx else _PRODUCT_PLAIN, i, n=p.display)
         if self.credit[i] >= 0:
             text = self._pick(_CREDIT_TEMPLATES, i, cap=text, n=self.photographers[self.credit[i]].display)
         return text, form
@@ -431,7 +459,8 @@ class _Plan:
             a, b = self.people[self.a[i]], self.people[self.b[i]]
             na, _ = self._cased(a.display, int(self.case[i, 0]))
             nb, _ = self._cased(b.display, int(self.case[i, 1]))
-            return self._pick(_PAIR_TEMPLATES, i, a=na, b=nb), [(a, "pair"), (b, "pair")]
+            templates = _PAIR_CONTEXT if self.context[i] else _PAIR_PLAIN
+            return self._pick(templates, i, a=na, b=nb), [(a, "pair"), (b, "pair")]
         if kind == self.DISTRACTOR:
             d = self.distractors[self.a[i]]
             contexts = {
@@ -499,17 +528,25 @@ def _person_truth(p: Person) -> dict[str, Any]:
     }
 
 
-def write_corpus(out: str | Path, rows: int, seed: int = 0, rows_per_shard: int = 100_000) -> dict[str, Any]:
+def write_corpus(
+    out: str | Path,
+    rows: int,
+    seed: int = 0,
+    rows_per_shard: int = 100_000,
+    person_context_share: float = PERSON_CONTEXT_SHARE,
+) -> dict[str, Any]:
     """Write ``rows`` LAION-shaped rows as parquet shards under ``out`` and ``out/truth.json``; returns the
-    truth (see the module docstring)."""
+    truth (see the module docstring). ``person_context_share``: of the mentions the corpus-evidence rule
+    pairs, the share written in a person context (``PERSON_CONTEXT_SHARE``, real LAION's)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    plan = _Plan(rows, seed)
+    plan = _Plan(rows, seed, person_context_share)
     for k, table in enumerate(iter_shards(plan, rows, seed, rows_per_shard)):
         pq.write_table(table, out / f"part-{k:05d}.parquet", row_group_size=20_000)
     truth = {
         "rows": rows,
         "seed": seed,
+        "person_context_share": person_context_share,
         "url_prefix": f"{URL_PREFIX}/{seed}/",
         "background_rule": "a name whose key is a 2-3 word sequence of a real source caption (folded) and no "
         "invented person's key is a background name: real, or a phrase, truth unknown",
@@ -520,3 +557,37 @@ def write_corpus(out: str | Path, rows: int, seed: int = 0, rows_per_shard: int 
     }
     (out / TRUTH_FILE).write_text(json.dumps(truth), encoding="utf-8")
     return truth
+
+
+def mention_context_share(texts: list[str], people: list[dict[str, Any]]) -> dict[str, Any]:
+    """How often the generated people's mentions are in a person context by the corpus-evidence rule
+    (``names_evidence.pair_occurrences``, default forms: the bare "First Last" pair, as
+    ``bench/evidence_on_real.py`` counts real labelled names): ``texts`` the corpus captions by row, ``people``
+    the truth's identities. Returns the mentions, those the rule pairs, and the share of those in a context."""
+    from laioncele.names.evidence import pair_occurrences  # noqa: PLC0415
+
+    rows, keys = [], []
+    for p in people:
+        pairs = {
+            o["name_key"]
+            for o in pair_occurrences(pa.table({"sample_id": ["0"], "caption": [p["name"]]})).to_pylist()
+        }
+        rows += p["rows"]
+        keys += [pairs] * len(p["rows"])
+    occ = pair_occurrences(
+        pa.table({"sample_id": [str(i) for i in range(len(rows))], "caption": [texts[r] for r in rows]})
+    )
+    in_context: dict[int, bool] = {}
+    for sid, key, context in zip(
+        *(occ.column(c).to_pylist() for c in ("sample_id", "name_key", "person_context")), strict=True
+    ):
+        i = int(sid)
+        if key in keys[i]:
+            in_context[i] = in_context.get(i, False) or context
+    n = len(in_context)
+    return {
+        "mentions": len(rows),
+        "mentions_the_rule_can_pair": n,
+        "in_person_context": sum(in_context.values()),
+        "in_person_context_share": round(sum(in_context.values()) / n, 4) if n else None,
+    }

@@ -96,15 +96,22 @@ def main(argv: list[str] | None = None) -> int:
     ``laioncele.synth.corpus`` (parquet shards and truth.json under DIR)."""
     import argparse  # noqa: PLC0415
 
-    from laioncele.synth.corpus import write_corpus  # noqa: PLC0415
+    from laioncele.synth.corpus import PERSON_CONTEXT_SHARE, write_corpus  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(prog="python -m laioncele.synth.laion", description=main.__doc__)
     parser.add_argument("--rows", type=int, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True)
     parser.add_argument("--rows-per-shard", type=int, default=100_000)
+    parser.add_argument(
+        "--person-context-share",
+        type=float,
+        default=None,
+        help="share of mentions written in a person context (default: real LAION's, PERSON_CONTEXT_SHARE)",
+    )
     args = parser.parse_args(argv)
-    truth = write_corpus(args.out, args.rows, args.seed, args.rows_per_shard)
+    share = PERSON_CONTEXT_SHARE if args.person_context_share is None else args.person_context_share
+    truth = write_corpus(args.out, args.rows, args.seed, args.rows_per_shard, share)
     mentions = sum(len(p["rows"]) for p in truth["identities"])
     print(f"{args.rows} rows, {len(truth['identities'])} identities, {mentions} mentions -> {args.out}")
     return 0

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from laioncele.config import Config
 from laioncele.io import schema
@@ -26,6 +27,7 @@ from laioncele.io.shards import (
     UnitRecord,
     atomic_write_bytes,
     atomic_write_json,
+    iter_shards,
     load_manifest,
     read_shard,
     read_shards,
@@ -34,15 +36,18 @@ from laioncele.io.shards import (
 from laioncele.io.storage import open_input
 from laioncele.names import index as name_index
 from laioncele.names.evidence import (
+    NER_EXAMPLE_POOL,
     ambiguous_initialled,
+    evidence_settings,
     initialled_aliases,
     middle_initial_aliases,
     names_by_evidence,
+    nominated,
     not_people,
     pair_occurrences,
     pair_stats,
 )
-from laioncele.names.extract import KnownNameMatcher, NameExtractor, name_key, within
+from laioncele.names.extract import KnownNameMatcher, NameExtractor, name_key, ner_confirmed, within
 from pipelines.aggregate import group_apply, reduce_name_tallies
 from pipelines.runner import UnitTask, stage_dir
 from pipelines.stage import Resources, SideOutput, Stage, Unit, units_per_shard
@@ -51,6 +56,7 @@ KNOWN_NAMES_FILE = "known_names.json"
 NOT_PEOPLE_FILE = (
     "not_people.json"  # pair key -> why the corpus shows it as no person (names_evidence.not_people)
 )
+EVIDENCE_FILE = "corpus_evidence.json"  # counts: pairs admitted by context, asked NER about, admitted by NER
 KEPT_PAIRS_FILE = "kept_pairs.ipc"  # not *.arrow: finalize_stage owns those
 
 
@@ -139,20 +145,22 @@ def _gated_mentions(ner_rows: pa.Table) -> pa.Table:
 
 def _corpus_pairs(
     config: Config, found: Iterable[str] = ()
-) -> tuple[list[tuple[str, str, int]], dict[str, str]]:
+) -> tuple[list[tuple[str, str, int, str]], dict[str, str], int]:
     """What the ingest captions show of every name-shaped pair (``names_evidence``): (key, display, samples)
-    of the pairs they show as names (none when ``names.corpus_pair_min_samples`` is 0), and the pairs they
+    and how ("context": the count test; "ner": NER confirmed it) of the pairs they show as names (none when
+    ``names.corpus_pair_min_samples`` is 0), the pairs they
     show often and never as a person, with why (none when ``names.not_person_min_samples`` is 0); ``found``:
-    the two-word keys NER found, judged as pairs too."""
+    the two-word keys NER found, judged as pairs too; and how many pairs NER was asked about."""
     names = config.names
+    known = frozenset(found)
     floors = [n for n in (names.corpus_pair_min_samples, names.not_person_min_samples) if n]
     if not floors:
-        return [], {}
+        return [], {}, 0
     occurrences = partial(
         pair_occurrences,
         forms=tuple(names.corpus_pair_forms),
         upper_neutral=names.corpus_pair_upper_neutral,
-        names=tuple(sorted(k for k in found if k.count(" ") == 1)) if names.not_person_min_samples else (),
+        names=tuple(sorted(k for k in known if k.count(" ") == 1)) if names.not_person_min_samples else (),
     )
     stats = group_apply(
         config,
@@ -160,32 +168,65 @@ def _corpus_pairs(
         ["sample_id", "caption"],
         occurrences,
         "name_key",
-        partial(pair_stats, min_samples=min(floors)),
+        partial(
+            pair_stats, min_samples=min(floors), examples=NER_EXAMPLE_POOL * names.corpus_pair_ner_examples
+        ),
     )
     if not stats.num_rows:
-        return [], {}
-    found: list[tuple[str, str, int]] = []
-    if names.corpus_pair_min_samples:
-        table = names_by_evidence(
-            stats,
-            names.corpus_pair_min_samples,
-            names.corpus_pair_min_person_share,
-            names.corpus_pair_min_capitalised_share,
-        )
-        found = list(
-            zip(*(table.column(c).to_pylist() for c in ("name_key", "display", "n_samples")), strict=True)
-        )
+        return [], {}, 0
+    admit, reject = evidence_settings(names)
     rejected = (
         not_people(
             stats,
             names.not_person_min_samples,
             names.not_person_max_person_share,
             names.not_person_min_quoted_share,
+            **reject,
         )
         if names.not_person_min_samples
         else {}
     )
-    return found, rejected
+    found: list[tuple[str, str, int, str]] = []
+    asked = 0
+    if names.corpus_pair_min_samples:
+        table = names_by_evidence(
+            stats,
+            names.corpus_pair_min_samples,
+            names.corpus_pair_min_person_share,
+            names.corpus_pair_min_capitalised_share,
+            **admit,
+            rejected=rejected,
+        )
+        columns = (table.column(c).to_pylist() for c in ("name_key", "display", "n_samples"))
+        found = [(*row, "context") for row in zip(*columns, strict=True)]
+        if names.corpus_pair_ner_examples:
+            confirmed, asked = _ner_confirmed_pairs(
+                config, stats, {k for k, *_ in found} | known | set(rejected)
+            )
+            found += confirmed
+    return found, rejected, asked
+
+
+def _ner_confirmed_pairs(
+    config: Config, stats: pa.Table, skip: set[str]
+) -> tuple[list[tuple[str, str, int, str]], int]:
+    """The nominated pairs (``names_evidence.nominated``) NER confirms as people (``names.ner_confirmed``),
+    reading their example captions from the ingest stage: (key, display, samples, "ner"); and how many were
+    nominated. The captions are read in the driver: fine for the benchmarks' millions of rows; at LAION scale
+    this lookup belongs in the group tasks (each group holds its pairs' sample ids)."""
+    names = config.names
+    asked = nominated(stats, names.corpus_pair_min_samples, names.corpus_pair_min_capitalised_share, skip)
+    if not asked:
+        return [], 0
+    wanted = pa.array(sorted({sid for _, ids in asked.values() for sid in ids}), pa.string())
+    caption_of: dict[str, str] = {}
+    for _, table in iter_shards(stage_dir(config, "ingest"), ["sample_id", "caption"]):
+        hit = table.filter(pc.is_in(table.column("sample_id"), value_set=wanted))
+        caption_of.update(zip(*(hit.column(c).to_pylist() for c in ("sample_id", "caption")), strict=True))
+    pairs = {k: (d, [caption_of[i] for i in ids if i in caption_of]) for k, (d, ids) in asked.items()}
+    samples = dict(zip(*(stats.column(c).to_pylist() for c in ("name_key", "n_samples")), strict=True))
+    confirmed = ner_confirmed(pairs, names, names.corpus_pair_ner_min_share)
+    return [(k, pairs[k][0], samples[k], "ner") for k in confirmed], len(asked)
 
 
 def _holds(key: str, pairs: dict[str, str]) -> bool:
@@ -224,16 +265,33 @@ def prepare_known_names(config: Config, out_dir: Path) -> dict[str, Any]:
         ):
             if n >= min_count and key not in known:
                 known[key] = {"name_key": key, "display": display, "n_samples": n, "gated": gated}
-    evidence, rejected = _corpus_pairs(config, known)
-    for key, display, n in evidence:
+    evidence, rejected, asked = _corpus_pairs(config, known)
+    for key, display, n, how in evidence:
         known.setdefault(
-            key, {"name_key": key, "display": display, "n_samples": n, "gated": True, "corpus": True}
+            key,
+            {
+                "name_key": key,
+                "display": display,
+                "n_samples": n,
+                "gated": True,
+                "corpus": True,
+                "evidence": how,
+            },
         )
     # a name the corpus shows as no person is no known name, whoever found it
     kept = [k for n, k in known.items() if not _holds(n, rejected)]
     atomic_write_json(out_dir / KNOWN_NAMES_FILE, kept)
     atomic_write_json(out_dir / NOT_PEOPLE_FILE, rejected)
-    return {"known_names": len(kept), "not_people": len(rejected)}
+    hows = Counter(how for *_, how in evidence)
+    summary = {
+        "admitted_by_context": hows["context"],
+        "asked_ner": asked,
+        "admitted_by_ner": hows["ner"],
+        "not_people": dict(Counter(rejected.values())),
+        "known_dropped_as_not_people": sum(_holds(n, rejected) for n in known),
+    }
+    atomic_write_json(out_dir / EVIDENCE_FILE, summary)
+    return {"known_names": len(kept), "not_people": len(rejected), "corpus_evidence": summary}
 
 
 def plan_second_pass(config: Config, upstream_dir: Path | None) -> list[Unit]:
@@ -367,6 +425,9 @@ NAMES_STAGE = Stage(
     side_outputs=(
         SideOutput(KNOWN_NAMES_FILE, "prepare", "the names every caption is matched against"),
         SideOutput(NOT_PEOPLE_FILE, "prepare", "name-shaped pairs the corpus shows as no person, with why"),
+        SideOutput(
+            EVIDENCE_FILE, "prepare", "counts of the corpus evidence: pairs admitted by context or by NER"
+        ),
     ),
 )
 
