@@ -153,7 +153,7 @@ class NamesConfig(Section):
     corpus_pair_background_rate: float = Field(0.006, gt=0, lt=1)
     corpus_pair_min_llr: float = 0.0
     corpus_pair_min_capitalised_share: float = Field(0.8, ge=0, le=1)
-    # NER confirmation (names.ner_confirmed): a pair in corpus_pair_min_samples samples or more, capitalised as
+    # NER confirmation (names.extract.ner_confirmed): a pair in corpus_pair_min_samples samples or more, capitalised as
     # above, that the count test does not admit and that is no known name nor no person, is read by spaCy NER in
     # corpus_pair_ner_examples of its capitalised, mixed-case captions (0: off); NER tagging a PERSON that opens on
     # the pair in corpus_pair_ner_min_share of them admits it. At real person-context rates most people with 5-19
